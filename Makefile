@@ -1,0 +1,36 @@
+# The two commands of the README: `make run` and `make test`. Both set up .venv first and
+# are quick when nothing changed (stamp files record what is installed).
+PYTHON ?= python3
+VENV   := .venv
+PIP    := $(VENV)/bin/python -m pip
+# The CUDA build where an NVIDIA GPU is present; otherwise a CPU build: a local wheel when
+# pip's find-links hold one, else PyTorch's CPU index.
+TORCH_CUDA ?= torch>=2.6
+TORCH_CPU  ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: run test setup
+run: $(VENV)/.deps
+	$(VENV)/bin/deepseek-desktop --demo
+
+test: $(VENV)/.deps
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest
+
+setup: $(VENV)/.deps
+
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing the CUDA build of torch"; \
+		$(PIP) install "$(TORCH_CUDA)"; \
+	elif $(PIP) install --no-index --no-deps "$(TORCH_CPU)+cpu" >/dev/null 2>&1; then \
+		echo "no NVIDIA GPU: installed the local CPU build of torch"; \
+	else \
+		echo "no NVIDIA GPU: installing the CPU build of torch"; \
+		$(PIP) install "$(TORCH_CPU)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
+	fi
+	touch $@
+
+$(VENV)/.deps: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e '.[test]'
+	touch $@
