@@ -1,0 +1,150 @@
+"""EngineConfig: every setting of the engine, validated, read from and written to TOML.
+
+A file holding only ``[model] path = "…"`` is a complete configuration. Unknown keys are errors,
+never silently ignored, and every refusal names the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class ConfigError(ValueError):
+    """A configuration value was refused; the message names the field, the value and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    path: Optional[str] = Field(None, description="model folder (config.json + safetensors + tokenizer)")
+    served_model_name: Optional[str] = Field(None, description="id shown in /v1/models; default: folder name")
+    dtype: DType = "auto"
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    max_context: Optional[int] = Field(None, ge=16, description="cap on the model's context length")
+    trust_remote_code: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE_PATTERN.match(value):
+            raise ValueError("expected auto, cpu, mps, cuda or cuda:N")
+        return value
+
+
+class LoadConfig(_Section):
+    """Load options. Chunked loading with progress extends this section (issue 3)."""
+
+    timeout_s: float = Field(1800.0, gt=0, description="give up a load that takes longer")
+
+
+class BatchingConfig(_Section):
+    mode: Literal["sequential"] = Field(
+        "sequential", description="sequential: one request at a time (batching modes: issue 4)"
+    )
+    max_queue: int = Field(256, ge=1, description="requests waiting beyond this get 429")
+    request_timeout_s: float = Field(600.0, gt=0, description="a request running longer ends with an error")
+
+
+class CacheConfig(_Section):
+    type: Literal["none"] = Field("none", description="prefix KV cache (hierarchical: issue 4)")
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: Optional[str] = Field(None, description="required as a Bearer token on every route but /health")
+    metrics_public: bool = Field(False, description="serve /metrics without the API key")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    parent_pid: Optional[int] = Field(None, description="exit when this process dies (set by the desktop app)")
+
+
+class EngineConfig(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    load: LoadConfig = Field(default_factory=LoadConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EngineConfig":
+        """Validate a plain dict (as read from TOML).
+
+        Raises:
+            ConfigError: listing every refused field.
+        """
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc)) from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "EngineConfig":
+        """Read a TOML file.
+
+        Raises:
+            ConfigError: the file is missing, not TOML, or holds a refused value.
+        """
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def to_toml(self) -> str:
+        # TOML has no null: unset optional values are left out and read back as their default.
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+
+    def write_toml(self, path: str | Path) -> None:
+        """Write atomically: a crash mid-write never leaves a truncated config."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_toml(), encoding="utf-8")
+        tmp.replace(path)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "EngineConfig":
+        """Return a copy with dotted keys (``"server.port"``) replaced; None values are skipped.
+
+        Raises:
+            ConfigError: an override names an unknown key or holds a refused value.
+        """
+        data = self.model_dump()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            section, _, key = dotted.partition(".")
+            if section not in data or not isinstance(data[section], dict):
+                raise ConfigError(f"{dotted}: unknown section {section!r}")
+            data[section][key] = value
+        return EngineConfig.from_dict(data)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per refused field: ``batching.mode = 'fast': Input should be 'sequential'``."""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{field}: unknown key (not a setting of this section)")
+        elif err["type"] == "missing":
+            lines.append(f"{field}: required")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{field} = {err.get('input')!r}: {msg}")
+    return "; ".join(lines)

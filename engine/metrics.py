@@ -1,0 +1,66 @@
+"""Prometheus metrics of one engine (torch-free). Names and meanings are listed in the README.
+
+Each engine owns its registry, so several engines in one process (tests) never collide.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import ProcessCollector
+
+# Below 100 ms matters on a GPU (inter-token latency is a few ms); the top covers slow CPUs.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
+    0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0,
+)
+MODEL_STATES = ("idle", "loading", "ready", "unloading", "error")
+
+
+class EngineMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, cpu seconds …
+        r = self.registry
+        self.requests_running = Gauge("engine_requests_running", "Requests being generated now", registry=r)
+        self.requests_waiting = Gauge("engine_requests_waiting", "Requests queued, not yet started", registry=r)
+        self.requests_total = Counter(
+            "engine_requests", "Generation requests finished, by outcome", ["outcome"], registry=r
+        )
+        self.prompt_tokens = Counter("engine_prompt_tokens", "Prompt tokens processed", registry=r)
+        self.generation_tokens = Counter("engine_generation_tokens", "Tokens generated", registry=r)
+        self.ttft = Histogram(
+            "engine_time_to_first_token_seconds", "Arrival to first generated token",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.itl = Histogram(
+            "engine_inter_token_latency_seconds", "Time between consecutive generated tokens",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.e2e = Histogram(
+            "engine_e2e_request_latency_seconds", "Arrival to last token",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_time = Histogram(
+            "engine_request_queue_time_seconds", "Arrival to start of generation",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.model_state = Gauge(
+            "engine_model_state", "1 for the current model state, 0 for the others", ["state"], registry=r
+        )
+        self.device_memory = Gauge(
+            "engine_device_memory_allocated_bytes", "Memory held by torch on the model's device",
+            registry=r,
+        )
+        self.set_model_state("idle")
+
+    def set_model_state(self, state: str) -> None:
+        for name in MODEL_STATES:
+            self.model_state.labels(state=name).set(1 if name == state else 0)
+
+    def track_device_memory(self, read: Optional[Callable[[], float]]) -> None:
+        self.device_memory.set_function(read or (lambda: 0.0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,90 @@
+"""Generation requests and the events they produce (plain Python, no torch).
+
+The runtime produces events on its own thread and hands them to ``GenerationRequest.sink``;
+the server turns them into HTTP responses, library users read them from an iterator.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Union
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    seed: Optional[int] = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class TextEvent:
+    """New text; either part may be empty."""
+
+    content: str = ""
+    reasoning: str = ""
+
+
+@dataclass
+class FinishEvent:
+    finish_reason: str  # stop | length | cancelled
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_s: Optional[float]
+    duration_s: float
+
+
+@dataclass
+class ErrorEvent:
+    message: str
+    status_code: int = 500
+    error_type: str = "server_error"
+
+
+Event = Union[TextEvent, FinishEvent, ErrorEvent]
+
+
+@dataclass
+class GenerationRequest:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    sink: Callable[[Event], None]
+    starts_in_reasoning: bool = False
+    timeout_s: Optional[float] = None
+    arrival: float = field(default_factory=time.monotonic)
+    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def cancel(self) -> None:
+        """Stop generating for this request (client gone); takes effect before the next token."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def past_deadline(self, now: Optional[float] = None) -> bool:
+        if self.timeout_s is None:
+            return False
+        return (now or time.monotonic()) - self.arrival > self.timeout_s
+
+
+class QueueFullError(RuntimeError):
+    """More requests are waiting than ``batching.max_queue`` allows."""
+
+
+class EngineNotReady(RuntimeError):
+    """No model is loaded (or it is still loading, or failed to load)."""

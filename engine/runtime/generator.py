@@ -1,0 +1,232 @@
+"""Generation on the model's own thread: a queue of requests decoded one at a time (imports torch).
+
+Each request runs ``model.generate`` (so greedy output is exactly transformers' own) with a
+streamer that turns tokens into text events and a stopping criterion that ends the request as
+soon as its client is gone, its deadline passes or a stop string appears.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Optional
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria
+
+from engine.metrics import EngineMetrics
+from engine.requests import (
+    ErrorEvent,
+    FinishEvent,
+    GenerationRequest,
+    QueueFullError,
+    TextEvent,
+)
+from engine.runtime.loader import LoadedModel
+from engine.textstream import IncrementalDetokenizer, ReasoningSplitter, StopMatcher
+
+log = logging.getLogger("engine.generator")
+
+
+class OpenAIPenalties(LogitsProcessor):
+    """OpenAI's additive penalties: ``logit -= frequency * count + presence * (count > 0)``,
+    counted over the generated tokens only."""
+
+    def __init__(self, prompt_length: int, frequency: float, presence: float):
+        self.prompt_length = prompt_length
+        self.frequency = frequency
+        self.presence = presence
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_length :]
+        if generated.numel() == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(
+            1, generated, torch.ones_like(generated, dtype=scores.dtype)
+        )
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
+
+
+class _RequestRun(StoppingCriteria):
+    """Streamer and stopping criterion of one running request."""
+
+    def __init__(self, loaded: LoadedModel, request: GenerationRequest, metrics: EngineMetrics):
+        self.request = request
+        self.metrics = metrics
+        self.eos = set() if request.params.ignore_eos else set(loaded.eos_token_ids)
+        self.detokenizer = IncrementalDetokenizer(loaded.tokenizer)
+        self.stops = StopMatcher(request.params.stop)
+        self.splitter = ReasoningSplitter(request.starts_in_reasoning)
+        self.prompt_seen = False
+        self.completion_tokens = 0
+        self.first_token_at: Optional[float] = None
+        self.last_token_at: Optional[float] = None
+        self.hit_eos = False
+        self.timed_out = False
+
+    # -- streamer protocol (called by generate)
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate() first hands over the prompt
+            self.prompt_seen = True
+            return
+        for token_id in value.reshape(-1).tolist():
+            self._on_token(int(token_id))
+
+    def end(self) -> None:
+        text = self.stops.push(self.detokenizer.flush()) + self.stops.flush()
+        self._emit(*self.splitter.push(text))
+        self._emit(*self.splitter.flush())
+
+    # -- stopping criterion (called by generate after each step)
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        if self.request.past_deadline():
+            self.timed_out = True
+        done = self.request.cancelled or self.timed_out or self.stops.stopped or self.hit_eos
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+    def _on_token(self, token_id: int) -> None:
+        if self.hit_eos or self.stops.stopped:
+            return
+        now = time.monotonic()
+        self.completion_tokens += 1
+        self.metrics.generation_tokens.inc()
+        if self.first_token_at is None:
+            self.first_token_at = now
+            self.metrics.ttft.observe(now - self.request.arrival)
+        else:
+            self.metrics.itl.observe(now - self.last_token_at)
+        self.last_token_at = now
+        if token_id in self.eos:
+            self.hit_eos = True
+            return
+        text = self.stops.push(self.detokenizer.add(token_id))
+        self._emit(*self.splitter.push(text))
+
+    def _emit(self, reasoning: str, content: str) -> None:
+        if reasoning or content:
+            self.request.sink(TextEvent(content=content, reasoning=reasoning))
+
+    def finish_reason(self) -> str:
+        if self.request.cancelled:
+            return "cancelled"
+        if self.hit_eos or self.stops.stopped:
+            return "stop"
+        return "length"
+
+
+class SequentialGenerator:
+    """Owns the generation thread. Requests wait in a bounded queue and run one at a time."""
+
+    def __init__(self, loaded: LoadedModel, metrics: EngineMetrics, max_queue: int = 256):
+        self.loaded = loaded
+        self.metrics = metrics
+        self.max_queue = max_queue
+        self._queue: "queue.Queue[Optional[GenerationRequest]]" = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="generation-loop", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, request: GenerationRequest) -> None:
+        """Queue a request; its events arrive through ``request.sink`` on the generation thread.
+
+        Raises:
+            QueueFullError: ``max_queue`` requests are already waiting.
+        """
+        if self._queue.qsize() >= self.max_queue:
+            raise QueueFullError(f"{self._queue.qsize()} requests are waiting (batching.max_queue = {self.max_queue})")
+        self.metrics.requests_waiting.inc()
+        self._queue.put(request)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            request = self._queue.get()
+            if request is None:
+                return
+            self.metrics.requests_waiting.dec()
+            if request.cancelled:
+                self.metrics.requests_total.labels(outcome="cancelled").inc()
+                continue
+            self.metrics.requests_running.inc()
+            try:
+                self._run(request)
+            except Exception as exc:  # the loop must outlive any one request
+                log.exception("generation failed", extra={"request_id": request.request_id})
+                self.metrics.requests_total.labels(outcome="error").inc()
+                request.sink(ErrorEvent(_describe_failure(exc)))
+                if self.loaded.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            finally:
+                self.metrics.requests_running.dec()
+
+    def _generation_config(self, request: GenerationRequest) -> GenerationConfig:
+        p = request.params
+        config = GenerationConfig(
+            max_new_tokens=p.max_new_tokens,
+            do_sample=not p.greedy,
+            num_beams=1,
+            eos_token_id=None if p.ignore_eos else list(self.loaded.eos_token_ids) or None,
+            pad_token_id=self.loaded.tokenizer.pad_token_id
+            if self.loaded.tokenizer.pad_token_id is not None
+            else (self.loaded.eos_token_ids or (0,))[0],
+            repetition_penalty=p.repetition_penalty,
+        )
+        if not p.greedy:
+            config.temperature = p.temperature
+            config.top_p = p.top_p
+            config.top_k = p.top_k if p.top_k > 0 else None
+        return config
+
+    def _run(self, request: GenerationRequest) -> None:
+        started = time.monotonic()
+        self.metrics.queue_time.observe(started - request.arrival)
+        self.metrics.prompt_tokens.inc(len(request.prompt_ids))
+        run = _RequestRun(self.loaded, request, self.metrics)
+        p = request.params
+        processors = LogitsProcessorList()
+        if p.frequency_penalty or p.presence_penalty:
+            processors.append(OpenAIPenalties(len(request.prompt_ids), p.frequency_penalty, p.presence_penalty))
+        if p.seed is not None:
+            torch.manual_seed(p.seed)
+        input_ids = torch.tensor([request.prompt_ids], dtype=torch.long, device=self.loaded.device)
+        with torch.inference_mode():
+            self.loaded.model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                generation_config=self._generation_config(request),
+                logits_processor=processors,
+                stopping_criteria=[run],
+                streamer=run,
+            )
+        ended = time.monotonic()
+        if run.timed_out:
+            self.metrics.requests_total.labels(outcome="timeout").inc()
+            request.sink(ErrorEvent(
+                f"request ran past batching.request_timeout_s = {request.timeout_s:g} s "
+                f"after {run.completion_tokens} tokens", status_code=504, error_type="timeout",
+            ))
+            return
+        reason = run.finish_reason()
+        self.metrics.requests_total.labels(outcome=reason).inc()
+        self.metrics.e2e.observe(ended - request.arrival)
+        request.sink(FinishEvent(
+            finish_reason=reason,
+            prompt_tokens=len(request.prompt_ids),
+            completion_tokens=run.completion_tokens,
+            time_to_first_token_s=None if run.first_token_at is None else run.first_token_at - request.arrival,
+            duration_s=ended - request.arrival,
+        ))
+
+
+def _describe_failure(exc: Exception) -> str:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return "the GPU ran out of memory for this request; try a shorter prompt or fewer max_tokens"
+    return f"generation failed: {type(exc).__name__}: {exc}"

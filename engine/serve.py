@@ -1,0 +1,78 @@
+"""Running the server process: bind, load the model in the background, watch the parent."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from engine.config import EngineConfig
+from engine.core import Engine
+from engine.logs import configure_logging
+
+log = logging.getLogger("engine")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _load_in_background(engine: Engine) -> None:
+    from engine.runtime.loader import ModelLoadError
+
+    try:
+        engine.load()
+    except ModelLoadError as exc:
+        log.error("model load failed: %s", exc, extra={"event": "load_failed", "error": str(exc)})
+    except Exception as exc:  # keep serving /health with the reason
+        engine.error = f"{type(exc).__name__}: {exc}"
+        engine._set_state("error", error=engine.error)
+        log.exception("model load failed")
+
+
+def _watch_parent(pid: int) -> None:
+    """Exit when the desktop app that started us is gone, however it died (kill -9 included)."""
+    import psutil
+
+    def watch():
+        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            time.sleep(1.0)
+        log.warning("parent process %s is gone; exiting", pid, extra={"event": "parent_gone"})
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def run_server(config: EngineConfig) -> int:
+    import uvicorn
+
+    from engine.server import create_app
+
+    configure_logging(config.server.log_level)
+    if config.server.parent_pid:
+        _watch_parent(config.server.parent_pid)
+    if not config.server.api_key:
+        log.warning("no API key set: every client on %s may use this server", config.server.host)
+    engine = Engine(config)
+    app = create_app(engine)
+    try:
+        sock = _bind(config.server.host, config.server.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.server.host, config.server.port, exc,
+                  extra={"event": "bind_failed"})
+        return 1
+    host, port = sock.getsockname()[:2]
+    log.info("listening on http://%s:%s", host, port, extra={"event": "listening", "host": host, "port": port})
+    if config.model.path:
+        threading.Thread(target=_load_in_background, args=(engine,), name="model-load", daemon=True).start()
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False,
+                                           log_level=config.server.log_level, timeout_graceful_shutdown=5))
+    server.run(sockets=[sock])
+    return 0
