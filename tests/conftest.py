@@ -1,0 +1,63 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import tiny_models  # noqa: E402
+from helpers import EngineServer  # noqa: E402
+
+ARCHITECTURES = ["llama", "qwen2", "deepseek_v3"]
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(model_root) -> Path:
+    path = model_root / "tokenizer"
+    tiny_models.train_tokenizer(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(model_root, tokenizer_dir):
+    """Factory: the folder of a tiny random model of one architecture, built once per session."""
+    built: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in built:
+            built[arch] = tiny_models.build_model(arch, model_root / f"tiny-{arch}", tokenizer_dir)
+        return built[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tiny_model) -> Path:
+    return tiny_model("llama")
+
+
+@pytest.fixture(scope="session")
+def server(llama_dir):
+    """A real engine serving the tiny Llama, shared by the API tests."""
+    with EngineServer(llama_dir, extra_args=["--max-queue", "4"]) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def served_model(server) -> str:
+    return "tiny-llama"
+
+
+@pytest.fixture
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.url + "/v1", api_key=server.api_key, max_retries=0, timeout=60)

@@ -1,0 +1,123 @@
+"""A real engine server in a subprocess, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class EngineServer:
+    """``python -m engine serve`` on a free port; stderr JSON lines are kept in ``lines``."""
+
+    def __init__(self, model: Optional[Path] = None, api_key: Optional[str] = "test-key",
+                 extra_args: Sequence[str] = (), env: Optional[dict] = None):
+        self.model, self.api_key = model, api_key
+        self.extra_args = list(extra_args)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.lines: list[str] = []
+        self.port: Optional[int] = None
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "engine", "serve", "--port", "0"]
+        if self.model:
+            cmd += ["--model", str(self.model)]
+        if self.api_key:
+            cmd += ["--api-key", self.api_key]
+        return cmd + self.extra_args
+
+    def start(self, wait_ready: bool = True, timeout: float = 180) -> "EngineServer":
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while self.port is None:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError("engine did not start listening:\n" + "\n".join(self.lines[-20:]))
+            time.sleep(0.05)
+        if wait_ready:
+            self.wait_health(200, deadline - time.monotonic())
+        return self
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+            entry = _parse(line)
+            if entry and entry.get("event") == "listening":
+                self.port = entry["port"]
+
+    def _check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            time.sleep(0.2)
+            raise RuntimeError(f"engine exited with {self.proc.returncode}:\n" + "\n".join(self.lines[-20:]))
+
+    def wait_health(self, status: int = 200, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            try:
+                r = httpx.get(self.url + "/health", timeout=5)
+                if r.status_code == status:
+                    return r.json()
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"/health never answered {status}:\n" + "\n".join(self.lines[-20:]))
+            time.sleep(0.1)
+
+    def logs(self) -> list[dict]:
+        return [entry for entry in map(_parse, list(self.lines)) if entry]
+
+    def metric(self, name: str, labels: Optional[dict] = None) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(self.url + "/metrics", headers=self.headers, timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                    return sample.value
+        raise KeyError(name)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _parse(line: str) -> Optional[dict]:
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
