@@ -61,3 +61,11 @@ def client(server):
     from openai import OpenAI
 
     return OpenAI(base_url=server.url + "/v1", api_key=server.api_key, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def long_model_dir(model_root, tokenizer_dir) -> Path:
+    """A slower tiny Llama with a long context: generations that last seconds, for cancel tests."""
+    return tiny_models.build_model("llama", model_root / "tiny-llama-long", tokenizer_dir,
+                                   hidden_size=256, intermediate_size=768, num_hidden_layers=6,
+                                   max_position_embeddings=8192)

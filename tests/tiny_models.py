@@ -62,7 +62,7 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 400):
     return fast
 
 
-def _config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
+def _config(arch: str, vocab_size: int, eos_id: int, pad_id: int, **overrides):
     from transformers import DeepseekV3Config, LlamaConfig, Qwen2Config
 
     common = dict(
@@ -70,6 +70,7 @@ def _config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
         num_attention_heads=4, max_position_embeddings=CONTEXT_LENGTH,
         eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None, tie_word_embeddings=False,
     )
+    common.update(overrides)
     if arch == "llama":
         return LlamaConfig(num_key_value_heads=2, **common)
     if arch == "qwen2":
@@ -85,13 +86,17 @@ def _config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
     raise ValueError(f"unknown architecture {arch!r}")
 
 
-def build_model(arch: str, out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
-    """Save a random ``arch`` model with the tokenizer from ``tokenizer_dir`` into ``out_dir``."""
+def build_model(arch: str, out_dir: Path, tokenizer_dir: Path, seed: int = 0, **overrides) -> Path:
+    """Save a random ``arch`` model with the tokenizer from ``tokenizer_dir`` into ``out_dir``.
+
+    Args:
+        overrides: config fields to change (a longer context, more layers …).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = _config(arch, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    config = _config(arch, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, **overrides)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # Random init gives near-uniform logits; a wider spread makes greedy choices stable.

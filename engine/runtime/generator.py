@@ -173,7 +173,8 @@ class SequentialGenerator:
             max_new_tokens=p.max_new_tokens,
             do_sample=not p.greedy,
             num_beams=1,
-            eos_token_id=None if p.ignore_eos else list(self.loaded.eos_token_ids) or None,
+            # An empty list, not None: None would fall back to the model's own eos tokens.
+            eos_token_id=[] if p.ignore_eos else list(self.loaded.eos_token_ids),
             pad_token_id=self.loaded.tokenizer.pad_token_id
             if self.loaded.tokenizer.pad_token_id is not None
             else (self.loaded.eos_token_ids or (0,))[0],
