@@ -1,0 +1,1 @@
+"""DeepSeek Desktop: the GUI process. It never imports torch; the engine runs in a worker process."""
