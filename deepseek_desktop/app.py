@@ -67,7 +67,8 @@ class MainWindow(QMainWindow):
 
     def _on_health(self, body: dict) -> None:
         state = body.get("state")
-        self.state_label.setText(f"engine: {state} — {body.get('reason')}")
+        detail = self.model_id if state == "ready" and self.model_id else body.get("reason")
+        self.state_label.setText(f"engine: {state} — {detail}")
         ready = body.get("status") == "ok"
         self.send_button.setEnabled(ready)
         if ready and self.model_id is None:

@@ -112,6 +112,13 @@ class CompletionRequest(SamplingFields):
             raise ValueError("send one prompt per request (a list must hold exactly one string)")
         return value
 
+    @field_validator("echo")
+    @classmethod
+    def _check_echo(cls, value):
+        if value:
+            raise ValueError("echo is not supported by this engine")
+        return value
+
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
