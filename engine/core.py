@@ -30,6 +30,17 @@ class PromptError(ValueError):
     """The prompt cannot be served as asked (too long, no chat template); a 400 for clients."""
 
 
+def _tokenize(tokenizer, text: str, add_special_tokens: bool) -> list[int]:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON may carry lone surrogates (\ud800) that no tokenizer takes
+        raise PromptError(f"the prompt is not valid Unicode text: {exc.reason} at position {exc.start}") from None
+    ids = list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+    if not ids:
+        raise PromptError("the prompt is empty: send at least one token of text")
+    return ids
+
+
 class Engine:
     """Owns the model, its tokenizer and the generation loop.
 
@@ -173,11 +184,16 @@ class Engine:
             text = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         except Exception as exc:  # jinja raises TemplateError and plain exceptions via raise_exception
             raise PromptError(f"the model's chat template refused these messages: {exc}") from None
-        ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return list(ids), prompt_opens_reasoning(text)
+        ids = _tokenize(loaded.tokenizer, text, add_special_tokens=False)
+        return ids, prompt_opens_reasoning(text)
 
     def encode_text(self, prompt: str) -> list[int]:
-        return list(self._require().tokenizer(prompt)["input_ids"])
+        """Tokenize a plain prompt (with the tokenizer's own special tokens, e.g. BOS).
+
+        Raises:
+            PromptError: the text is not valid Unicode or holds no token.
+        """
+        return _tokenize(self._require().tokenizer, prompt, add_special_tokens=True)
 
     def plan_max_tokens(self, prompt_tokens: int, requested: Optional[int]) -> int:
         """How many tokens to generate: ``requested``, or what the context leaves.

@@ -86,6 +86,8 @@ class AuthAndAccessLog:
                 status_holder["status"] = message["status"]
             await send(message)
 
+        if scope["method"] == "POST":
+            scope = _assume_json_body(scope)
         if self.key is not None and scope["path"] not in self.open_paths and not self._authorized(scope):
             response = error_response(
                 401, "Incorrect or missing API key: send it as 'Authorization: Bearer <key>'.",
@@ -106,6 +108,16 @@ class AuthAndAccessLog:
                 scheme, _, token = value.partition(b" ")
                 return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key)
         return False
+
+
+def _assume_json_body(scope):
+    """Treat a POST without a JSON content type as JSON: ``curl -d`` sends form encoding by
+    default, and every body this API takes is JSON."""
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+    content_type = dict(scope["headers"]).get(b"content-type", b"")
+    if content_type.startswith(b"application/json"):
+        return scope
+    return {**scope, "headers": headers + [(b"content-type", b"application/json")]}
 
 
 # ---------------------------------------------------------------------------- app
@@ -159,7 +171,10 @@ def create_app(engine: Engine) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         _check_model(engine, body.model)
-        ids = engine.encode_text(body.prompt_text())
+        try:
+            ids = engine.encode_text(body.prompt_text())
+        except PromptError as exc:
+            raise APIError(400, str(exc), param="prompt") from None
         return await _serve(engine, request, body, ids, False, chat=False)
 
     return app

@@ -135,3 +135,32 @@ def test_broken_model_folder_reports_reason_and_keeps_running(tmp_path):
         assert_openai_error(r, 503, "config.json")
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("path, body, fragment", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "\ud800 lone surrogate"}]}, "not valid Unicode"),
+    ("/v1/completions", {"prompt": "\udfff"}, "not valid Unicode"),
+    ("/v1/completions", {"prompt": ""}, "prompt is empty"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "content"),
+    ("/v1/completions", {"prompt": "hi", "echo": True}, "echo"),
+])
+def test_odd_inputs_are_400_not_500(server, served_model, path, body, fragment):
+    r = post(server, path, {"model": served_model, "max_tokens": 4, **body})
+    assert_openai_error(r, 400, fragment)
+
+
+@pytest.mark.parametrize("extra", [
+    {"temperature": 1e-9}, {"top_k": 10**9}, {"seed": 2**63 - 1}, {"repetition_penalty": 1e-9},
+    {"temperature": 2.0, "top_p": 1e-9}, {"frequency_penalty": -2.0, "presence_penalty": 2.0},
+])
+def test_extreme_but_valid_sampling_values_generate(server, served_model, extra):
+    r = post(server, "/v1/chat/completions", {"model": served_model, "messages": MESSAGES, "max_tokens": 4, **extra})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_curl_style_form_content_type_is_read_as_json(server, served_model):
+    r = httpx.post(server.url + "/v1/completions", timeout=60,
+                   content=json.dumps({"model": served_model, "prompt": "Hi", "max_tokens": 2}),
+                   headers={**server.headers, "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200, r.text
