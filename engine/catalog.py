@@ -1,0 +1,270 @@
+"""Finding and describing models without torch and without reading weights.
+
+A model folder is described from its config.json and its safetensors headers: parameters are
+counted from the tensor shapes (not guessed from the name), broken folders are listed with the
+reason they cannot load. GGUF files are described from their metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+from pydantic import BaseModel
+
+from engine.safetensors_meta import TORCH_NAMES, SafetensorsError, read_header
+from engine.transformers_support import gguf_architectures, unknown_architecture
+
+MAX_DEPTH = 4
+_SKIP_DIRS = {"node_modules", "__pycache__", ".git", ".venv", "site-packages"}
+MLA_TYPES = {"deepseek_v2", "deepseek_v3", "kimi_k2"}
+
+
+class ModelEntry(BaseModel):
+    name: str
+    path: str
+    format: str = "safetensors"        # safetensors | gguf
+    source: str = "folder"             # folder | hf-cache
+    architecture: Optional[str] = None  # the model class (config.json "architectures")
+    model_type: Optional[str] = None
+    params: Optional[int] = None
+    size_bytes: int = 0
+    dtype: Optional[str] = None
+    layers: Optional[int] = None
+    heads: Optional[int] = None
+    kv_heads: Optional[int] = None
+    head_dim: Optional[int] = None      # K head dim (for MLA: qk_nope + qk_rope)
+    v_head_dim: Optional[int] = None
+    hidden_size: Optional[int] = None
+    intermediate_size: Optional[int] = None
+    vocab_size: Optional[int] = None
+    context_length: Optional[int] = None
+    attention: Optional[str] = None     # mha | gqa | mqa | mla
+    kv_lora_rank: Optional[int] = None
+    qk_rope_head_dim: Optional[int] = None
+    experts: Optional[int] = None
+    experts_per_token: Optional[int] = None
+    shards: int = 0
+    tensors: int = 0
+    loadable: bool = False
+    problem: Optional[str] = None
+
+    def kv_elements_per_token(self) -> Optional[int]:
+        """KV cache elements per token over all layers, as transformers stores them.
+
+        For MLA (DeepSeek-V2/V3) transformers caches the compressed latent (``kv_lora_rank``) and
+        the shared rotary key (``qk_rope_head_dim``) per layer, not per-head K and V.
+        """
+        if self.attention == "mla" and self.layers and self.kv_lora_rank:
+            return self.layers * (self.kv_lora_rank + (self.qk_rope_head_dim or 0))
+        if None in (self.layers, self.kv_heads, self.head_dim):
+            return None
+        return self.layers * self.kv_heads * (self.head_dim + (self.v_head_dim or self.head_dim))
+
+
+# ---------------------------------------------------------------------------- folders
+
+
+def _text_config(config: dict) -> dict:
+    return config.get("text_config") or config
+
+
+def _describe_config(entry: ModelEntry, config: dict) -> None:
+    c = _text_config(config)
+    archs = config.get("architectures") or []
+    entry.architecture = archs[0] if archs else None
+    entry.model_type = c.get("model_type") or config.get("model_type")
+    entry.layers = c.get("num_hidden_layers") or c.get("n_layer") or c.get("num_layers")
+    entry.heads = c.get("num_attention_heads") or c.get("n_head")
+    entry.hidden_size = c.get("hidden_size") or c.get("n_embd")
+    entry.vocab_size = c.get("vocab_size")
+    entry.intermediate_size = c.get("intermediate_size") or c.get("n_inner")
+    entry.context_length = c.get("max_position_embeddings") or c.get("n_positions") or c.get("seq_length")
+    if entry.model_type in MLA_TYPES and c.get("kv_lora_rank"):
+        entry.attention = "mla"
+        entry.kv_heads = c.get("num_key_value_heads") or entry.heads  # logical heads; the cache keeps one latent
+        entry.kv_lora_rank = c.get("kv_lora_rank")
+        entry.qk_rope_head_dim = c.get("qk_rope_head_dim")
+        entry.head_dim = (c.get("qk_nope_head_dim") or 0) + (c.get("qk_rope_head_dim") or 0)
+        entry.v_head_dim = c.get("v_head_dim")
+    else:
+        entry.kv_heads = c.get("num_key_value_heads") or entry.heads
+        entry.head_dim = c.get("head_dim") or (entry.hidden_size // entry.heads if entry.hidden_size and entry.heads else None)
+        entry.v_head_dim = entry.head_dim
+        if entry.heads and entry.kv_heads:
+            entry.attention = "mha" if entry.kv_heads == entry.heads else ("mqa" if entry.kv_heads == 1 else "gqa")
+    entry.experts = c.get("n_routed_experts") or c.get("num_local_experts") or c.get("num_experts")
+    entry.experts_per_token = c.get("num_experts_per_tok")
+
+
+def _weight_files(folder: Path, entry: ModelEntry) -> list[Path]:
+    """The safetensors files the model needs; sets ``problem`` for a missing shard."""
+    index_files = sorted(folder.glob("*.safetensors.index.json"))
+    if index_files:
+        try:
+            weight_map = json.loads(index_files[0].read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError, OSError):
+            entry.problem = f"{index_files[0].name} is not a valid safetensors index"
+            return []
+        names = sorted(set(weight_map.values()))
+        missing = [n for n in names if not (folder / n).exists()]
+        if missing:
+            entry.problem = f"shard {missing[0]} named in {index_files[0].name} is missing" + (
+                f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        return [folder / n for n in names if (folder / n).exists()]
+    return sorted(folder.glob("*.safetensors"))
+
+
+def inspect_folder(folder: Path, source: str = "folder", name: Optional[str] = None) -> ModelEntry:
+    """Describe one model folder; never raises for a broken model (see ``problem``)."""
+    folder = Path(folder)
+    entry = ModelEntry(name=name or folder.name, path=str(folder), source=source)
+    if not folder.is_dir():
+        entry.problem = "not a folder" if folder.exists() else "does not exist"
+        return entry
+    config_file = folder / "config.json"
+    files = _weight_files(folder, entry)
+    if not config_file.exists():
+        entry.problem = entry.problem or ("no config.json" if files else "not a model folder: no config.json and no weights")
+        _describe_weights(entry, files)
+        return entry
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        entry.problem = f"config.json is not valid JSON: {exc}"
+        return entry
+    _describe_config(entry, config)
+    _describe_weights(entry, files)
+    if not files and not entry.problem:
+        entry.problem = "no safetensors weights (*.safetensors) in the folder"
+    if not entry.problem:
+        if config.get("auto_map"):
+            entry.problem = "needs trust_remote_code (custom modeling code)"
+        else:
+            entry.problem = unknown_architecture(entry.model_type, entry.architecture)
+    entry.loadable = entry.problem is None
+    return entry
+
+
+def _describe_weights(entry: ModelEntry, files: list[Path]) -> None:
+    params, by_dtype, tensors = 0, Counter(), 0
+    for f in files:
+        entry.size_bytes += f.stat().st_size
+        try:
+            header = read_header(f)
+        except SafetensorsError as exc:
+            entry.problem = entry.problem or str(exc)
+            continue
+        params += header.params
+        tensors += len(header.tensors)
+        by_dtype.update(header.bytes_by_dtype())
+    entry.shards = len(files)
+    entry.tensors = tensors
+    entry.params = params or None
+    if by_dtype:
+        dtype = by_dtype.most_common(1)[0][0]
+        entry.dtype = TORCH_NAMES.get(dtype, dtype.lower())
+
+
+# ---------------------------------------------------------------------------- GGUF
+
+
+def inspect_gguf(path: Path) -> ModelEntry:
+    path = Path(path)
+    entry = ModelEntry(name=path.stem, path=str(path), format="gguf", size_bytes=path.stat().st_size)
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(path))
+    except Exception as exc:  # gguf raises ValueError/struct.error/OSError for broken files
+        entry.problem = f"not a readable GGUF file: {exc}"
+        return entry
+
+    def field(key: str) -> Any:
+        f = reader.fields.get(key)
+        return f.contents() if f is not None else None
+
+    arch = field("general.architecture")
+    entry.model_type = arch
+    entry.architecture = arch
+    entry.layers = field(f"{arch}.block_count")
+    entry.context_length = field(f"{arch}.context_length")
+    entry.hidden_size = field(f"{arch}.embedding_length")
+    entry.heads = field(f"{arch}.attention.head_count")
+    entry.kv_heads = field(f"{arch}.attention.head_count_kv") or entry.heads
+    entry.head_dim = field(f"{arch}.attention.key_length") or (
+        entry.hidden_size // entry.heads if entry.hidden_size and entry.heads else None)
+    entry.v_head_dim = field(f"{arch}.attention.value_length") or entry.head_dim
+    if entry.heads and entry.kv_heads:
+        entry.attention = "mha" if entry.kv_heads == entry.heads else ("mqa" if entry.kv_heads == 1 else "gqa")
+    entry.params = sum(int(t.n_elements) for t in reader.tensors) or None
+    entry.tensors = len(reader.tensors)
+    entry.shards = 1
+    types = Counter(t.tensor_type.name for t in reader.tensors)
+    entry.dtype = types.most_common(1)[0][0] if types else None
+    if arch not in gguf_architectures():
+        entry.problem = f"transformers cannot read GGUF files of architecture {arch!r}"
+    entry.loadable = entry.problem is None
+    return entry
+
+
+# ---------------------------------------------------------------------------- scanning
+
+
+def _walk(root: Path, depth: int = 0) -> Iterator[Path]:
+    """Yield model folders and .gguf files below ``root``; a model folder is not descended."""
+    try:
+        children = list(os.scandir(root))
+    except OSError:
+        return
+    names = {c.name for c in children}
+    if "config.json" in names or any(n.endswith(".safetensors") for n in names):
+        yield root
+        return
+    for child in children:
+        if child.name.endswith(".gguf") and child.is_file():
+            yield Path(child.path)
+        elif child.is_dir(follow_symlinks=False) and depth < MAX_DEPTH and not child.name.startswith(".") \
+                and child.name not in _SKIP_DIRS:
+            yield from _walk(Path(child.path), depth + 1)
+
+
+def scan_folders(folders: Iterable[Path]) -> list[ModelEntry]:
+    entries = []
+    for folder in folders:
+        for found in _walk(Path(folder).expanduser()):
+            entries.append(inspect_gguf(found) if found.suffix == ".gguf" else inspect_folder(found))
+    return entries
+
+
+def scan_hf_cache() -> list[ModelEntry]:
+    """Models in the Hugging Face cache (``HF_HUB_CACHE``/``HF_HOME`` honoured), newest revision."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        info = scan_cache_dir()
+    except CacheNotFound:
+        return []
+    entries = []
+    for repo in info.repos:
+        if repo.repo_type != "model" or not repo.revisions:
+            continue
+        revision = max(repo.revisions, key=lambda r: r.last_modified)
+        entries.append(inspect_folder(revision.snapshot_path, source="hf-cache", name=repo.repo_id))
+    return entries
+
+
+def inspect_path(path: Path) -> ModelEntry:
+    path = Path(path).expanduser()
+    return inspect_gguf(path) if path.suffix == ".gguf" and path.is_file() else inspect_folder(path)
+
+
+def list_models(folders: Iterable[Path] = (), hf_cache: bool = True) -> list[ModelEntry]:
+    entries = scan_folders(folders)
+    if hf_cache:
+        entries += scan_hf_cache()
+    return entries

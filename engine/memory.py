@@ -1,0 +1,154 @@
+"""How much memory a model will take before it is loaded (torch-free; the GUI uses it).
+
+    total = weights + KV cache + activations/workspace + reserve
+
+* weights: parameters (counted from the safetensors headers) x bytes of the load dtype;
+* KV cache: batch x context x KV elements per token (layers x KV heads x (K + V head dims); for
+  DeepSeek-V2/V3's MLA, layers x (kv_lora_rank + qk_rope_head_dim), the compressed latent that
+  transformers caches) x bytes of the KV dtype;
+* activations: the peak of one prefill of ``batch x context`` tokens: a few hidden-size and
+  intermediate-size vectors per token, and the last-token logits in float32;
+* reserve: the runtime's own (the CUDA context, allocator slack; the torch runtime on a CPU).
+
+The free memory of the chosen device comes from NVML for NVIDIA GPUs and psutil for the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from engine.catalog import ModelEntry
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8": 1, "int8": 1, "float64": 8}
+GPU_RESERVE = 600 * 2**20        # CUDA context + cuBLAS workspace + allocator slack, measured typical
+CPU_RESERVE = 16 * 2**20         # torch's own buffers on first use (measured: 11-13 MiB on CPU)
+TIGHT_MARGIN = 0.10              # under 10% headroom left reads as "tight"
+
+
+@dataclass
+class DeviceMemory:
+    device: str
+    total_bytes: Optional[int]
+    free_bytes: Optional[int]
+    source: str                  # nvml | psutil | unknown
+
+
+@dataclass
+class MemoryEstimate:
+    model: str
+    dtype: str
+    kv_dtype: str
+    batch: int
+    context: int
+    weights_bytes: int
+    kv_cache_bytes: int
+    activation_bytes: int
+    reserve_bytes: int
+    total_bytes: int
+    device: Optional[str] = None
+    device_free_bytes: Optional[int] = None
+    device_total_bytes: Optional[int] = None
+    verdict: str = "unknown"     # fits | tight | will-not-fit | unknown
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_dtype(dtype: str, device: str, model_dtype: Optional[str]) -> str:
+    """The dtype the loader will use (same rule as engine.runtime.loader.resolve_dtype)."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+def estimate(entry: ModelEntry, dtype: str = "auto", batch: int = 1, context: Optional[int] = None,
+             kv_dtype: str = "auto", device: str = "cpu") -> MemoryEstimate:
+    """Estimate the memory a load of ``entry`` needs and compare it with ``device``'s free memory.
+
+    Raises:
+        ValueError: the entry lacks what the estimate needs (parameters, layers, heads).
+    """
+    if not entry.params:
+        raise ValueError(f"{entry.name}: parameter count unknown ({entry.problem or 'no weights'})")
+    context = context or entry.context_length or 2048
+    load_dtype = resolve_dtype(dtype, device, entry.dtype)
+    kv_dtype = load_dtype if kv_dtype == "auto" else kv_dtype
+    wbytes, kvbytes = DTYPE_BYTES[load_dtype], DTYPE_BYTES[kv_dtype]
+    weights = entry.params * wbytes
+    per_token = entry.kv_elements_per_token()
+    if per_token is None:
+        raise ValueError(f"{entry.name}: layers/heads unknown, cannot size the KV cache")
+    kv = batch * context * per_token * kvbytes
+    activations = _activation_bytes(entry, batch, context, wbytes)
+    reserve = GPU_RESERVE if device.startswith("cuda") else CPU_RESERVE
+    result = MemoryEstimate(
+        model=entry.name, dtype=load_dtype, kv_dtype=kv_dtype, batch=batch, context=context,
+        weights_bytes=weights, kv_cache_bytes=kv, activation_bytes=activations, reserve_bytes=reserve,
+        total_bytes=weights + kv + activations + reserve,
+    )
+    compare_with_device(result, device_memory(device))
+    return result
+
+
+def _activation_bytes(entry: ModelEntry, batch: int, context: int, act_bytes: int) -> int:
+    """Peak transient memory of one prefill over ``batch x context`` tokens.
+
+    Measured on CPU (torch 2.13, SDPA, which never materialises the full score matrix): the peak
+    above steady state is about 3 hidden-size and 3 intermediate-size vectors per token (residual,
+    normed input and attention output; the MLP's gate, up and their product).
+    """
+    hidden = entry.hidden_size or 0
+    intermediate = entry.intermediate_size or 4 * hidden  # a 4x MLP when the config does not say
+    rows = batch * context
+    logits = batch * (entry.vocab_size or 0) * 4 * 2       # last-token logits in float32, and softmax
+    return rows * (3 * hidden + 3 * intermediate) * act_bytes + logits
+
+
+def compare_with_device(result: MemoryEstimate, memory: DeviceMemory) -> None:
+    result.device = memory.device
+    result.device_free_bytes = memory.free_bytes
+    result.device_total_bytes = memory.total_bytes
+    if memory.free_bytes is None:
+        result.verdict = "unknown"
+    elif result.total_bytes > memory.free_bytes:
+        result.verdict = "will-not-fit"
+    elif result.total_bytes > memory.free_bytes * (1 - TIGHT_MARGIN):
+        result.verdict = "tight"
+    else:
+        result.verdict = "fits"
+
+
+def device_memory(device: str) -> DeviceMemory:
+    """Free and total memory of ``cpu``, ``cuda`` or ``cuda:N`` (N/A as None when unreadable)."""
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        return _nvml_memory(index, device)
+    import psutil
+
+    vm = psutil.virtual_memory()
+    return DeviceMemory("cpu", vm.total, vm.available, "psutil")
+
+
+def _nvml_memory(index: int, device: str) -> DeviceMemory:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
+            return DeviceMemory(device, int(info.total), int(info.free), "nvml")
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no nvidia-ml-py, no driver, no such GPU: N/A, never 0
+        return DeviceMemory(device, None, None, "unknown")
+
+
+def format_bytes(n: Optional[int]) -> str:
+    if n is None:
+        return "N/A"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n} B"
