@@ -43,9 +43,11 @@ class ModelConfig(_Section):
 
 
 class LoadConfig(_Section):
-    """Load options. Chunked loading with progress extends this section (issue 3)."""
-
     timeout_s: float = Field(1800.0, gt=0, description="give up a load that takes longer")
+    chunk_size_mb: float = Field(64.0, gt=0, description="a progress event at least every this many MB")
+    max_memory: Optional[dict[str, str]] = Field(
+        None, description='per-device limits, e.g. {"cuda:0" = "20GiB", "cpu" = "64GiB"} (spreads layers)'
+    )
 
 
 class BatchingConfig(_Section):

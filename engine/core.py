@@ -10,7 +10,12 @@ import threading
 import time
 from typing import Any, Iterator, Optional
 
-from engine.config import EngineConfig, ModelConfig
+from pathlib import Path
+
+from engine.catalog import ModelEntry, inspect_path
+from engine.config import EngineConfig, LoadConfig, ModelConfig
+from engine.events import EventBus
+from engine.memory import device_memory, estimate
 from engine.metrics import EngineMetrics
 from engine.protocol import new_id
 from engine.requests import (
@@ -24,6 +29,18 @@ from engine.requests import (
 from engine.textstream import prompt_opens_reasoning
 
 log = logging.getLogger("engine")
+
+
+class ModelProblem(ValueError):
+    """The model cannot be loaded as it is (broken folder, unknown architecture); a 4xx."""
+
+
+class LoadInProgress(RuntimeError):
+    """Another load is running."""
+
+
+class LoadFailed(RuntimeError):
+    """A load ended without a model: failed, cancelled or timed out."""
 
 
 class PromptError(ValueError):
@@ -54,68 +71,159 @@ class Engine:
     def __init__(self, config: Optional[EngineConfig] = None):
         self.config = config or EngineConfig()
         self.metrics = EngineMetrics()
+        self.events = EventBus()
         self.state = "idle"
         self.error: Optional[str] = None
         self._loaded: Any = None
         self._generator: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()          # guards swapping the loaded model
+        self._load_thread: Optional[threading.Thread] = None
+        self._cancel = threading.Event()
 
     # ------------------------------------------------------------------ model lifecycle
     def _set_state(self, state: str, **fields: Any) -> None:
         self.state = state
         self.metrics.set_model_state(state)
         log.info("state %s", state, extra={"event": "state", "state": state, **fields})
+        self.events.publish({"type": "state", "state": state, "model": self.model_name, **fields})
 
-    def load(self, model: Optional[ModelConfig] = None) -> None:
-        """Load the configured model (or ``model``), replacing the one loaded.
+    def _fail(self, message: str, **fields: Any) -> None:
+        log.error("%s", message, extra={"event": "error", "error": message, **fields})
+        self.events.publish({"type": "error", "message": message, **fields})
+
+    def validate(self, model: ModelConfig) -> ModelEntry:
+        """Check a model before any weight is read (torch-free).
 
         Raises:
-            engine.runtime.loader.ModelLoadError: the folder cannot be loaded; the engine keeps
-                no model and reports the reason in ``state``/``error``.
+            ModelProblem: the folder is broken or not loadable; the message names file and problem.
         """
-        from engine.runtime.generator import SequentialGenerator
-        from engine.runtime.loader import ModelLoadError, load_model
+        if not model.path:
+            raise ModelProblem("no model path given")
+        entry = inspect_path(Path(model.path))
+        if entry.problem:
+            raise ModelProblem(f"cannot load {model.path}: {entry.problem}")
+        return entry
 
-        cfg = model or self.config.model
-        with self._lock:
-            self._unload_locked()
-            self._set_state("loading", path=cfg.path)
-            started = time.monotonic()
-            try:
-                loaded = load_model(cfg)
-            except ModelLoadError as exc:
+    @property
+    def loading(self) -> bool:
+        return self._load_thread is not None and self._load_thread.is_alive()
+
+    def start_load(self, model: Optional[ModelConfig] = None, load: Optional[LoadConfig] = None) -> None:
+        """Validate, then load in the background; progress and outcome arrive on ``events``.
+
+        Raises:
+            ModelProblem: the model is broken (an ``error`` event is published too).
+            LoadInProgress: another load is running.
+        """
+        model, load = model or self.config.model, load or self.config.load
+        if self.loading:
+            raise LoadInProgress("a model is already loading; cancel it first (POST /admin/cancel-load)")
+        try:
+            entry = self.validate(model)
+        except ModelProblem as exc:
+            self._fail(str(exc), path=model.path)
+            if self._loaded is None:  # nothing to fall back on: the engine is in error
                 self.error = str(exc)
                 self._set_state("error", error=self.error)
-                raise
+            raise
+        self._cancel.clear()
+        self._load_thread = threading.Thread(target=self._load_guarded, args=(model, load, entry),
+                                             name="model-load", daemon=True)
+        self._load_thread.start()
+
+    def load(self, model: Optional[ModelConfig] = None, load: Optional[LoadConfig] = None) -> None:
+        """Load and wait. Raises what ``start_load`` raises, and ``LoadFailed`` when the load
+        itself fails, is cancelled or times out."""
+        self.start_load(model, load)
+        self._load_thread.join()
+        if self.state != "ready" or (model and self.config.model.path != model.path):
+            raise LoadFailed(self.error or f"load ended in state {self.state}")
+
+    def cancel_load(self) -> bool:
+        """Stop the running load between two tensors; False when nothing is loading."""
+        if not self.loading:
+            return False
+        self._cancel.set()
+        return True
+
+    def wait_load(self, timeout: Optional[float] = None) -> None:
+        if self._load_thread is not None:
+            self._load_thread.join(timeout)
+
+    def _load_guarded(self, model: ModelConfig, load: LoadConfig, entry: ModelEntry) -> None:
+        try:
+            self._load_now(model, load, entry)
+        except Exception as exc:  # the load thread must always end in a reported state
+            log.exception("load failed unexpectedly")
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._set_state("ready" if self._loaded else "error", error=self.error)
+
+    def _load_now(self, model: ModelConfig, load: LoadConfig, entry: ModelEntry) -> None:
+        from engine.runtime.generator import SequentialGenerator
+        from engine.runtime.loader import LoadCancelled, ModelLoadError, load_model, release_memory
+
+        previous = self.model_name
+        if previous and not self._fits_beside_current(entry, model):
+            log.info("unloading %s to make room", previous, extra={"event": "make_room", "model": previous})
+            self.unload()
+        self._set_state("loading", path=model.path, replacing=self.model_name)
+        started = time.monotonic()
+        try:
+            loaded = load_model(model, load, emit=self.events.publish, cancel=self._cancel)
+        except (LoadCancelled, ModelLoadError) as exc:
+            release_memory()
+            cancelled = isinstance(exc, LoadCancelled)
+            self.error = f"load of {model.path} {exc.reason}" if cancelled else str(exc)
+            if not cancelled:
+                self._fail(self.error, path=model.path)
+            # The model served before (if any) is still there: back to it.
+            self._set_state("ready" if self._loaded else ("idle" if cancelled else "error"),
+                            error=self.error, cancelled=cancelled)
+            return
+        with self._lock:
+            old_generator = self._generator
             self._loaded = loaded
             self._generator = SequentialGenerator(loaded, self.metrics, self.config.batching.max_queue)
             self.metrics.track_device_memory(loaded.device_memory_bytes)
-            self.config = self.config.model_copy(update={"model": cfg})
+            self.config = self.config.model_copy(update={"model": model, "load": load})
             self.error = None
-            self._set_state(
-                "ready", model=loaded.name, device=str(loaded.device), dtype=str(loaded.dtype).removeprefix("torch."),
-                context_length=loaded.context_length, load_s=round(time.monotonic() - started, 2),
-            )
+        if old_generator is not None:
+            old_generator.stop(join=False)  # it finishes what it had queued, then frees the old model
+        release_memory()
+        self._set_state(
+            "ready", device=str(loaded.device), dtype=str(loaded.dtype).removeprefix("torch."),
+            context_length=loaded.context_length, load_s=round(time.monotonic() - started, 2),
+            memory_bytes=loaded.device_memory_bytes(), estimated_bytes=self._estimate(entry, model),
+        )
+
+    def _estimate(self, entry: ModelEntry, model: ModelConfig) -> Optional[int]:
+        try:
+            return estimate(entry, model.dtype, 1, min(entry.context_length or 2048, 2048),
+                            device=model.device if model.device != "auto" else "cpu").weights_bytes
+        except ValueError:
+            return None
+
+    def _fits_beside_current(self, entry: ModelEntry, model: ModelConfig) -> bool:
+        """Keep the current model while the new one loads only when both fit."""
+        needed = self._estimate(entry, model)
+        device = model.device if model.device != "auto" else self.describe().get("device") or "cpu"
+        free = device_memory(device).free_bytes
+        return needed is not None and free is not None and needed * 1.2 < free
 
     def unload(self) -> None:
+        from engine.runtime.loader import release_memory
+
         with self._lock:
-            self._unload_locked()
-            self._set_state("idle")
-
-    def _unload_locked(self) -> None:
-        if self._loaded is None:
-            return
-        self._set_state("unloading")
-        self._generator.stop()
-        self._generator = self._loaded = None
-        self.metrics.track_device_memory(None)
-        import gc
-
-        gc.collect()
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+            if self._loaded is None:
+                return
+            name = self._loaded.name
+            self._set_state("unloading")
+            generator, self._generator, self._loaded = self._generator, None, None
+            self.metrics.track_device_memory(None)
+        generator.stop()
+        del generator
+        release_memory()
+        self._set_state("idle", unloaded=name)
 
     # ------------------------------------------------------------------ status
     @property
@@ -136,21 +244,25 @@ class Engine:
         return loaded is not None and model_id in {loaded.name, loaded.path.name, str(loaded.path)}
 
     def health(self) -> tuple[bool, str]:
-        if self.state == "loading":
-            return False, "model is loading"
+        generator = self._generator
+        if self._loaded is not None and generator is not None:
+            # A model that serves is healthy even while a replacement loads beside it.
+            return (True, "ok") if generator.alive else (False, "generation loop is not running")
+        if self.state in ("loading", "unloading"):
+            return False, f"model is {self.state}"
         if self.state == "error":
             return False, f"model failed to load: {self.error}"
-        if self._loaded is None:
-            return False, "no model loaded"
-        if not self._generator.alive:
-            return False, "generation loop is not running"
-        return True, "ok"
+        return False, "no model loaded"
 
     def describe(self) -> dict[str, Any]:
+        import psutil
+
         loaded = self._loaded
         return {
             "state": self.state,
             "error": self.error,
+            "process_rss_bytes": psutil.Process().memory_info().rss,
+            "config": self.config.model_dump(mode="json", exclude={"server": {"api_key"}}),
             "model": loaded.name if loaded else None,
             "path": str(loaded.path) if loaded else None,
             "device": str(loaded.device) if loaded else None,

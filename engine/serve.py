@@ -24,17 +24,14 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _load_in_background(engine: Engine) -> None:
-    from engine.runtime.loader import ModelLoadError
+def _load_at_start(engine: Engine) -> None:
+    """Start loading the configured model; failures are logged and shown by /health."""
+    from engine.core import ModelProblem
 
     try:
-        engine.load()
-    except ModelLoadError as exc:
-        log.error("model load failed: %s", exc, extra={"event": "load_failed", "error": str(exc)})
-    except Exception as exc:  # keep serving /health with the reason
-        engine.error = f"{type(exc).__name__}: {exc}"
-        engine._set_state("error", error=engine.error)
-        log.exception("model load failed")
+        engine.start_load()
+    except ModelProblem:
+        pass  # already logged, published and reflected in the state
 
 
 def _watch_parent(pid: int) -> None:
@@ -71,7 +68,7 @@ def run_server(config: EngineConfig) -> int:
     host, port = sock.getsockname()[:2]
     log.info("listening on http://%s:%s", host, port, extra={"event": "listening", "host": host, "port": port})
     if config.model.path:
-        threading.Thread(target=_load_in_background, args=(engine,), name="model-load", daemon=True).start()
+        _load_at_start(engine)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False,
                                            log_level=config.server.log_level, timeout_graceful_shutdown=5))
     server.run(sockets=[sock])

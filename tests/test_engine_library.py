@@ -34,9 +34,9 @@ def test_unload_returns_to_idle(engine):
 
 
 def test_load_failure_is_reported_in_state(tmp_path):
-    from engine.runtime.loader import ModelLoadError
+    from engine.core import ModelProblem
 
     engine = Engine(EngineConfig.from_dict({"model": {"path": str(tmp_path)}}))
-    with pytest.raises(ModelLoadError, match="config.json is missing"):
+    with pytest.raises(ModelProblem, match="not a model folder: no config.json"):
         engine.load()
     assert engine.state == "error" and "config.json" in engine.health()[1]

@@ -142,9 +142,11 @@ class SequentialGenerator:
         self.metrics.requests_waiting.inc()
         self._queue.put(request)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, join: bool = True, timeout: float = 5.0) -> None:
+        """End the loop after the requests already queued."""
         self._queue.put(None)
-        self._thread.join(timeout)
+        if join:
+            self._thread.join(timeout)
 
     def _loop(self) -> None:
         while True:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
-from engine.config import ModelConfig
+from engine.config import LoadConfig, ModelConfig
+from engine.runtime.progress import CheckpointLayout, LoadCancelled, LoadWatch, watching
+from engine.safetensors_meta import read_header
 
 log = logging.getLogger("engine.loader")
 
@@ -58,20 +60,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch.float32  # half precision on CPU is slower and loses accuracy
 
 
-def _check_folder(path: Path) -> dict:
-    if not path.exists():
-        raise ModelLoadError(f"model path does not exist: {path}")
-    if not path.is_dir():
-        raise ModelLoadError(f"model path is not a folder: {path}")
-    config_file = path / "config.json"
-    if not config_file.exists():
-        raise ModelLoadError(f"{path} is not a model folder: config.json is missing")
-    try:
-        return json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{config_file} is not valid JSON: {exc}") from None
-
-
 def _context_length(model_config: Any, cap: Optional[int]) -> int:
     length = getattr(model_config, "max_position_embeddings", None) or 2048
     return min(length, cap) if cap else length
@@ -86,38 +74,89 @@ def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     return tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
 
 
-def load_model(cfg: ModelConfig) -> LoadedModel:
-    """Load model and tokenizer from a folder.
+def checkpoint_layout(path: Path) -> CheckpointLayout:
+    """Bytes and shard of every checkpoint tensor, from the safetensors headers (no weights read)."""
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    tensor_bytes, tensor_shard = {}, {}
+    for index, file in enumerate(files, 1):
+        for name, info in read_header(file).tensors.items():
+            tensor_bytes[name] = info.nbytes
+            tensor_shard[name] = index
+    if not files and path.suffix == ".gguf":  # GGUF: one file, de-quantised on load
+        return CheckpointLayout({}, {}, 1)
+    return CheckpointLayout(tensor_bytes, tensor_shard, len(files))
 
+
+def _source(path: Path) -> tuple[Path, dict]:
+    """Folder and extra from_pretrained arguments: a .gguf file is read from its folder."""
+    if path.suffix == ".gguf":
+        return path.parent, {"gguf_file": path.name}
+    return path, {}
+
+
+def load_model(cfg: ModelConfig, load: Optional[LoadConfig] = None, emit: Callable[[dict], None] = lambda e: None,
+               cancel: Optional[threading.Event] = None) -> LoadedModel:
+    """Load model and tokenizer with transformers, reporting progress tensor by tensor.
+
+    Args:
+        emit: receives ``progress`` events (bytes, tensors, shard, ETA).
+        cancel: set it to stop the load between two tensors.
     Raises:
+        LoadCancelled: cancelled, or past ``load.timeout_s``; nothing of the model is kept.
         ModelLoadError: the folder is missing, incomplete or unreadable.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    load = load or LoadConfig()
     if not cfg.path:
         raise ModelLoadError("no model path given")
     path = Path(cfg.path).expanduser().resolve()
-    _check_folder(path)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
+    folder, extra = _source(path)
+    watch = LoadWatch(checkpoint_layout(path), emit, int(load.chunk_size_mb * 2**20),
+                      cancel or threading.Event(), load.timeout_s)
+    device_map: Any = str(device) if device.type != "cpu" else None
+    if load.max_memory:
+        device_map, extra["max_memory"] = "auto", _max_memory(load.max_memory)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=dtype,
-            device_map=str(device) if device.type != "cpu" else None,
-            trust_remote_code=cfg.trust_remote_code,
-        )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"cannot load {path}: {exc}") from None
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=cfg.trust_remote_code, **{
+            k: v for k, v in extra.items() if k == "gguf_file"})
+        watch.check()
+        with watching(watch):
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=dtype, device_map=device_map, trust_remote_code=cfg.trust_remote_code, **extra)
+    except LoadCancelled:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise ModelLoadError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
     model.eval()
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
-        name=cfg.served_model_name or path.name,
+        name=cfg.served_model_name or (path.stem if path.suffix == ".gguf" else path.name),
         path=path,
         device=device,
         dtype=dtype,
         context_length=_context_length(model.config, cfg.max_context),
         eos_token_ids=_eos_ids(model, tokenizer),
     )
+
+
+def _max_memory(limits: dict[str, str]) -> dict:
+    """``{"cuda:0": "20GiB", "cpu": "64GiB"}`` -> accelerate's keys (GPU index or "cpu")."""
+    return {(int(k.partition(":")[2] or 0) if k.startswith("cuda") else k): v for k, v in limits.items()}
+
+
+def release_memory() -> None:
+    """Give freed memory back: CUDA's cache, and glibc's heap (else RSS stays at its peak)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
