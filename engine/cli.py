@@ -1,4 +1,4 @@
-"""``deepseek-engine``: serve | fetch-demo | import-gguf."""
+"""``deepseek-engine``: serve | models | inspect | reshard | import-gguf | fetch-demo."""
 
 from __future__ import annotations
 
@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_fetch_demo(sub)
     _add_import_gguf(sub)
+    from engine import cli_models
+
+    cli_models.add_commands(sub)
     return parser
 
 

@@ -174,10 +174,10 @@ class Engine:
             release_memory()
             cancelled = isinstance(exc, LoadCancelled)
             self.error = f"load of {model.path} {exc.reason}" if cancelled else str(exc)
-            if not cancelled:
+            if exc_is_failure := (not cancelled or exc.reason != "cancelled"):  # timeouts are failures
                 self._fail(self.error, path=model.path)
             # The model served before (if any) is still there: back to it.
-            self._set_state("ready" if self._loaded else ("idle" if cancelled else "error"),
+            self._set_state("ready" if self._loaded else ("error" if exc_is_failure else "idle"),
                             error=self.error, cancelled=cancelled)
             return
         with self._lock:

@@ -166,3 +166,21 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+# ---------------------------------------------------------------------------- admin
+
+
+class LoadRequest(BaseModel):
+    """``POST /admin/load``. Unknown fields are refused: a typo here would silently load wrongly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(..., min_length=1, description="model folder or .gguf file")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    max_memory: Optional[dict[str, str]] = Field(None, description='e.g. {"cuda:0": "20GiB", "cpu": "64GiB"}')
+    chunk_size_mb: float = Field(64.0, gt=0)
+    load_timeout_s: float = Field(1800.0, gt=0)
+    served_model_name: Optional[str] = None
+    max_context: Optional[int] = Field(None, ge=16)

@@ -17,10 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.core import Engine, PromptError
+from pathlib import Path
+
+from engine.config import LoadConfig, ModelConfig
+from engine.core import Engine, LoadInProgress, ModelProblem, PromptError
 from engine.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
+    LoadRequest,
     ModelCard,
     ModelList,
     SamplingFields,
@@ -159,6 +163,40 @@ def create_app(engine: Engine) -> FastAPI:
     async def status():
         return engine.describe()
 
+    @app.post("/admin/load", status_code=202)
+    async def admin_load(body: LoadRequest):
+        model = ModelConfig(path=body.path, dtype=body.dtype, device=body.device,
+                            served_model_name=body.served_model_name, max_context=body.max_context)
+        load = LoadConfig(chunk_size_mb=body.chunk_size_mb, timeout_s=body.load_timeout_s,
+                          max_memory=body.max_memory)
+        try:
+            engine.start_load(model, load)
+        except ModelProblem as exc:
+            status = 404 if not Path(body.path).expanduser().exists() else 400
+            raise APIError(status, str(exc), param="path", code="model_not_loadable") from None
+        except LoadInProgress as exc:
+            raise APIError(409, str(exc), code="load_in_progress") from None
+        return {"state": "loading", "path": body.path, "events": "/admin/events"}
+
+    @app.post("/admin/cancel-load")
+    async def admin_cancel_load():
+        if not engine.cancel_load():
+            raise APIError(409, "no load is running", code="no_load")
+        await asyncio.get_running_loop().run_in_executor(None, engine.wait_load, 60)
+        return {"cancelled": True, "state": engine.state, "model": engine.model_name}
+
+    @app.post("/admin/unload")
+    async def admin_unload():
+        if engine.loading:
+            raise APIError(409, "a model is loading; cancel it first (POST /admin/cancel-load)", code="load_in_progress")
+        await asyncio.get_running_loop().run_in_executor(None, engine.unload)
+        return {"state": engine.state}
+
+    @app.get("/admin/events")
+    async def admin_events(request: Request):
+        return StreamingResponse(_event_stream(engine), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         _check_model(engine, body.model)
@@ -178,6 +216,21 @@ def create_app(engine: Engine) -> FastAPI:
         return await _serve(engine, request, body, ids, False, chat=False)
 
     return app
+
+
+async def _event_stream(engine: Engine) -> AsyncIterator[str]:
+    queue = engine.events.subscribe()
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), timeout=15)
+            except asyncio.TimeoutError:
+                yield ": keep-alive\n\n"  # lets proxies and clients see the stream is alive
+                continue
+            # No "event:" line: every event reaches EventSource's onmessage; "type" tells them apart.
+            yield f"data: {json.dumps(event)}\n\n"
+    finally:
+        engine.events.unsubscribe(queue)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
