@@ -69,3 +69,12 @@ def long_model_dir(model_root, tokenizer_dir) -> Path:
     return tiny_models.build_model("llama", model_root / "tiny-llama-long", tokenizer_dir,
                                    hidden_size=256, intermediate_size=768, num_hidden_layers=6,
                                    max_position_embeddings=8192)
+
+
+@pytest.fixture(scope="session")
+def big_model_dir(model_root, tokenizer_dir) -> Path:
+    """About 280 MB in 8 MB shards: a load that takes long enough to watch, cancel and time out."""
+    return tiny_models.build_model("llama", model_root / "big-llama", tokenizer_dir, max_shard_size="8MB",
+                                   hidden_size=1024, intermediate_size=2816, num_hidden_layers=6,
+                                   num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048)
+

@@ -113,6 +113,19 @@ class EngineServer:
         self.stop()
 
 
+def read_events(response, until, limit: int = 10000) -> list[dict]:
+    """Read SSE events from an /admin/events response until ``until(event)`` is true."""
+    import json
+
+    events = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            events.append(json.loads(line[6:]))
+            if until(events[-1]) or len(events) >= limit:
+                return events
+    return events
+
+
 def _parse(line: str) -> Optional[dict]:
     line = line.strip()
     if not line.startswith("{"):

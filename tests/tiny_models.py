@@ -73,21 +73,22 @@ def _config(arch: str, vocab_size: int, eos_id: int, pad_id: int, **overrides):
     )
     common.update(overrides)
     if arch == "llama":
-        return LlamaConfig(num_key_value_heads=2, **common)
+        return LlamaConfig(**{"num_key_value_heads": 2, **common})
     if arch == "qwen2":
-        return Qwen2Config(num_key_value_heads=2, **common)
+        return Qwen2Config(**{"num_key_value_heads": 2, **common})
     if arch == "deepseek_v3":
         # MLA (compressed KV, K and V heads of different dims) and MoE, as in DeepSeek-V3/R1.
-        return DeepseekV3Config(
-            num_key_value_heads=4, moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2,
-            n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
-            q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+        return DeepseekV3Config(**{
+            "num_key_value_heads": 4, "moe_intermediate_size": 32, "n_routed_experts": 4, "num_experts_per_tok": 2,
+            "n_shared_experts": 1, "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1,
+            "q_lora_rank": 32, "kv_lora_rank": 16, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16,
             **common,
-        )
+        })
     raise ValueError(f"unknown architecture {arch!r}")
 
 
-def build_model(arch: str, out_dir: Path, tokenizer_dir: Path, seed: int = 0, **overrides) -> Path:
+def build_model(arch: str, out_dir: Path, tokenizer_dir: Path, seed: int = 0, max_shard_size: str = "5GB",
+                **overrides) -> Path:
     """Save a random ``arch`` model with the tokenizer from ``tokenizer_dir`` into ``out_dir``.
 
     Args:
@@ -104,9 +105,9 @@ def build_model(arch: str, out_dir: Path, tokenizer_dir: Path, seed: int = 0, **
     with torch.no_grad():
         for param in model.parameters():
             if param.dim() > 1:
-                param.normal_(0.0, 0.2)
+                param.normal_(0.0, min(0.2, param.shape[-1] ** -0.5 * 3))
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
+    model.save_pretrained(out_dir, max_shard_size=max_shard_size)
     tokenizer.save_pretrained(out_dir)
     return out_dir
 

@@ -1,0 +1,201 @@
+"""Loading through the admin API: progress events, cancel, timeout, broken models, replacement."""
+
+import json
+import shutil
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from helpers import EngineServer, read_events
+
+
+@pytest.fixture(scope="module")
+def srv():
+    """An engine started with no model; tests load into it."""
+    server = EngineServer(None).start(wait_ready=False)
+    try:
+        server.wait_health(503, 60)
+        yield server
+    finally:
+        server.stop()
+
+
+def admin(srv, path, body=None):
+    return httpx.post(srv.url + path, headers=srv.headers, json=body, timeout=120)
+
+
+def events_stream(srv):
+    return httpx.stream("GET", srv.url + "/admin/events", headers=srv.headers, timeout=120)
+
+
+def load_and_wait(srv, path, **options):
+    with events_stream(srv) as stream:
+        lines = stream.iter_lines()
+        first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+        r = admin(srv, "/admin/load", {"path": str(path), **options})
+        assert r.status_code == 202, r.text
+        events = [first] + read_events(_Lines(lines), lambda e: e["type"] == "state" and e["state"] in ("ready", "error", "idle"))
+    return events
+
+
+class _Lines:
+    """Lets read_events continue an iterator already started."""
+
+    def __init__(self, iterator):
+        self._iterator = iterator
+
+    def iter_lines(self):
+        return self._iterator
+
+
+def chat_works(srv, model):
+    r = httpx.post(srv.url + "/v1/completions", headers=srv.headers, timeout=60,
+                   json={"model": model, "prompt": "Hi", "max_tokens": 2})
+    return r.status_code == 200
+
+
+def test_load_reports_progress_until_all_bytes(srv, llama_dir, big_model_dir):
+    events = load_and_wait(srv, big_model_dir, chunk_size_mb=16)
+    states = [e["state"] for e in events if e["type"] == "state"]
+    assert states[-2:] == ["loading", "ready"]
+    progress = [e for e in events if e["type"] == "progress"]
+    assert len(progress) >= 5
+    done = [p["bytes_done"] for p in progress]
+    assert done == sorted(done)
+    last = progress[-1]
+    assert last["bytes_done"] == last["bytes_total"] > 250e6
+    assert last["shard"] == last["shards"] > 20 and last["tensors_done"] == last["tensors_total"]
+    assert all({"elapsed_s", "eta_s"} <= p.keys() for p in progress)
+    ready = events[-1]
+    assert ready["model"] == "big-llama" and ready["memory_bytes"] > 250e6
+    assert 0.85 < ready["estimated_bytes"] / ready["memory_bytes"] < 1.15
+    assert chat_works(srv, "big-llama")
+    status = httpx.get(srv.url + "/admin/status", headers=srv.headers).json()
+    assert status["state"] == "ready" and status["model"] == "big-llama" and status["dtype"] == "float32"
+
+
+def test_loading_another_model_replaces_it(srv, llama_dir):
+    events = load_and_wait(srv, llama_dir)
+    assert events[-1]["state"] == "ready" and events[-1]["model"] == "tiny-llama"
+    models = httpx.get(srv.url + "/v1/models", headers=srv.headers).json()["data"]
+    assert [m["id"] for m in models] == ["tiny-llama"]
+
+
+def _make_broken(kind, src, tmp_path):
+    folder = tmp_path / kind
+    if kind == "not-a-model":
+        folder.mkdir()
+        (folder / "notes.txt").write_text("hello")
+        return folder, "not a model folder"
+    shutil.copytree(src, folder)
+    if kind == "missing-config":
+        (folder / "config.json").unlink()
+        return folder, "no config.json"
+    if kind == "unknown-architecture":
+        config = json.loads((folder / "config.json").read_text())
+        config.update(model_type="wizardlm9", architectures=["WizardForCausalLM"])
+        (folder / "config.json").write_text(json.dumps(config))
+        return folder, "'wizardlm9' is not known"
+    shards = sorted(folder.glob("*.safetensors"))
+    if kind == "truncated-shard":
+        data = shards[1].read_bytes()
+        shards[1].write_bytes(data[: len(data) // 2])
+        return folder, f"{shards[1].name} is truncated"
+    if kind == "missing-shard":
+        shards[2].unlink()
+        return folder, f"shard {shards[2].name}"
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["truncated-shard", "missing-shard", "missing-config", "unknown-architecture",
+                                  "not-a-model"])
+def test_broken_model_is_refused_and_the_loaded_one_kept(srv, llama_dir, tiny_model, tmp_path, kind):
+    src = _sharded_copy(tiny_model("qwen2"), tmp_path)
+    folder, fragment = _make_broken(kind, src, tmp_path)
+    if httpx.get(srv.url + "/health").status_code != 200:
+        load_and_wait(srv, llama_dir)
+    with events_stream(srv) as stream:
+        lines = stream.iter_lines()
+        r = admin(srv, "/admin/load", {"path": str(folder)})
+        assert r.status_code == 400, r.text
+        assert fragment in r.json()["error"]["message"]
+        events = read_events(_Lines(lines), lambda e: e["type"] == "error")
+    assert fragment in events[-1]["message"]
+    assert httpx.get(srv.url + "/health").status_code == 200
+    assert chat_works(srv, "tiny-llama")
+
+
+def _sharded_copy(model_dir, tmp_path):
+    from engine.reshard import reshard
+
+    return reshard(model_dir, tmp_path / "src", 0.1)
+
+
+def test_missing_path_is_404(srv):
+    r = admin(srv, "/admin/load", {"path": "/no/such/model"})
+    assert r.status_code == 404 and "does not exist" in r.json()["error"]["message"]
+
+
+def test_bad_load_options_are_400(srv, llama_dir):
+    for body in ({"path": str(llama_dir), "dtype": "float8"}, {"path": str(llama_dir), "device": "gpu"},
+                 {"path": str(llama_dir), "chunk_size_mb": 0}, {"path": str(llama_dir), "colour": "red"}):
+        r = admin(srv, "/admin/load", body)
+        assert r.status_code == 400, (body, r.text)
+
+
+def worker_rss(srv) -> int:
+    return psutil.Process(srv.proc.pid).memory_info().rss
+
+
+def test_cancel_stops_the_load_frees_memory_and_keeps_the_previous_model(srv, llama_dir, big_model_dir):
+    load_and_wait(srv, llama_dir)
+    before = worker_rss(srv)
+    with events_stream(srv) as stream:
+        lines = stream.iter_lines()
+        r = admin(srv, "/admin/load", {"path": str(big_model_dir), "dtype": "bfloat16", "chunk_size_mb": 1})
+        assert r.status_code == 202
+        seen = read_events(_Lines(lines), lambda e: e["type"] == "progress")
+        cancel = admin(srv, "/admin/cancel-load")
+        assert cancel.status_code == 200, cancel.text
+        events = read_events(_Lines(lines), lambda e: e["type"] == "state" and e["state"] != "loading")
+    assert cancel.json() == {"cancelled": True, "state": "ready", "model": "tiny-llama"}
+    assert events[-1]["state"] == "ready" and events[-1]["cancelled"] is True
+    progress = [e for e in seen + events if e["type"] == "progress"]
+    assert progress and progress[-1]["bytes_done"] < progress[-1]["bytes_total"], "cancel came too late"
+    assert chat_works(srv, "tiny-llama")
+    time.sleep(0.5)
+    assert worker_rss(srv) - before < 30e6, "memory of the cancelled load was not returned"
+    assert admin(srv, "/admin/cancel-load").status_code == 409
+
+
+def test_load_timeout_reports_an_error_and_keeps_the_previous_model(srv, llama_dir, big_model_dir):
+    if httpx.get(srv.url + "/health").status_code != 200:
+        load_and_wait(srv, llama_dir)
+    events = load_and_wait(srv, big_model_dir, load_timeout_s=0.001)
+    errors = [e for e in events if e["type"] == "error"]
+    assert errors and "timed out after 0.001 s" in errors[-1]["message"]
+    assert events[-1]["state"] == "ready" and events[-1]["model"] == "tiny-llama"
+
+
+def test_second_load_while_loading_is_409_and_late_listener_gets_state_first(srv, big_model_dir, llama_dir):
+    with events_stream(srv) as first:
+        lines = first.iter_lines()
+        assert admin(srv, "/admin/load", {"path": str(big_model_dir), "dtype": "bfloat16", "chunk_size_mb": 1}).status_code == 202
+        read_events(_Lines(lines), lambda e: e["type"] == "state" and e["state"] == "loading")
+        busy = admin(srv, "/admin/load", {"path": str(llama_dir)})
+        with events_stream(srv) as late:
+            joined = read_events(late, lambda e: True)
+        read_events(_Lines(lines), lambda e: e["type"] == "state" and e["state"] != "loading")
+    assert busy.status_code == 409
+    assert joined[0]["type"] == "state"
+
+
+def test_unload_returns_to_idle_and_health_503(srv, llama_dir):
+    if httpx.get(srv.url + "/health").status_code != 200:
+        load_and_wait(srv, llama_dir)
+    r = admin(srv, "/admin/unload")
+    assert r.status_code == 200 and r.json()["state"] == "idle"
+    assert srv.wait_health(503, 10)["reason"] == "no model loaded"
