@@ -7,7 +7,8 @@
   DeepSeek-V2/V3's MLA, layers x (kv_lora_rank + qk_rope_head_dim), the compressed latent that
   transformers caches) x bytes of the KV dtype;
 * activations: the peak of one prefill of ``batch x context`` tokens: a few hidden-size and
-  intermediate-size vectors per token, and the last-token logits in float32;
+  intermediate-size vectors per token, the last-token logits in float32, and for attention with
+  unequal K/V head dims (MLA) one layer's score matrix;
 * reserve: the runtime's own (the CUDA context, allocator slack; the torch runtime on a CPU).
 
 The free memory of the chosen device comes from NVML for NVIDIA GPUs and psutil for the host.
@@ -102,7 +103,17 @@ def _activation_bytes(entry: ModelEntry, batch: int, context: int, act_bytes: in
     intermediate = entry.intermediate_size or 4 * hidden  # a 4x MLP when the config does not say
     rows = batch * context
     logits = batch * (entry.vocab_size or 0) * 4 * 2       # last-token logits in float32, and softmax
-    return rows * (3 * hidden + 3 * intermediate) * act_bytes + logits
+    return rows * (3 * hidden + 3 * intermediate) * act_bytes + logits + _attention_scores_bytes(
+        entry, batch, context, act_bytes)
+
+
+def _attention_scores_bytes(entry: ModelEntry, batch: int, context: int, act_bytes: int) -> int:
+    """Fused SDPA kernels never hold the score matrix, but they need equal K and V head dims.
+    MLA's differ (192 vs 128 in DeepSeek-V3), so torch falls back to the math path, which holds
+    one layer's scores and their softmax, plus the causal mask (measured on CPU)."""
+    if entry.attention != "mla" and entry.head_dim == (entry.v_head_dim or entry.head_dim):
+        return 0
+    return 2 * batch * (entry.heads or 1) * context * context * act_bytes + context * context * 4
 
 
 def compare_with_device(result: MemoryEstimate, memory: DeviceMemory) -> None:
