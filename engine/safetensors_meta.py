@@ -31,6 +31,8 @@ class TensorInfo:
     dtype: str
     shape: tuple[int, ...]
     nbytes: int
+    begin: int = 0  # offsets in the data section
+    end: int = 0
 
     @property
     def numel(self) -> int:
@@ -42,6 +44,7 @@ class SafetensorsFile:
     path: Path
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     data_bytes: int = 0
+    data_start: int = 0  # file offset of the data section
 
     @property
     def params(self) -> int:
@@ -82,11 +85,12 @@ def read_header(path: Path) -> SafetensorsFile:
             continue
         try:
             begin, stop = meta["data_offsets"]
-            result.tensors[name] = TensorInfo(meta["dtype"], tuple(meta["shape"]), stop - begin)
+            result.tensors[name] = TensorInfo(meta["dtype"], tuple(meta["shape"]), stop - begin, begin, stop)
         except (KeyError, TypeError, ValueError):
             raise SafetensorsError(f"{path.name}: malformed header entry for tensor {name!r}") from None
         end = max(end, stop)
     result.data_bytes = end
+    result.data_start = 8 + header_len
     expected = 8 + header_len + end
     if size < expected:
         raise SafetensorsError(

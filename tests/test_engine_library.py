@@ -40,3 +40,25 @@ def test_load_failure_is_reported_in_state(tmp_path):
     with pytest.raises(ModelProblem, match="not a model folder: no config.json"):
         engine.load()
     assert engine.state == "error" and "config.json" in engine.health()[1]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_engine_loader_gives_the_same_weights_as_from_pretrained(big_model_dir, dtype):
+    """The loader releases converted source pages as it goes; the weights must not change."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from engine.config import LoadConfig, ModelConfig
+    from engine.runtime.loader import load_model
+
+    events = []
+    ours = load_model(ModelConfig(path=str(big_model_dir), dtype=dtype), LoadConfig(chunk_size_mb=8),
+                      emit=events.append).model
+    plain = AutoModelForCausalLM.from_pretrained(big_model_dir, dtype=getattr(torch, dtype))
+    theirs = plain.state_dict()
+    for name, tensor in ours.state_dict().items():
+        assert torch.equal(tensor, theirs[name]), name
+    assert events[-1]["bytes_done"] == events[-1]["bytes_total"]
+    ids = torch.tensor([[5, 6, 7]])
+    assert torch.equal(ours.generate(ids, max_new_tokens=5, do_sample=False),
+                       plain.generate(ids, max_new_tokens=5, do_sample=False))

@@ -17,6 +17,7 @@ from engine.safetensors_meta import read_header
 log = logging.getLogger("engine.loader")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_SAFETENSORS_NAMES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
 
 
 class ModelLoadError(RuntimeError):
@@ -77,14 +78,17 @@ def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
 def checkpoint_layout(path: Path) -> CheckpointLayout:
     """Bytes and shard of every checkpoint tensor, from the safetensors headers (no weights read)."""
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
-    tensor_bytes, tensor_shard = {}, {}
+    tensor_bytes, tensor_shard, tensor_span, tensor_dtype = {}, {}, {}, {}
     for index, file in enumerate(files, 1):
-        for name, info in read_header(file).tensors.items():
+        header = read_header(file)
+        for name, info in header.tensors.items():
             tensor_bytes[name] = info.nbytes
             tensor_shard[name] = index
+            tensor_span[name] = (str(file.resolve()), header.data_start + info.begin, header.data_start + info.end)
+            tensor_dtype[name] = info.dtype
     if not files and path.suffix == ".gguf":  # GGUF: one file, de-quantised on load
         return CheckpointLayout({}, {}, 1)
-    return CheckpointLayout(tensor_bytes, tensor_shard, len(files))
+    return CheckpointLayout(tensor_bytes, tensor_shard, len(files), tensor_span, tensor_dtype)
 
 
 def _source(path: Path) -> tuple[Path, dict]:
@@ -114,8 +118,8 @@ def load_model(cfg: ModelConfig, load: Optional[LoadConfig] = None, emit: Callab
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     folder, extra = _source(path)
-    watch = LoadWatch(checkpoint_layout(path), emit, int(load.chunk_size_mb * 2**20),
-                      cancel or threading.Event(), load.timeout_s)
+    watch = LoadWatch(checkpoint_layout(path), emit, int(load.chunk_size_mb * 2**20), cancel or threading.Event(),
+                      load.timeout_s, target_dtype=_SAFETENSORS_NAMES.get(dtype))
     device_map: Any = str(device) if device.type != "cpu" else None
     if load.max_memory:
         device_map, extra["max_memory"] = "auto", _max_memory(load.max_memory)

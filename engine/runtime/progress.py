@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 WEIGHTS_BAR = "Loading weights"
@@ -27,23 +27,84 @@ class LoadCancelled(Exception):
 
 @dataclass
 class CheckpointLayout:
-    """Bytes and shard of each checkpoint tensor, from the safetensors headers."""
+    """Bytes, shard and file position of each checkpoint tensor, from the safetensors headers."""
 
     tensor_bytes: dict[str, int]
     tensor_shard: dict[str, int]
     shards: int
+    tensor_span: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # file, start, end
+    tensor_dtype: dict[str, str] = field(default_factory=dict)  # safetensors names: F32, BF16 …
 
     @property
     def total_bytes(self) -> int:
         return sum(self.tensor_bytes.values())
 
 
+class PageReleaser:
+    """Drops the pages of checkpoint tensors already converted to another dtype.
+
+    safetensors maps each file into memory; when the load converts dtypes (a float32 checkpoint
+    loaded as bfloat16) every source page stays resident until the load ends, so peak memory is
+    the whole file plus the converted copy. Once a tensor is converted its source pages are not
+    needed: ``madvise(MADV_DONTNEED)`` on a clean read-only file mapping returns them at once
+    (they would be read again from the file if anything touched them). Linux only; a no-op
+    elsewhere or when nothing is converted.
+    """
+
+    MADV_DONTNEED = 4
+
+    def __init__(self, layout: CheckpointLayout, target_dtype: str):
+        self.layout = layout
+        self.target_dtype = target_dtype
+        self._bases: Optional[dict[str, int]] = None
+        self._page = 4096
+        try:
+            import ctypes
+            import mmap
+
+            self._libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            self._libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            self._page = mmap.PAGESIZE
+        except (OSError, AttributeError):
+            self._libc = None
+
+    def _mapping_bases(self) -> dict[str, int]:
+        bases: dict[str, int] = {}
+        files = {span[0] for span in self.layout.tensor_span.values()}
+        try:
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    parts = line.split(maxsplit=5)
+                    if len(parts) == 6 and parts[5].strip() in files and int(parts[2], 16) == 0:
+                        bases.setdefault(parts[5].strip(), int(parts[0].split("-")[0], 16))
+        except OSError:
+            pass
+        return bases
+
+    def release(self, name: str) -> None:
+        span = self.layout.tensor_span.get(name)
+        # Only converted tensors: one loaded as it is stays a view of these very pages.
+        if self._libc is None or span is None or self.layout.tensor_dtype.get(name) == self.target_dtype:
+            return
+        if self._bases is None:  # the files are mapped once transformers starts reading them
+            self._bases = self._mapping_bases()
+        base = self._bases.get(span[0])
+        if base is None:
+            return
+        start = -(-(base + span[1]) // self._page) * self._page  # whole pages inside the tensor only
+        end = (base + span[2]) // self._page * self._page
+        if end > start:
+            self._libc.madvise(start, end - start, self.MADV_DONTNEED)
+
+
 class LoadWatch:
     """Reports progress and enforces cancel/timeout while transformers loads."""
 
     def __init__(self, layout: CheckpointLayout, emit: Callable[[dict], None], chunk_bytes: int,
-                 cancel: threading.Event, timeout_s: Optional[float]):
+                 cancel: threading.Event, timeout_s: Optional[float], target_dtype: Optional[str] = None):
         self.layout = layout
+        converts = target_dtype is not None and set(layout.tensor_dtype.values()) - {target_dtype}
+        self.releaser = PageReleaser(layout, target_dtype) if converts else None
         self.emit = emit
         self.chunk_bytes = max(1, chunk_bytes)
         self.cancel = cancel
@@ -74,6 +135,8 @@ class LoadWatch:
         for name, item in zip(names, items):
             self.check()
             yield item  # transformers materialises this tensor before asking for the next one
+            if self.releaser is not None:
+                self.releaser.release(name)
             self.tensors_done += 1
             self.bytes_done += self.layout.tensor_bytes.get(name, per_unknown)
             shard = self.layout.tensor_shard.get(name, self.shard)
