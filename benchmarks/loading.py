@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
-import json, resource, sys, threading, time
+import json, sys, threading, time
 import psutil, torch
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
@@ -35,10 +35,13 @@ from engine.runtime.loader import load_model
 from transformers import AutoTokenizer
 torch.ones(8) @ torch.ones(8)
 
-def rss_anon():
+def status_bytes(field):
     for line in open("/proc/self/status"):
-        if line.startswith("RssAnon:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
+
+def rss_anon():
+    return status_bytes("RssAnon")
 
 anon = [rss_anon()]
 sampling = True
@@ -59,11 +62,11 @@ else:  # the same work a user does by hand: tokenizer and model
 seconds = time.perf_counter() - started
 sampling = False
 sampler.join()
-peak_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+peak_load = status_bytes("VmHWM") - before  # VmHWM, not ru_maxrss: that one carries the parent's peak
 peak_anon = max(anon) - anon_before
 with torch.inference_mode():
     model(torch.tensor([[1, 2, 3, 4]]))
-peak_forward = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+peak_forward = status_bytes("VmHWM") - before
 unique = {t.data_ptr(): t for t in model.state_dict().values()}  # tied weights count once
 weights = sum(t.numel() * t.element_size() for t in unique.values())
 print(json.dumps({"seconds": seconds, "peak_load": peak_load, "peak_anon": peak_anon, "peak_forward": peak_forward,
