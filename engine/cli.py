@@ -21,6 +21,9 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--api-key", help="required as 'Authorization: Bearer KEY' (env: DEEPSEEK_ENGINE_API_KEY)")
+    p.add_argument("--batching-mode", help="dynamic | sequential")
+    p.add_argument("--max-batch-size", type=int, help="requests decoded together")
+    p.add_argument("--max-wait-ms", type=float, help="dynamic mode: how long a batch may wait to fill")
     p.add_argument("--max-queue", type=int, help="requests waiting beyond this get 429")
     p.add_argument("--request-timeout", type=float, help="seconds before a running request is ended")
     p.add_argument("--metrics-public", action="store_true", default=None, help="serve /metrics without the key")
@@ -52,6 +55,9 @@ def _serve_config(args) -> EngineConfig:
         "server.metrics_public": args.metrics_public,
         "server.log_level": args.log_level,
         "server.parent_pid": args.parent_pid,
+        "batching.mode": args.batching_mode,
+        "batching.max_batch_size": args.max_batch_size,
+        "batching.max_wait_ms": args.max_wait_ms,
         "batching.max_queue": args.max_queue,
         "batching.request_timeout_s": args.request_timeout,
     })

@@ -159,7 +159,6 @@ class Engine:
             self._set_state("ready" if self._loaded else "error", error=self.error)
 
     def _load_now(self, model: ModelConfig, load: LoadConfig, entry: ModelEntry) -> None:
-        from engine.runtime.generator import SequentialGenerator
         from engine.runtime.loader import LoadCancelled, ModelLoadError, load_model, release_memory
 
         previous = self.model_name
@@ -180,10 +179,12 @@ class Engine:
             self._set_state("ready" if self._loaded else ("error" if exc_is_failure else "idle"),
                             error=self.error, cancelled=cancelled)
             return
+        from engine.runtime.modes import make_generator
+
         with self._lock:
             old_generator = self._generator
             self._loaded = loaded
-            self._generator = SequentialGenerator(loaded, self.metrics, self.config.batching.max_queue)
+            self._generator = make_generator(loaded, self.metrics, self.config.batching)
             self.metrics.track_device_memory(loaded.device_memory_bytes)
             self.config = self.config.model_copy(update={"model": model, "load": load})
             self.error = None
@@ -262,6 +263,7 @@ class Engine:
             "state": self.state,
             "error": self.error,
             "process_rss_bytes": psutil.Process().memory_info().rss,
+            "batching_mode": self._generator.mode if self._generator is not None else self.config.batching.mode,
             "config": self.config.model_dump(mode="json", exclude={"server": {"api_key"}}),
             "model": loaded.name if loaded else None,
             "path": str(loaded.path) if loaded else None,

@@ -46,6 +46,10 @@ class EngineMetrics:
             "engine_request_queue_time_seconds", "Arrival to start of generation",
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.batch_size = Histogram(
+            "engine_batch_size", "Requests decoded together, per batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,
+        )
         self.model_state = Gauge(
             "engine_model_state", "1 for the current model state, 0 for the others", ["state"], registry=r
         )

@@ -126,6 +126,19 @@ def read_events(response, until, limit: int = 10000) -> list[dict]:
     return events
 
 
+def reference_greedy(model_dir, prompt, max_new_tokens):
+    """What transformers' own ``model.generate`` answers, greedily, for one prompt alone."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    inputs = tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
 def _parse(line: str) -> Optional[dict]:
     line = line.strip()
     if not line.startswith("{"):

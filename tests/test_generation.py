@@ -7,21 +7,9 @@ import time
 import httpx
 import pytest
 
-from helpers import EngineServer
+from helpers import EngineServer, reference_greedy
 
 PROMPTS = ["Hello there", "The capital of France is"]
-
-
-def reference_greedy(model_dir, prompt, max_new_tokens):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    inputs = tokenizer(prompt, return_tensors="pt")
-    with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "deepseek_v3"])

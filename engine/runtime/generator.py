@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria
 
+from engine.config import BatchingConfig
 from engine.metrics import EngineMetrics
 from engine.requests import (
     ErrorEvent,
@@ -65,6 +66,7 @@ class _RequestRun(StoppingCriteria):
         self.last_token_at: Optional[float] = None
         self.hit_eos = False
         self.timed_out = False
+        self._ended = False
 
     # -- streamer protocol (called by generate)
     def put(self, value: torch.Tensor) -> None:
@@ -75,16 +77,22 @@ class _RequestRun(StoppingCriteria):
             self._on_token(int(token_id))
 
     def end(self) -> None:
+        if self._ended:  # generate() calls it, and so does finish()
+            return
+        self._ended = True
         text = self.stops.push(self.detokenizer.flush()) + self.stops.flush()
         self._emit(*self.splitter.push(text))
         self._emit(*self.splitter.flush())
 
     # -- stopping criterion (called by generate after each step)
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.poll(), dtype=torch.bool, device=input_ids.device)
+
+    def poll(self) -> bool:
+        """Check the deadline; True when the request needs no more tokens."""
         if self.request.past_deadline():
             self.timed_out = True
-        done = self.request.cancelled or self.timed_out or self.stops.stopped or self.hit_eos
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        return self.done
 
     def _on_token(self, token_id: int) -> None:
         if self.hit_eos or self.stops.stopped:
@@ -108,6 +116,12 @@ class _RequestRun(StoppingCriteria):
         if reasoning or content:
             self.request.sink(TextEvent(content=content, reasoning=reasoning))
 
+    @property
+    def done(self) -> bool:
+        """Nothing more to generate for this request (checked by batchers after each token)."""
+        return (self.hit_eos or self.stops.stopped or self.request.cancelled or self.timed_out
+                or self.completion_tokens >= self.request.params.max_new_tokens)
+
     def finish_reason(self) -> str:
         if self.request.cancelled:
             return "cancelled"
@@ -115,14 +129,40 @@ class _RequestRun(StoppingCriteria):
             return "stop"
         return "length"
 
+    def finish(self) -> None:
+        """Flush held-back text and send the request's last event."""
+        self.end()
+        ended = time.monotonic()
+        request = self.request
+        if self.timed_out:
+            self.metrics.requests_total.labels(outcome="timeout").inc()
+            request.sink(ErrorEvent(
+                f"request ran past batching.request_timeout_s = {request.timeout_s:g} s "
+                f"after {self.completion_tokens} tokens", status_code=504, error_type="timeout",
+            ))
+            return
+        reason = self.finish_reason()
+        self.metrics.requests_total.labels(outcome=reason).inc()
+        self.metrics.e2e.observe(ended - request.arrival)
+        request.sink(FinishEvent(
+            finish_reason=reason,
+            prompt_tokens=len(request.prompt_ids),
+            completion_tokens=self.completion_tokens,
+            time_to_first_token_s=None if self.first_token_at is None else self.first_token_at - request.arrival,
+            duration_s=ended - request.arrival,
+        ))
 
-class SequentialGenerator:
-    """Owns the generation thread. Requests wait in a bounded queue and run one at a time."""
 
-    def __init__(self, loaded: LoadedModel, metrics: EngineMetrics, max_queue: int = 256):
+class QueuedGenerator:
+    """Owns the generation thread; requests wait in a bounded queue. Subclasses decide how many
+    requests run together (``_serve``)."""
+
+    mode = "base"
+
+    def __init__(self, loaded: LoadedModel, metrics: EngineMetrics, batching: BatchingConfig):
         self.loaded = loaded
         self.metrics = metrics
-        self.max_queue = max_queue
+        self.batching = batching
         self._queue: "queue.Queue[Optional[GenerationRequest]]" = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="generation-loop", daemon=True)
         self._thread.start()
@@ -137,8 +177,9 @@ class SequentialGenerator:
         Raises:
             QueueFullError: ``max_queue`` requests are already waiting.
         """
-        if self._queue.qsize() >= self.max_queue:
-            raise QueueFullError(f"{self._queue.qsize()} requests are waiting (batching.max_queue = {self.max_queue})")
+        max_queue = self.batching.max_queue
+        if self._queue.qsize() >= max_queue:
+            raise QueueFullError(f"{self._queue.qsize()} requests are waiting (batching.max_queue = {max_queue})")
         self.metrics.requests_waiting.inc()
         self._queue.put(request)
 
@@ -148,26 +189,58 @@ class SequentialGenerator:
         if join:
             self._thread.join(timeout)
 
+    def _take(self, block: bool = True, timeout: Optional[float] = None) -> Optional[GenerationRequest]:
+        """The next live request (cancelled ones are dropped here); raises StopIteration on stop."""
+        while True:
+            try:
+                request = self._queue.get(block=block, timeout=timeout)
+            except queue.Empty:
+                return None
+            if request is None:
+                raise StopIteration
+            self.metrics.requests_waiting.dec()
+            if not request.cancelled:
+                return request
+            self.metrics.requests_total.labels(outcome="cancelled").inc()
+
     def _loop(self) -> None:
         while True:
-            request = self._queue.get()
-            if request is None:
-                return
-            self.metrics.requests_waiting.dec()
-            if request.cancelled:
-                self.metrics.requests_total.labels(outcome="cancelled").inc()
-                continue
-            self.metrics.requests_running.inc()
             try:
-                self._run(request)
-            except Exception as exc:  # the loop must outlive any one request
-                log.exception("generation failed", extra={"request_id": request.request_id})
-                self.metrics.requests_total.labels(outcome="error").inc()
-                request.sink(ErrorEvent(_describe_failure(exc)))
+                requests = self._next_batch()
+            except StopIteration:
+                return
+            self.metrics.requests_running.inc(len(requests))
+            self.metrics.batch_size.observe(len(requests))
+            try:
+                self._serve(requests)
+            except Exception as exc:  # the loop must outlive any one batch
+                log.exception("generation failed", extra={"request_ids": [r.request_id for r in requests]})
+                for request in requests:
+                    self.metrics.requests_total.labels(outcome="error").inc()
+                    request.sink(ErrorEvent(_describe_failure(exc)))
                 if self.loaded.device.type == "cuda":
                     torch.cuda.empty_cache()
             finally:
-                self.metrics.requests_running.dec()
+                self.metrics.requests_running.dec(len(requests))
+
+    def _next_batch(self) -> list[GenerationRequest]:
+        raise NotImplementedError
+
+    def _serve(self, requests: list[GenerationRequest]) -> None:
+        raise NotImplementedError
+
+
+class SequentialGenerator(QueuedGenerator):
+    """One request at a time through ``model.generate``: the baseline."""
+
+    mode = "sequential"
+
+    def _next_batch(self) -> list[GenerationRequest]:
+        return [self._take()]
+
+    def _serve(self, requests: list[GenerationRequest]) -> None:
+        for request in requests:
+            self._run(request)
 
     def _generation_config(self, request: GenerationRequest) -> GenerationConfig:
         p = request.params
@@ -209,24 +282,7 @@ class SequentialGenerator:
                 stopping_criteria=[run],
                 streamer=run,
             )
-        ended = time.monotonic()
-        if run.timed_out:
-            self.metrics.requests_total.labels(outcome="timeout").inc()
-            request.sink(ErrorEvent(
-                f"request ran past batching.request_timeout_s = {request.timeout_s:g} s "
-                f"after {run.completion_tokens} tokens", status_code=504, error_type="timeout",
-            ))
-            return
-        reason = run.finish_reason()
-        self.metrics.requests_total.labels(outcome=reason).inc()
-        self.metrics.e2e.observe(ended - request.arrival)
-        request.sink(FinishEvent(
-            finish_reason=reason,
-            prompt_tokens=len(request.prompt_ids),
-            completion_tokens=run.completion_tokens,
-            time_to_first_token_s=None if run.first_token_at is None else run.first_token_at - request.arrival,
-            duration_s=ended - request.arrival,
-        ))
+        run.finish()
 
 
 def _describe_failure(exc: Exception) -> str:

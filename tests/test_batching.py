@@ -1,0 +1,54 @@
+"""Batching modes: requests decoded together give exactly what model.generate gives alone."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from helpers import EngineServer, reference_greedy
+
+PROMPTS = ["Hello", "The capital of France is", "def add(a, b):", "Emoji: 🙂 and Zürich, naïve café résumé"]
+LENGTHS = [3, 24, 12, 18]  # rows finish at different steps and leave the batch
+
+
+def concurrent_completions(srv, model_id):
+    def one(args):
+        prompt, max_tokens = args
+        r = httpx.post(srv.url + "/v1/completions", headers=srv.headers, timeout=120, json={
+            "model": model_id, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["text"]
+
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        return list(pool.map(one, zip(PROMPTS, LENGTHS)))
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "sequential"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "deepseek_v3"])
+def test_concurrent_greedy_equals_generate_alone(tiny_model, arch, mode):
+    folder = tiny_model(arch)
+    expected = [reference_greedy(folder, p, n) for p, n in zip(PROMPTS, LENGTHS)]
+    args = ["--batching-mode", mode, "--max-wait-ms", "300"]
+    with EngineServer(folder, extra_args=args) as srv:
+        concurrent_completions(srv, folder.name)  # first round warms up and teaches "company"
+        assert concurrent_completions(srv, folder.name) == expected
+        batches = srv.metric("engine_batch_size_count")
+        requests = srv.metric("engine_batch_size_sum")
+        if mode == "dynamic":
+            assert requests / batches > 1, "concurrent requests were never decoded together"
+        else:
+            assert requests == batches
+        status = httpx.get(srv.url + "/admin/status", headers=srv.headers).json()
+        assert status["batching_mode"] == mode
+
+
+def test_dynamic_sampling_with_seed_is_reproducible_in_a_batch(tiny_model):
+    folder = tiny_model("qwen2")
+    with EngineServer(folder, extra_args=["--max-wait-ms", "300"]) as srv:
+        def sample(seed):
+            r = httpx.post(srv.url + "/v1/completions", headers=srv.headers, timeout=60, json={
+                "model": folder.name, "prompt": "Hello", "max_tokens": 12, "temperature": 1.0, "seed": seed})
+            return r.json()["choices"][0]["text"]
+        with ThreadPoolExecutor(4) as pool:
+            first = list(pool.map(sample, [1, 2, 1, 2]))
+        assert first[0] == first[2] and first[1] == first[3] and first[0] != first[1]
