@@ -211,6 +211,41 @@ class Engine:
         free = device_memory(device).free_bytes
         return needed is not None and free is not None and needed * 1.2 < free
 
+    RUNTIME_SECTIONS = ("batching", "cache")
+
+    def update_config(self, changes: dict[str, Any]) -> EngineConfig:
+        """Apply batching and cache settings at run time, without reloading weights.
+
+        Requests already queued or running finish under the old settings; new ones use the new.
+
+        Raises:
+            ConfigError: an unknown key, a refused value, or a section that needs a reload.
+        """
+        from engine.config import ConfigError
+
+        for section in changes:
+            if section in ("model", "load"):
+                raise ConfigError(f"{section}: changing it needs a reload of the weights; use POST /admin/load")
+            if section == "server":
+                raise ConfigError("server: changing it needs a restart of the engine")
+            if section not in self.RUNTIME_SECTIONS:
+                raise ConfigError(f"{section}: unknown section (runtime sections: batching, cache)")
+            if not isinstance(changes[section], dict):
+                raise ConfigError(f"{section}: expected a table of settings")
+        merged = self.config.model_dump()
+        for section, values in changes.items():
+            merged[section].update(values)
+        new = EngineConfig.from_dict(merged)
+        with self._lock:
+            self.config = new
+            if self._loaded is not None and new.batching != self._generator.batching:
+                from engine.runtime.modes import make_generator
+
+                old, self._generator = self._generator, make_generator(self._loaded, self.metrics, new.batching)
+                old.stop(join=False)  # what it holds finishes under the old settings
+        log.info("config changed", extra={"event": "config", "changes": changes})
+        return new
+
     def unload(self) -> None:
         from engine.runtime.loader import release_memory
 

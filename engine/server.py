@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pathlib import Path
 
-from engine.config import LoadConfig, ModelConfig
+from engine.config import ConfigError, LoadConfig, ModelConfig
 from engine.core import Engine, LoadInProgress, ModelProblem, PromptError
 from engine.protocol import (
     ChatCompletionRequest,
@@ -162,6 +162,24 @@ def create_app(engine: Engine) -> FastAPI:
     @app.get("/admin/status")
     async def status():
         return engine.describe()
+
+    @app.get("/admin/config")
+    async def get_config():
+        return engine.config.model_dump(mode="json", exclude={"server": {"api_key"}})
+
+    @app.put("/admin/config")
+    async def put_config(request: Request):
+        try:
+            changes = await request.json()
+        except ValueError:
+            raise APIError(400, "the request body is not valid JSON") from None
+        if not isinstance(changes, dict):
+            raise APIError(400, 'send a JSON object of sections, e.g. {"batching": {"max_batch_size": 8}}')
+        try:
+            engine.update_config(changes)
+        except ConfigError as exc:
+            raise APIError(400, str(exc), code="invalid_config") from None
+        return engine.config.model_dump(mode="json", exclude={"server": {"api_key"}})
 
     @app.post("/admin/load", status_code=202)
     async def admin_load(body: LoadRequest):

@@ -70,7 +70,10 @@ class DynamicBatcher(QueuedGenerator):
         self._last_batch_size = 1
 
     def _next_batch(self) -> list[GenerationRequest]:
-        batch = [self._take()]
+        first = self._take()
+        if first is None:
+            return []
+        batch = [first]
         limit = self.batching.max_batch_size
         while len(batch) < limit:  # whatever is already waiting joins
             request = self._take(block=False)

@@ -164,6 +164,7 @@ class QueuedGenerator:
         self.metrics = metrics
         self.batching = batching
         self._queue: "queue.Queue[Optional[GenerationRequest]]" = queue.Queue()
+        self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="generation-loop", daemon=True)
         self._thread.start()
 
@@ -190,25 +191,27 @@ class QueuedGenerator:
             self._thread.join(timeout)
 
     def _take(self, block: bool = True, timeout: Optional[float] = None) -> Optional[GenerationRequest]:
-        """The next live request (cancelled ones are dropped here); raises StopIteration on stop."""
-        while True:
+        """The next live request (cancelled ones are dropped here), or None: nothing came in
+        time, or the stop sentinel was reached (then ``_stopping`` is set)."""
+        while not self._stopping:
             try:
                 request = self._queue.get(block=block, timeout=timeout)
             except queue.Empty:
                 return None
             if request is None:
-                raise StopIteration
+                self._stopping = True
+                return None
             self.metrics.requests_waiting.dec()
             if not request.cancelled:
                 return request
             self.metrics.requests_total.labels(outcome="cancelled").inc()
+        return None
 
     def _loop(self) -> None:
-        while True:
-            try:
-                requests = self._next_batch()
-            except StopIteration:
-                return
+        while not self._stopping:
+            requests = self._next_batch()
+            if not requests:
+                continue
             self.metrics.requests_running.inc(len(requests))
             self.metrics.batch_size.observe(len(requests))
             try:
@@ -236,7 +239,8 @@ class SequentialGenerator(QueuedGenerator):
     mode = "sequential"
 
     def _next_batch(self) -> list[GenerationRequest]:
-        return [self._take()]
+        request = self._take()
+        return [request] if request else []
 
     def _serve(self, requests: list[GenerationRequest]) -> None:
         for request in requests:
