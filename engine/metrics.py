@@ -50,6 +50,9 @@ class EngineMetrics:
             "engine_batch_size", "Requests decoded together, per batch",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,
         )
+        self.batch_joins = Counter(
+            "engine_batch_joins", "Requests that joined a batch already decoding (dynamic mode)", registry=r,
+        )
         self.model_state = Gauge(
             "engine_model_state", "1 for the current model state, 0 for the others", ["state"], registry=r
         )

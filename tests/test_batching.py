@@ -52,3 +52,28 @@ def test_dynamic_sampling_with_seed_is_reproducible_in_a_batch(tiny_model):
         with ThreadPoolExecutor(4) as pool:
             first = list(pool.map(sample, [1, 2, 1, 2]))
         assert first[0] == first[2] and first[1] == first[3] and first[0] != first[1]
+
+
+def test_requests_join_a_running_batch_and_still_match_generate(tiny_model):
+    folder = tiny_model("llama")
+    long_prompt, late = "The capital of France is", ["Hello", "def add(a, b):", "Zürich"]
+    expected_long = reference_greedy(folder, long_prompt, 200)
+    expected_late = [reference_greedy(folder, p, 10) for p in late]
+    with EngineServer(folder) as srv:
+        body = {"model": folder.name, "prompt": long_prompt, "max_tokens": 200, "temperature": 0, "stream": True}
+        with httpx.stream("POST", srv.url + "/v1/completions", headers=srv.headers, json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            received = [next(lines)]  # the long request is decoding now
+            with ThreadPoolExecutor(3) as pool:
+                texts = list(pool.map(lambda p: httpx.post(
+                    srv.url + "/v1/completions", headers=srv.headers, timeout=60,
+                    json={"model": folder.name, "prompt": p, "max_tokens": 10, "temperature": 0}
+                ).json()["choices"][0]["text"], late))
+            received += list(lines)
+        import json
+
+        streamed = "".join(json.loads(l[6:])["choices"][0]["text"] for l in received
+                           if l.startswith("data: {") and json.loads(l[6:])["choices"])
+        assert texts == expected_late
+        assert streamed == expected_long
+        assert srv.metric("engine_batch_joins_total") >= 1

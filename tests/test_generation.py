@@ -26,7 +26,9 @@ def test_greedy_output_equals_model_generate(arch, tiny_model):
 
 @pytest.fixture(scope="module")
 def long_server(long_model_dir):
-    with EngineServer(long_model_dir, extra_args=["--max-queue", "1", "--request-timeout", "6"]) as srv:
+    # One running request at a time, so a second one waits in the queue (of 1) and a third is refused.
+    with EngineServer(long_model_dir, extra_args=["--max-queue", "1", "--max-batch-size", "1",
+                                                  "--request-timeout", "6"]) as srv:
         yield srv
 
 

@@ -3,9 +3,10 @@
 Each batch is prefilled at once (prompts left-padded) and then decoded one step at a time for
 all its rows; every row streams its own tokens, and a row that finishes (end of text, stop
 string, max tokens, client gone, deadline) leaves the batch at once: its KV rows are dropped
-from the cache, so the remaining rows stop paying for it. New requests join at the next batch,
-not mid-batch. A request that arrives while the engine is idle starts at once; the engine waits
-up to ``max_wait_ms`` for company only when the previous batch had some.
+from the cache, so the remaining rows stop paying for it. A request that arrives while a batch
+runs joins it at the next step (prefilled on its own, then stacked under the running rows), up
+to ``max_batch_size``. A request that arrives while the engine is idle starts at once; the
+engine waits up to ``max_wait_ms`` for company only when the previous batch had some.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from transformers.generation.logits_process import (
 )
 
 from engine.requests import GenerationRequest
-from engine.runtime.generator import OpenAIPenalties, QueuedGenerator, _RequestRun
+from engine.runtime.generator import OpenAIPenalties, QueuedGenerator, _RequestRun  # noqa: F401
 
 
 class _Row:
@@ -96,42 +97,104 @@ class DynamicBatcher(QueuedGenerator):
 
     def _serve(self, requests: list[GenerationRequest]) -> None:
         self._last_batch_size = max(self._last_batch_size, len(requests))
-        device = self.loaded.device
+        batch = _Batch(self.loaded)
+        with torch.inference_mode():
+            batch.admit(self._rows(requests))
+            while batch.rows:
+                batch.sample_and_emit()
+                if not batch.rows:
+                    return
+                batch.forward()
+                room = self.batching.max_batch_size - len(batch.rows)
+                newcomers = []
+                while len(newcomers) < room:  # join at the next step, not the next batch
+                    request = self._take(block=False)
+                    if request is None:
+                        break
+                    newcomers.append(request)
+                if newcomers:
+                    self.metrics.batch_size.observe(len(batch.rows) + len(newcomers))
+                    self.metrics.batch_joins.inc(len(newcomers))
+                    batch.admit(self._rows(newcomers))
+
+    def _rows(self, requests: list[GenerationRequest]) -> list[_Row]:
+        return [_Row(self.start_run(request), self.loaded.device) for request in requests]
+
+
+def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    missing = length - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+class _Batch:
+    """The rows decoding together, their KV cache, attention mask and next positions.
+
+    All rows share one cache length; shorter rows are left-padded with masked zeros, so a row
+    that joins late (prefilled on its own) and the rows already running can be stacked.
+    """
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+        self.device = loaded.device
+        self.rows: list[_Row] = []
+        self.cache: Optional[DynamicCache] = None
+        self.mask: Optional[torch.Tensor] = None       # [rows, cache length]
+        self.positions: Optional[torch.Tensor] = None  # [rows, 1]: position of each row's last token
+        self.logits: Optional[torch.Tensor] = None     # [rows, vocab]: to sample the next tokens from
+        self.step: list[int] = []
+
+    def admit(self, rows: list[_Row]) -> None:
+        """Prefill ``rows`` together and stack them under the running ones."""
         model = self.loaded.model
-        rows = []
-        for request in requests:
-            self.metrics.queue_time.observe(time.monotonic() - request.arrival)
-            self.metrics.prompt_tokens.inc(len(request.prompt_ids))
-            rows.append(_Row(_RequestRun(self.loaded, request, self.metrics), device))
         longest = max(len(r.tokens) for r in rows)
         pad = self.loaded.tokenizer.pad_token_id or 0
-        input_ids = torch.tensor([[pad] * (longest - len(r.tokens)) + r.tokens for r in rows], device=device)
-        mask = torch.tensor([[0] * (longest - len(r.tokens)) + [1] * len(r.tokens) for r in rows], device=device)
+        ids = torch.tensor([[pad] * (longest - len(r.tokens)) + r.tokens for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (longest - len(r.tokens)) + [1] * len(r.tokens) for r in rows], device=self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=model.config)
-        with torch.inference_mode():
-            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                           past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
-            while rows:
-                step = []
-                for row, row_logits in zip(rows, logits):
-                    token = row.next_token(row_logits)
-                    row.tokens.append(token)
-                    row.run._on_token(token)
-                    step.append(token)
-                keep = [i for i, row in enumerate(rows) if not row.run.poll()]
-                for i, row in enumerate(rows):
-                    if i not in keep:
-                        row.run.finish()
-                if not keep:
-                    return
-                if len(keep) < len(rows):  # finished rows leave: drop their KV and their place
-                    index = torch.tensor(keep, device=device)
-                    cache.batch_select_indices(index)
-                    mask, positions = mask[index], positions[index]
-                    rows = [rows[i] for i in keep]
-                    step = [step[i] for i in keep]
-                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
-                positions = positions[:, -1:] + 1
-                logits = model(input_ids=torch.tensor([step], device=device).T, attention_mask=mask,
-                               position_ids=positions, past_key_values=cache, use_cache=True).logits[:, -1, :]
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                       use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        if self.cache is None:
+            self.cache, self.mask, self.positions, self.logits = cache, mask, positions[:, -1:], logits
+        else:
+            self._stack(cache, mask, positions[:, -1:], logits)
+        self.rows.extend(rows)
+
+    def _stack(self, cache: DynamicCache, mask, positions, logits) -> None:
+        length = max(self.mask.shape[1], mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, cache.layers):
+            mine.keys = torch.cat([_left_pad(mine.keys, length, 2), _left_pad(theirs.keys, length, 2)])
+            mine.values = torch.cat([_left_pad(mine.values, length, 2), _left_pad(theirs.values, length, 2)])
+        self.mask = torch.cat([_left_pad(self.mask, length, 1), _left_pad(mask, length, 1)])
+        self.positions = torch.cat([self.positions, positions])
+        self.logits = torch.cat([self.logits, logits])
+
+    def sample_and_emit(self) -> None:
+        """One token per row from the pending logits; finished rows leave."""
+        self.step = []
+        for row, row_logits in zip(self.rows, self.logits):
+            token = row.next_token(row_logits)
+            row.tokens.append(token)
+            row.run._on_token(token)
+            self.step.append(token)
+        keep = [i for i, row in enumerate(self.rows) if not row.run.poll()]
+        for i, row in enumerate(self.rows):
+            if i not in keep:
+                row.run.finish()
+        if len(keep) < len(self.rows):  # drop the finished rows' KV and places
+            index = torch.tensor(keep, device=self.device, dtype=torch.long)
+            self.cache.batch_select_indices(index)
+            self.mask, self.positions = self.mask[index], self.positions[index]
+            self.rows = [self.rows[i] for i in keep]
+            self.step = [self.step[i] for i in keep]
+
+    def forward(self) -> None:
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=-1)
+        self.positions = self.positions + 1
+        ids = torch.tensor(self.step, device=self.device).unsqueeze(-1)
+        self.logits = self.loaded.model(input_ids=ids, attention_mask=self.mask, position_ids=self.positions,
+                                        past_key_values=self.cache, use_cache=True).logits[:, -1, :]

@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria
@@ -53,9 +53,11 @@ class OpenAIPenalties(LogitsProcessor):
 class _RequestRun(StoppingCriteria):
     """Streamer and stopping criterion of one running request."""
 
-    def __init__(self, loaded: LoadedModel, request: GenerationRequest, metrics: EngineMetrics):
+    def __init__(self, loaded: LoadedModel, request: GenerationRequest, metrics: EngineMetrics,
+                 on_release: Callable[["_RequestRun"], None] = lambda run: None):
         self.request = request
         self.metrics = metrics
+        self._on_release = on_release
         self.eos = set() if request.params.ignore_eos else set(loaded.eos_token_ids)
         self.detokenizer = IncrementalDetokenizer(loaded.tokenizer)
         self.stops = StopMatcher(request.params.stop)
@@ -129,8 +131,14 @@ class _RequestRun(StoppingCriteria):
             return "stop"
         return "length"
 
+    def fail(self, message: str) -> None:
+        self.metrics.requests_total.labels(outcome="error").inc()
+        self.request.sink(ErrorEvent(message))
+        self._on_release(self)
+
     def finish(self) -> None:
         """Flush held-back text and send the request's last event."""
+        self._on_release(self)
         self.end()
         ended = time.monotonic()
         request = self.request
@@ -165,6 +173,7 @@ class QueuedGenerator:
         self.batching = batching
         self._queue: "queue.Queue[Optional[GenerationRequest]]" = queue.Queue()
         self._stopping = False
+        self._active: dict[int, _RequestRun] = {}
         self._thread = threading.Thread(target=self._loop, name="generation-loop", daemon=True)
         self._thread.start()
 
@@ -207,24 +216,33 @@ class QueuedGenerator:
             self.metrics.requests_total.labels(outcome="cancelled").inc()
         return None
 
+    def start_run(self, request: GenerationRequest) -> _RequestRun:
+        """A request starts running: counted until it finishes or fails."""
+        self.metrics.queue_time.observe(time.monotonic() - request.arrival)
+        self.metrics.prompt_tokens.inc(len(request.prompt_ids))
+        self.metrics.requests_running.inc()
+        run = _RequestRun(self.loaded, request, self.metrics, on_release=self._release)
+        self._active[id(run)] = run
+        return run
+
+    def _release(self, run: _RequestRun) -> None:
+        if self._active.pop(id(run), None) is not None:
+            self.metrics.requests_running.dec()
+
     def _loop(self) -> None:
         while not self._stopping:
             requests = self._next_batch()
             if not requests:
                 continue
-            self.metrics.requests_running.inc(len(requests))
             self.metrics.batch_size.observe(len(requests))
             try:
                 self._serve(requests)
             except Exception as exc:  # the loop must outlive any one batch
                 log.exception("generation failed", extra={"request_ids": [r.request_id for r in requests]})
-                for request in requests:
-                    self.metrics.requests_total.labels(outcome="error").inc()
-                    request.sink(ErrorEvent(_describe_failure(exc)))
+                for run in list(self._active.values()):
+                    run.fail(_describe_failure(exc))
                 if self.loaded.device.type == "cuda":
                     torch.cuda.empty_cache()
-            finally:
-                self.metrics.requests_running.dec(len(requests))
 
     def _next_batch(self) -> list[GenerationRequest]:
         raise NotImplementedError
@@ -266,10 +284,7 @@ class SequentialGenerator(QueuedGenerator):
         return config
 
     def _run(self, request: GenerationRequest) -> None:
-        started = time.monotonic()
-        self.metrics.queue_time.observe(started - request.arrival)
-        self.metrics.prompt_tokens.inc(len(request.prompt_ids))
-        run = _RequestRun(self.loaded, request, self.metrics)
+        run = self.start_run(request)
         p = request.params
         processors = LogitsProcessorList()
         if p.frequency_penalty or p.presence_penalty:
