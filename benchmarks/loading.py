@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import demo_model  # noqa: E402
 
 CHILD = r"""
 import json, sys, threading, time
@@ -79,11 +81,6 @@ def child(path: Path, mode: str, dtype: str) -> dict:
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
-
-def demo_model() -> Path:
-    out = subprocess.run([sys.executable, "-m", "engine", "fetch-demo"], cwd=ROOT, check=True,
-                         stdout=subprocess.PIPE, text=True).stdout
-    return Path(out.strip().splitlines()[-1])
 
 
 def catalog_seconds(model: Path, copies: int = 50) -> tuple[float, float]:

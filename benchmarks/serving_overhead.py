@@ -23,15 +23,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from helpers import EngineServer  # noqa: E402
+from helpers import EngineServer, demo_model  # noqa: E402
 
 PROMPT = "<|im_start|>user\nWrite a short story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n"
 
-
-def demo_model() -> Path:
-    out = subprocess.run([sys.executable, "-m", "engine", "fetch-demo"], cwd=ROOT, check=True,
-                         stdout=subprocess.PIPE, text=True).stdout
-    return Path(out.strip().splitlines()[-1])
 
 
 def in_process_tokens_per_s(model_dir: Path, tokens: int, repeats: int) -> float:

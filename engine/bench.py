@@ -71,10 +71,22 @@ def percentiles(values: list[float]) -> dict[str, Optional[float]]:
     return out
 
 
+_WORDS = ("the of and to in is was for on that with as by at from his her they have this are which "
+          "one you had not but what all were when we there can an your their said if do will each about "
+          "how up out them then she many some so these would other into has more two time could no way "
+          "my than first been call who its now find long down day did get come made may part over new "
+          "sound take only little work know place year live me back give most very after thing our just "
+          "name good sentence man think say great where help through much before line right too mean old "
+          "any same tell boy follow came want show also around form three small set put end does another "
+          "well large must big even such because turn here why ask went men read need land different home "
+          "us move try kind hand picture again change off play spell air away animal house point page").split()
+
+
 def make_prompt(tokens: int, shared_prefix_tokens: int, index: int) -> str:
-    """About one token per word for BPE tokenizers; the server's usage reports the real count."""
-    shared = " ".join(f"shared{i % 97}" for i in range(shared_prefix_tokens))
-    own = " ".join(f"w{(index * 7919 + i) % 1009}" for i in range(max(1, tokens - shared_prefix_tokens)))
+    """Common English words (about one token each for real tokenizers); the server's usage
+    reports the real count. Requests differ after the shared prefix."""
+    shared = " ".join(_WORDS[(i * 7) % len(_WORDS)] for i in range(shared_prefix_tokens))
+    own = " ".join(_WORDS[(index * 7919 + i * 31) % len(_WORDS)] for i in range(max(1, tokens - shared_prefix_tokens)))
     return (shared + " " + own).strip()
 
 

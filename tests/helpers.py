@@ -126,6 +126,13 @@ def read_events(response, until, limit: int = 10000) -> list[dict]:
     return events
 
 
+def demo_model() -> Path:
+    """The demo model's folder, fetched (and converted) if absent."""
+    out = subprocess.run([sys.executable, "-m", "engine", "fetch-demo"], cwd=ROOT, check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
 def reference_greedy(model_dir, prompt, max_new_tokens):
     """What transformers' own ``model.generate`` answers, greedily, for one prompt alone."""
     import torch

@@ -46,6 +46,7 @@ class _Row:
                 self.processors.append(TopKLogitsWarper(p.top_k))
             if p.top_p < 1.0:
                 self.processors.append(TopPLogitsWarper(p.top_p))
+        self.plain_greedy = p.greedy and not self.processors
         self.generator: Optional[torch.Generator] = None
         if not p.greedy:
             self.generator = torch.Generator(device=device)
@@ -176,8 +177,9 @@ class _Batch:
     def sample_and_emit(self) -> None:
         """One token per row from the pending logits; finished rows leave."""
         self.step = []
-        for row, row_logits in zip(self.rows, self.logits):
-            token = row.next_token(row_logits)
+        greedy = self.logits.argmax(dim=-1).tolist()  # one call for every plain greedy row
+        for row, row_logits, best in zip(self.rows, self.logits, greedy):
+            token = best if row.plain_greedy else row.next_token(row_logits)
             row.tokens.append(token)
             row.run._on_token(token)
             self.step.append(token)
