@@ -61,7 +61,10 @@ class BatchingConfig(_Section):
 
 
 class CacheConfig(_Section):
-    type: Literal["none"] = Field("none", description="prefix KV cache (hierarchical: issue 4)")
+    type: Literal["hierarchical", "none"] = Field("hierarchical", description="prefix KV cache: RAM, then disk")
+    memory_mb: float = Field(1024.0, ge=0, description="RAM tier for prefix KV")
+    disk_mb: float = Field(4096.0, ge=0, description="disk tier for prefix KV (0: no disk tier)")
+    dir: Optional[str] = Field(None, description="disk tier folder (default: the user's cache folder)")
 
 
 class ServerConfig(_Section):

@@ -76,6 +76,7 @@ class Engine:
         self.error: Optional[str] = None
         self._loaded: Any = None
         self._generator: Any = None
+        self._prefix_cache: Any = None
         self._lock = threading.Lock()          # guards swapping the loaded model
         self._load_thread: Optional[threading.Thread] = None
         self._cancel = threading.Event()
@@ -179,12 +180,13 @@ class Engine:
             self._set_state("ready" if self._loaded else ("error" if exc_is_failure else "idle"),
                             error=self.error, cancelled=cancelled)
             return
-        from engine.runtime.modes import make_generator
+        from engine.runtime.modes import make_generator, make_prefix_cache
 
         with self._lock:
             old_generator = self._generator
             self._loaded = loaded
-            self._generator = make_generator(loaded, self.metrics, self.config.batching)
+            self._prefix_cache = make_prefix_cache(loaded, self.metrics, self.config.cache)
+            self._generator = make_generator(loaded, self.metrics, self.config.batching, self._prefix_cache)
             self.metrics.track_device_memory(loaded.device_memory_bytes)
             self.config = self.config.model_copy(update={"model": model, "load": load})
             self.error = None
@@ -237,11 +239,14 @@ class Engine:
             merged[section].update(values)
         new = EngineConfig.from_dict(merged)
         with self._lock:
-            self.config = new
-            if self._loaded is not None and new.batching != self._generator.batching:
-                from engine.runtime.modes import make_generator
+            old_config, self.config = self.config, new
+            if self._loaded is not None and (new.batching != old_config.batching or new.cache != old_config.cache):
+                from engine.runtime.modes import make_generator, make_prefix_cache
 
-                old, self._generator = self._generator, make_generator(self._loaded, self.metrics, new.batching)
+                if new.cache != old_config.cache:
+                    self._prefix_cache = make_prefix_cache(self._loaded, self.metrics, new.cache)
+                old = self._generator
+                self._generator = make_generator(self._loaded, self.metrics, new.batching, self._prefix_cache)
                 old.stop(join=False)  # what it holds finishes under the old settings
         log.info("config changed", extra={"event": "config", "changes": changes})
         return new
@@ -255,6 +260,7 @@ class Engine:
             name = self._loaded.name
             self._set_state("unloading")
             generator, self._generator, self._loaded = self._generator, None, None
+            self._prefix_cache = None
             self.metrics.track_device_memory(None)
         generator.stop()
         del generator

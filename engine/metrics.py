@@ -53,6 +53,12 @@ class EngineMetrics:
         self.batch_joins = Counter(
             "engine_batch_joins", "Requests that joined a batch already decoding (dynamic mode)", registry=r,
         )
+        self.prefix_queries = Counter("engine_prefix_cache_queries", "Prefix KV lookups, per tier", ["tier"], registry=r)
+        self.prefix_hits = Counter("engine_prefix_cache_hits", "Prefix KV lookups that found a prefix", ["tier"], registry=r)
+        self.prefix_evictions = Counter("engine_prefix_cache_evictions", "Entries evicted, per tier", ["tier"], registry=r)
+        self.prefix_bytes = Gauge("engine_prefix_cache_bytes", "Bytes held, per tier", ["tier"], registry=r)
+        self.prefix_tokens_reused = Counter(
+            "engine_prefix_cache_tokens_reused", "Prompt tokens not computed thanks to the cache", registry=r)
         self.model_state = Gauge(
             "engine_model_state", "1 for the current model state, 0 for the others", ["state"], registry=r
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -23,7 +24,9 @@ class EngineServer:
                  extra_args: Sequence[str] = (), env: Optional[dict] = None):
         self.model, self.api_key = model, api_key
         self.extra_args = list(extra_args)
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # Each server gets its own cache folder (prefix KV disk tier) unless the test shares one.
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1",
+                    "DEEPSEEK_DESKTOP_CACHE": tempfile.mkdtemp(prefix="engine-cache-"), **(env or {})}
         self.lines: list[str] = []
         self.port: Optional[int] = None
         self.proc: Optional[subprocess.Popen] = None

@@ -24,7 +24,7 @@ from transformers.generation.logits_process import (
 )
 
 from engine.requests import GenerationRequest
-from engine.runtime.generator import OpenAIPenalties, QueuedGenerator, _RequestRun  # noqa: F401
+from engine.runtime.generator import OpenAIPenalties, QueuedGenerator, _RequestRun, kv_layers
 
 
 class _Row:
@@ -98,7 +98,7 @@ class DynamicBatcher(QueuedGenerator):
 
     def _serve(self, requests: list[GenerationRequest]) -> None:
         self._last_batch_size = max(self._last_batch_size, len(requests))
-        batch = _Batch(self.loaded)
+        batch = _Batch(self)
         with torch.inference_mode():
             batch.admit(self._rows(requests))
             while batch.rows:
@@ -138,7 +138,9 @@ class _Batch:
     that joins late (prefilled on its own) and the rows already running can be stacked.
     """
 
-    def __init__(self, loaded):
+    def __init__(self, generator: "DynamicBatcher"):
+        self.generator = generator
+        loaded = generator.loaded
         self.loaded = loaded
         self.device = loaded.device
         self.rows: list[_Row] = []
@@ -149,16 +151,31 @@ class _Batch:
         self.step: list[int] = []
 
     def admit(self, rows: list[_Row]) -> None:
-        """Prefill ``rows`` together and stack them under the running ones."""
+        """Prefill ``rows`` and stack them under the running ones. Rows whose prompt starts with
+        a cached prefix are prefilled one by one from it; the others together."""
+        fresh = []
+        for row in rows:
+            cache = self.generator.cache_with_prefix(row.tokens) if self.generator.prefix_cache else None
+            if cache is not None and cache.get_seq_length() > 0:
+                self._prefill([row], cache)
+            else:
+                fresh.append(row)
+        if fresh:
+            self._prefill(fresh, DynamicCache(config=self.loaded.model.config))
+
+    def _prefill(self, rows: list[_Row], cache: DynamicCache) -> None:
         model = self.loaded.model
+        cached = cache.get_seq_length()
         longest = max(len(r.tokens) for r in rows)
         pad = self.loaded.tokenizer.pad_token_id or 0
         ids = torch.tensor([[pad] * (longest - len(r.tokens)) + r.tokens for r in rows], device=self.device)
         mask = torch.tensor([[0] * (longest - len(r.tokens)) + [1] * len(r.tokens) for r in rows], device=self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=model.config)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                       use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        logits = model(input_ids=ids[:, cached:], attention_mask=mask, position_ids=positions[:, cached:],
+                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        if self.generator.prefix_cache is not None:
+            for i, row in enumerate(rows):
+                self.generator.prefix_cache.store(row.tokens, kv_layers(cache, i, longest - len(row.tokens)))
         if self.cache is None:
             self.cache, self.mask, self.positions, self.logits = cache, mask, positions[:, -1:], logits
         else:

@@ -14,7 +14,7 @@ import time
 from typing import Callable, Optional
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria
+from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria
 
 from engine.config import BatchingConfig
 from engine.metrics import EngineMetrics
@@ -26,6 +26,7 @@ from engine.requests import (
     TextEvent,
 )
 from engine.runtime.loader import LoadedModel
+from engine.runtime.prefix_cache import PrefixCache
 from engine.textstream import IncrementalDetokenizer, ReasoningSplitter, StopMatcher
 
 log = logging.getLogger("engine.generator")
@@ -167,10 +168,12 @@ class QueuedGenerator:
 
     mode = "base"
 
-    def __init__(self, loaded: LoadedModel, metrics: EngineMetrics, batching: BatchingConfig):
+    def __init__(self, loaded: LoadedModel, metrics: EngineMetrics, batching: BatchingConfig,
+                 prefix_cache: "Optional[PrefixCache]" = None):
         self.loaded = loaded
         self.metrics = metrics
         self.batching = batching
+        self.prefix_cache = prefix_cache
         self._queue: "queue.Queue[Optional[GenerationRequest]]" = queue.Queue()
         self._stopping = False
         self._active: dict[int, _RequestRun] = {}
@@ -224,6 +227,18 @@ class QueuedGenerator:
         run = _RequestRun(self.loaded, request, self.metrics, on_release=self._release)
         self._active[id(run)] = run
         return run
+
+    def cache_with_prefix(self, prompt_ids: list[int]) -> DynamicCache:
+        """A KV cache holding the longest cached prefix of the prompt (empty on a miss)."""
+        cache = DynamicCache(config=self.loaded.model.config)
+        if self.prefix_cache is None:
+            return cache
+        hit = self.prefix_cache.lookup(prompt_ids)
+        if hit is not None:
+            for index, (keys, values) in enumerate(hit.layers):
+                cache.update(keys, values, index)
+            self.metrics.prefix_tokens_reused.inc(hit.tokens)
+        return cache
 
     def _release(self, run: _RequestRun) -> None:
         if self._active.pop(id(run), None) is not None:
@@ -292,16 +307,25 @@ class SequentialGenerator(QueuedGenerator):
         if p.seed is not None:
             torch.manual_seed(p.seed)
         input_ids = torch.tensor([request.prompt_ids], dtype=torch.long, device=self.loaded.device)
+        cache = self.cache_with_prefix(request.prompt_ids)
         with torch.inference_mode():
-            self.loaded.model.generate(
+            out = self.loaded.model.generate(
                 input_ids,
                 attention_mask=torch.ones_like(input_ids),
                 generation_config=self._generation_config(request),
                 logits_processor=processors,
                 stopping_criteria=[run],
                 streamer=run,
+                past_key_values=cache,
+                return_dict_in_generate=True,
             )
         run.finish()
+        if self.prefix_cache is not None and out.past_key_values is not None:
+            self.prefix_cache.store(request.prompt_ids, kv_layers(out.past_key_values))
+
+def kv_layers(cache: DynamicCache, row: int = 0, start: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One row's (keys, values) per layer, from sequence position ``start`` (past left padding)."""
+    return [(layer.keys[row:row + 1, :, start:], layer.values[row:row + 1, :, start:]) for layer in cache.layers]
 
 
 def _describe_failure(exc: Exception) -> str:
