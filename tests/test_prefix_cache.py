@@ -104,3 +104,17 @@ def test_server_reuses_a_shared_prefix_across_requests_and_restarts(long_model_d
             assert srv.metric("engine_prefix_cache_hits_total", {"tier": tier}) >= 1
             assert srv.metric("engine_prefix_cache_tokens_reused_total") >= BLOCK_TOKENS
     assert list(tmp_path.glob("prefix-kv/*/*.safetensors"))
+
+
+def test_a_long_entry_serves_its_shorter_prefixes_also_after_a_restart(tmp_path):
+    cache = make_cache(tmp_path, 4)
+    stored = prompt(1, blocks=3)
+    cache.store(stored, kv(len(stored)))
+    cache.flush()
+    other = stored[:BLOCK_TOKENS + 5] + [424242] * 40  # shares one block and a bit
+    hit = cache.lookup(other)
+    assert hit is not None and hit.tokens == BLOCK_TOKENS and hit.layers[0][0].shape[2] == BLOCK_TOKENS
+    restarted = make_cache(tmp_path, 4)  # a new process: the index is rebuilt from the files
+    hit = restarted.lookup(other)
+    assert hit is not None and hit.tokens == BLOCK_TOKENS
+    assert restarted.metrics.prefix_hits.labels(tier="disk")._value.get() == 1

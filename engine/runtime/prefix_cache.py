@@ -79,11 +79,31 @@ class PrefixCache:
         self._ram_used = 0
         self._lock = threading.Lock()
         self._writes: "queue.Queue[tuple[str, PrefixKV]]" = queue.Queue()
+        self._index: dict[str, tuple[str, int]] = {}  # block key -> (entry key, entry length)
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
+            self._index_disk()
             # Written through to disk off the generation thread, so a restart finds it there.
             threading.Thread(target=self._writer, name="prefix-cache-writer", daemon=True).start()
         self._update_gauges()
+
+    def _index_disk(self) -> None:
+        """Learn which prefixes the disk tier holds (headers only; a bad file is dropped)."""
+        from safetensors import safe_open
+
+        for path in self.dir.glob("*.safetensors"):
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    meta = f.metadata() or {}
+                if meta.get("format") != FORMAT or meta.get("fingerprint") != self.fingerprint:
+                    raise ValueError("written for another model or in another format")
+                key, length = meta["key"], int(meta["tokens"])
+                for block in json.loads(meta.get("blocks", "[]")) + [key]:
+                    self._index.setdefault(block, (key, length))
+            except Exception as exc:
+                log.warning("dropping prefix cache file %s: %s", path.name, exc,
+                            extra={"event": "prefix_cache_drop", "file": str(path), "reason": str(exc)})
+                path.unlink(missing_ok=True)
 
     def _writer(self) -> None:
         while True:
@@ -100,19 +120,28 @@ class PrefixCache:
 
     # ------------------------------------------------------------------ lookup
     def lookup(self, tokens: list[int]) -> Optional[PrefixKV]:
-        """The longest cached prefix of ``tokens`` that leaves at least one token to compute."""
+        """The longest cached prefix of ``tokens`` that leaves at least one token to compute.
+
+        An entry kept for a long prefix also serves every shorter whole-block prefix of it: the
+        index maps each block's key to the entry that holds it.
+        """
         candidates = [(n, k) for n, k in block_keys(self.fingerprint, tokens) if n < len(tokens)]
         if not candidates:
             return None
         for tier in ("ram", "disk"):
             self.metrics.prefix_queries.labels(tier=tier).inc()
             for length, key in reversed(candidates):
-                entry = self._from_ram(key) if tier == "ram" else self._from_disk(key, length)
-                if entry is not None:
-                    self.metrics.prefix_hits.labels(tier=tier).inc()
-                    if tier == "disk":
-                        self._put_ram(key, entry)
-                    return entry
+                found = self._index.get(key)
+                if found is None:
+                    continue
+                entry_key, entry_length = found
+                entry = self._from_ram(entry_key) if tier == "ram" else self._from_disk(entry_key, entry_length)
+                if entry is None:
+                    continue
+                self.metrics.prefix_hits.labels(tier=tier).inc()
+                if tier == "disk":
+                    self._put_ram(entry_key, entry)
+                return PrefixKV(length, [(k[:, :, :length], v[:, :, :length]) for k, v in entry.layers])
         return None
 
     def _from_ram(self, key: str) -> Optional[PrefixKV]:
@@ -171,6 +200,8 @@ class PrefixCache:
             return
         length, key = keys[-1]
         with self._lock:
+            for _, block in keys:  # every shorter prefix is served by this (newest) entry
+                self._index[block] = (key, length)
             if key in self._ram:
                 self._ram.move_to_end(key)
                 return
@@ -205,8 +236,9 @@ class PrefixCache:
         tensors = {}
         for i, (k, v) in enumerate(entry.layers):
             tensors[f"k{i}"], tensors[f"v{i}"] = k.contiguous().cpu(), v.contiguous().cpu()
+        blocks = [k for k, (main, _) in list(self._index.items()) if main == key]
         meta = {"format": FORMAT, "fingerprint": self.fingerprint, "key": key, "tokens": str(entry.tokens),
-                "layers": str(len(entry.layers))}
+                "layers": str(len(entry.layers)), "blocks": json.dumps(blocks)}
         tmp = self.dir / f".{key}.tmp"
         try:
             save_file(tensors, str(tmp), metadata=meta)
