@@ -51,11 +51,14 @@ class LoadConfig(_Section):
 
 
 class BatchingConfig(_Section):
-    mode: Literal["dynamic", "sequential"] = Field(
-        "dynamic", description="dynamic: requests arriving together decode together; sequential: one at a time"
+    mode: Literal["continuous", "dynamic", "sequential"] = Field(
+        "dynamic", description="continuous: transformers' paged manager; dynamic: the engine's batcher "
+                               "(requests join at the next step); sequential: one at a time"
     )
     max_batch_size: int = Field(32, ge=1, le=1024, description="requests decoded together")
     max_wait_ms: float = Field(50.0, ge=0, le=10_000, description="dynamic: how long a batch may wait to fill")
+    max_batch_tokens: Optional[int] = Field(
+        None, ge=16, description="continuous: token budget per step (default: 512 on a CPU, 4096 on a GPU)")
     max_queue: int = Field(256, ge=1, description="requests waiting beyond this get 429")
     request_timeout_s: float = Field(600.0, gt=0, description="a request running longer ends with an error")
 

@@ -305,6 +305,7 @@ class Engine:
             "error": self.error,
             "process_rss_bytes": psutil.Process().memory_info().rss,
             "batching_mode": self._generator.mode if self._generator is not None else self.config.batching.mode,
+            "batching_warning": getattr(self._generator, "warning", None),
             "config": self.config.model_dump(mode="json", exclude={"server": {"api_key"}}),
             "model": loaded.name if loaded else None,
             "path": str(loaded.path) if loaded else None,

@@ -88,3 +88,7 @@ class QueueFullError(RuntimeError):
 
 class EngineNotReady(RuntimeError):
     """No model is loaded (or it is still loading, or failed to load)."""
+
+
+class UnsupportedInMode(ValueError):
+    """The request asks for something the current batching mode cannot do exactly; a 400."""

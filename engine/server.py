@@ -31,6 +31,7 @@ from engine.protocol import (
     new_id,
     now,
 )
+from engine.requests import UnsupportedInMode
 from engine.requests import (
     EngineNotReady,
     ErrorEvent,
@@ -325,6 +326,8 @@ async def _serve(engine: Engine, request: Request, body: SamplingFields, ids: li
         gen = engine.submit(ids, _sampling_params(body, max_new),
                             lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev),
                             starts_in_reasoning=opens_reasoning, request_id=request_id)
+    except UnsupportedInMode as exc:
+        raise APIError(400, str(exc), code="unsupported_in_batching_mode") from None
     except QueueFullError as exc:
         raise APIError(429, f"the engine is busy: {exc}; retry shortly", "rate_limit_error",
                        headers={"Retry-After": "1"}) from None

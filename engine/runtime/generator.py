@@ -167,6 +167,7 @@ class QueuedGenerator:
     requests run together (``_serve``)."""
 
     mode = "base"
+    warning: Optional[str] = None  # set when this scheduler stands in for the mode asked for
 
     def __init__(self, loaded: LoadedModel, metrics: EngineMetrics, batching: BatchingConfig,
                  prefix_cache: "Optional[PrefixCache]" = None):

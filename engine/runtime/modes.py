@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -13,11 +14,26 @@ from engine.runtime.generator import QueuedGenerator, SequentialGenerator
 from engine.runtime.loader import LoadedModel
 from engine.runtime.prefix_cache import PrefixCache, model_fingerprint
 
+log = logging.getLogger("engine.modes")
+
 SCHEDULERS = {"dynamic": DynamicBatcher, "sequential": SequentialGenerator}
 
 
 def make_generator(loaded: LoadedModel, metrics: EngineMetrics, batching: BatchingConfig,
                    prefix_cache: Optional[PrefixCache] = None) -> QueuedGenerator:
+    """The scheduler for ``batching.mode``. Continuous mode is probed first; where transformers'
+    manager cannot run the model, dynamic batching serves instead and ``warning`` says why."""
+    if batching.mode == "continuous":
+        from engine.runtime.continuous import ContinuousGenerator, ContinuousUnsupported
+
+        try:
+            return ContinuousGenerator(loaded, metrics, batching)
+        except ContinuousUnsupported as exc:
+            warning = f"{exc}; serving with batching mode 'dynamic' instead"
+            log.warning(warning, extra={"event": "batching_fallback", "requested": "continuous", "mode": "dynamic"})
+            generator = DynamicBatcher(loaded, metrics, batching, prefix_cache)
+            generator.warning = warning
+            return generator
     return SCHEDULERS[batching.mode](loaded, metrics, batching, prefix_cache)
 
 
