@@ -43,7 +43,7 @@ def refuse_unsupported(request_params) -> None:
                                 "set batching.mode to 'dynamic' for reproducible sampling")
 
 
-CACHE_MEMORY_SHARE = 0.25  # of the device's free memory, at most, for the paged KV cache
+CACHE_MEMORY_SHARE = 0.1  # of the free memory for the paged KV cache (the library refuses much more)
 
 
 def size_manager(loaded: LoadedModel, batching: BatchingConfig):
