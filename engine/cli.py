@@ -99,16 +99,21 @@ def _add_import_gguf(sub) -> None:
     p.set_defaults(func=_cmd_import_gguf)
 
 
-def _cmd_import_gguf(args) -> int:
-    from engine.gguf_import import GGUFImportError, import_gguf
-
+def print_made_folder(make, expected_error: type[Exception]) -> int:
+    """Run a command that writes a model folder: its path on stdout, or the error on stderr."""
     try:
-        out = import_gguf(Path(args.file), Path(args.out), args.dtype)
-    except GGUFImportError as exc:
+        out = make()
+    except expected_error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(out)
     return 0
+
+
+def _cmd_import_gguf(args) -> int:
+    from engine.gguf_import import GGUFImportError, import_gguf
+
+    return print_made_folder(lambda: import_gguf(Path(args.file), Path(args.out), args.dtype), GGUFImportError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -138,12 +138,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_reshard(args) -> int:
+    from engine.cli import print_made_folder
     from engine.reshard import ReshardError, reshard
 
-    try:
-        out = reshard(Path(args.path), Path(args.out), args.chunk_size)
-    except ReshardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(out)
-    return 0
+    return print_made_folder(lambda: reshard(Path(args.path), Path(args.out), args.chunk_size), ReshardError)
