@@ -43,16 +43,13 @@ def refuse_unsupported(request_params) -> None:
                                 "set batching.mode to 'dynamic' for reproducible sampling")
 
 
-CACHE_MEMORY_SHARE = 0.1  # of the free memory for the paged KV cache (the library refuses much more)
-
-
 def size_manager(loaded: LoadedModel, batching: BatchingConfig):
     """Blocks and token budget from the model and the device, not the library's GPU defaults
     (measured on a tiny model on this CPU: 228 tok/s with the defaults, ~1,000 sized)."""
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
     on_gpu = loaded.device.type == "cuda"
-    page = 256 if on_gpu else 32
+    page = batching.page_size or (256 if on_gpu else 32)
     config = loaded.model.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
@@ -64,7 +61,9 @@ def size_manager(loaded: LoadedModel, batching: BatchingConfig):
 
         free = psutil.virtual_memory().available
     wanted = math.ceil(batching.max_batch_size * loaded.context_length / page)
-    blocks = max(batching.max_batch_size * 2, min(wanted, int(free * CACHE_MEMORY_SHARE // block_bytes)))
+    # The share defaults to 10%: the library refuses footprints much above what it thinks is free.
+    blocks = batching.num_blocks or max(batching.max_batch_size * 2,
+                                        min(wanted, int(free * batching.kv_memory_share // block_bytes)))
     budget = batching.max_batch_tokens or (4096 if on_gpu else 512)
     return ContinuousBatchingConfig(
         page_size=page,
@@ -72,7 +71,8 @@ def size_manager(loaded: LoadedModel, batching: BatchingConfig):
         max_batch_tokens=budget,
         max_requests_per_batch=batching.max_batch_size,
         max_blocks_per_request=min(blocks, math.ceil(loaded.context_length / page) + 1),
-        allow_block_sharing=True,
+        allow_block_sharing=batching.block_sharing,
+        cpu_offload_space=batching.cpu_offload_gb,
         per_request_processors=True,
     )
 
