@@ -110,7 +110,7 @@ class EngineServer:
                 self.proc.wait()
 
     def __enter__(self):
-        return self.start()
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc):
         self.stop()

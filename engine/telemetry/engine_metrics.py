@@ -87,12 +87,13 @@ class EngineMetricsSource:
         self.url = url.rstrip("/") + "/metrics"
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = timeout
+        self._client = httpx.Client(timeout=timeout)  # one kept-alive connection, not one per sample
         self.error: Optional[str] = None
         self._previous: Optional[tuple[float, dict]] = None
 
     def snapshot(self, now: float) -> EngineSnapshot:
         try:
-            response = httpx.get(self.url, headers=self.headers, timeout=self.timeout)
+            response = self._client.get(self.url, headers=self.headers)
             response.raise_for_status()
             samples = parse(response.text)
             self.error = None

@@ -1,0 +1,60 @@
+"""Telemetry figures (issue 6), measured in one run:
+
+  * CPU used by the headless recorder (`deepseek-engine monitor`, 1 s interval, engine URL set)
+    over --seconds, as % of one core (the app's own target is < 2% idle with live telemetry);
+  * memory of an hour of samples of every series in the ring buffers (target < 20 MB).
+
+Usage: python benchmarks/telemetry.py [--model DIR] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import EngineServer  # noqa: E402
+
+from engine.telemetry.recorder import Recorder, SeriesBuffer  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="a model to serve (default: none loaded)")
+    parser.add_argument("--seconds", type=float, default=30)
+    args = parser.parse_args()
+    srv = EngineServer(args.model).start(wait_ready=bool(args.model))
+    with tempfile.TemporaryDirectory() as tmp:
+        monitor = subprocess.Popen([sys.executable, "-m", "engine", "monitor", "--url", srv.url, "--api-key",
+                                    srv.api_key, "--worker-pid", str(srv.proc.pid), "--interval", "1",
+                                    "--duration", str(args.seconds + 5), "--csv", f"{tmp}/t.csv"],
+                                   cwd=ROOT, stderr=subprocess.DEVNULL)
+        proc = psutil.Process(monitor.pid)
+        time.sleep(4)  # past imports and start-up
+        before = proc.cpu_times()
+        time.sleep(args.seconds)
+        after = proc.cpu_times()
+        monitor.terminate()
+        monitor.wait()
+        cpu = (after.user + after.system - before.user - before.system) / args.seconds * 100
+        row = Recorder(srv.url, srv.api_key, srv.proc.pid).sample()
+    srv.stop()
+    buffer = SeriesBuffer(capacity=3600)
+    for t in range(3600):
+        row["time"] = float(t)
+        buffer.append(row)
+    numeric = sum(1 for k, v in row.items() if k != "time" and not isinstance(v, str))
+    print(f"headless recorder at 1 s: {cpu:.2f}% of one core over {args.seconds:.0f} s (app target < 2%)")
+    print(f"an hour of {numeric} series at 1 s: {buffer.nbytes / 2**20:.1f} MiB (target < 20 MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
