@@ -1,9 +1,10 @@
-"""``deepseek-desktop``: the main window. A first version: engine state, its address and key,
-and a chat box; the full panels (models, monitor, tuning, search, logs) come with their issues."""
+"""``deepseek-desktop``: the main window. A first version: engine state, its address and key, a
+chat box and the Monitor; the other panels (models, tuning, search, logs) come with their issues."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from typing import Optional
@@ -11,11 +12,13 @@ from typing import Optional
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QApplication, QHBoxLayout, QLabel, QLineEdit, QMainWindow, QPlainTextEdit, QPushButton,
-    QVBoxLayout, QWidget,
+    QTabWidget, QVBoxLayout, QWidget,
 )
 
 from deepseek_desktop.client import EngineClient
 from deepseek_desktop.engine_process import EngineProcess
+from deepseek_desktop.panels.monitor import MonitorPanel
+from deepseek_desktop.telemetry import TelemetryModel
 
 
 class MainWindow(QMainWindow):
@@ -23,7 +26,7 @@ class MainWindow(QMainWindow):
                  api_key: Optional[str] = None):
         super().__init__()
         self.setWindowTitle("DeepSeek Desktop")
-        self.resize(1000, 680)
+        self.resize(1200, 800)
         self.engine = engine
         self.client: Optional[EngineClient] = None
         self.model_id: Optional[str] = None
@@ -37,8 +40,8 @@ class MainWindow(QMainWindow):
             self._attach(url, api_key or "")
 
     def _build(self) -> None:
-        central = QWidget()
-        layout = QVBoxLayout(central)
+        chat = QWidget()
+        layout = QVBoxLayout(chat)
         self.state_label = QLabel("no engine")
         self.address_label = QLabel("")
         self.address_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -51,13 +54,21 @@ class MainWindow(QMainWindow):
         for widget in (self.state_label, self.address_label, self.transcript):
             layout.addWidget(widget)
         layout.addLayout(row)
-        self.setCentralWidget(central)
+        self.telemetry = TelemetryModel(parent=self)
+        self.telemetry.alert.connect(self._on_alert)
+        self.monitor = MonitorPanel(self.telemetry)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(chat, "Chat")
+        self.tabs.addTab(self.monitor, "Monitor")
+        self.setCentralWidget(self.tabs)
+        self.telemetry.start()
         self.send_button.clicked.connect(self.send)
         self.prompt.returnPressed.connect(self.send)
         self.statusBar().showMessage("DeepSeek Desktop")
 
     def _attach(self, url: str, api_key: str) -> None:
         self.client = EngineClient(url, api_key, self)
+        self.telemetry.attach(url, api_key, self.engine.pid() if self.engine is not None else None)
         self.address_label.setText(f"engine at {url}   API key: {api_key}")
         self._health_timer.start()
         self._poll_health()
@@ -106,8 +117,14 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(why.splitlines()[0])
         self.send_button.setEnabled(False)
 
+    def _on_alert(self, message: str, since: float) -> None:
+        import time
+
+        self.statusBar().showMessage(f"alert since {time.strftime('%H:%M:%S', time.localtime(since))}: {message}")
+
     def closeEvent(self, event) -> None:
         self._health_timer.stop()
+        self.telemetry.stop()
         if self.engine is not None:
             self.engine.stop()
         super().closeEvent(event)
@@ -132,6 +149,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--demo", action="store_true", help="load the demo model (fetched if absent)")
     parser.add_argument("--engine-url", help="attach to an engine already running")
     parser.add_argument("--api-key", help="its API key")
+    parser.add_argument("--panel", choices=["chat", "monitor"], default="chat", help="the panel to open on")
     args = parser.parse_args(argv)
     model = _demo_model_path() if args.demo and not args.model else args.model
     app = QApplication(sys.argv[:1])
@@ -140,8 +158,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         engine = EngineProcess(model)
         engine.start()
     window = MainWindow(engine, args.engine_url, args.api_key)
+    window.tabs.setCurrentIndex(["chat", "monitor"].index(args.panel))
     window.show()
     code = app.exec()
     if engine is not None:
         engine.stop()
-    return code
+    window.telemetry.stop()
+    exit_now(code)
+
+
+def exit_now(code: int) -> None:
+    """Leave without Python's interpreter teardown. With several pyqtgraph plots alive, the
+    garbage collector's order of destruction at exit crashes PySide 6.12 ("bool_dealloc",
+    pyqtgraph issue #55 and kin); everything worth saving is saved before this point."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,179 @@
+"""MonitorPanel: live plots of GPU, host and engine telemetry, drawn from the model's buffers."""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyqtgraph as pg
+from pyqtgraph.exporters import ImageExporter
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
+)
+
+from deepseek_desktop.telemetry import TelemetryModel
+
+WINDOWS = {"1 min": 60, "5 min": 300, "15 min": 900, "60 min": 3600}
+GIB = 2**30
+
+# plot title -> [(series, legend, scale)]; {g} is the selected GPU's index
+PLOTS = {
+    "GPU utilization (%)": [("gpu{g}_gpu_util_pct", "GPU", 1), ("gpu{g}_mem_util_pct", "memory bus", 1)],
+    "VRAM (GiB)": [("gpu{g}_mem_used_bytes", "used", 1 / GIB), ("gpu{g}_mem_total_bytes", "total", 1 / GIB),
+                   ("gpu{g}_engine_mem_bytes", "engine", 1 / GIB)],
+    "Temperature (°C) and power (W)": [("gpu{g}_temperature_c", "°C", 1), ("gpu{g}_power_w", "W", 1)],
+    "Tokens/s": [("engine_generation_tokens_per_s", "generated", 1), ("engine_prompt_tokens_per_s", "prompt", 1)],
+    "Requests": [("engine_requests_running", "running", 1), ("engine_requests_waiting", "waiting", 1)],
+    "Time to first token (ms)": [("engine_ttft_p50_s", "p50", 1000), ("engine_ttft_p99_s", "p99", 1000)],
+    "RAM (GiB)": [("ram_used_bytes", "host used", 1 / GIB), ("worker_rss_bytes", "engine", 1 / GIB)],
+    "CPU (%)": [("cpu_pct", "host", 1), ("worker_cpu_pct", "engine", 1)],
+}
+COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373"]
+
+
+class MonitorPanel(QWidget):
+    def __init__(self, model: TelemetryModel, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.model = model
+        self.paused = False
+        self.gpu_index = 0
+        self.plots: dict[str, pg.PlotWidget] = {}
+        self.curves: dict[str, list] = {}
+        self._build()
+        model.row_added.connect(self._on_row)
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        bar = QHBoxLayout()
+        self.window_box = QComboBox()
+        self.window_box.addItems(list(WINDOWS))
+        self.window_box.setCurrentText("5 min")
+        self.gpu_box = QComboBox()
+        self.pause_box = QCheckBox("Pause")
+        self.pause_box.toggled.connect(self._set_paused)
+        self.csv_button = QPushButton("Export CSV…")
+        self.csv_button.clicked.connect(lambda: self._ask_path("CSV", "telemetry.csv", self.export_csv))
+        self.png_button = QPushButton("Export PNGs…")
+        self.png_button.clicked.connect(self._ask_png_folder)
+        self.gpu_label = QLabel("")
+        self.readout = QLabel("")
+        for w in (QLabel("Window"), self.window_box, QLabel("GPU"), self.gpu_box, self.pause_box, self.csv_button,
+                  self.png_button, self.gpu_label):
+            bar.addWidget(w)
+        bar.addStretch(1)
+        layout.addLayout(bar)
+        grid = QGridLayout()
+        for i, (title, series) in enumerate(PLOTS.items()):
+            plot = pg.PlotWidget(title=title, axisItems={"bottom": pg.DateAxisItem()})
+            plot.showGrid(x=True, y=True, alpha=0.2)
+            plot.addLegend(offset=(5, 5))
+            self.curves[title] = [plot.plot([], [], name=legend, pen=pg.mkPen(COLORS[j], width=2))
+                                  for j, (_, legend, _) in enumerate(series)]
+            plot.scene().sigMouseMoved.connect(lambda pos, p=plot, t=title: self._hover(p, t, pos))
+            self.plots[title] = plot
+            grid.addWidget(plot, i // 2, i % 2)
+        layout.addLayout(grid, 1)
+        layout.addWidget(self.readout)
+        self.window_box.currentTextChanged.connect(lambda _: self.redraw())
+        self.gpu_box.currentIndexChanged.connect(self._select_gpu)
+
+    def release(self) -> None:
+        """Close every plot before teardown: pyqtgraph's scenes and items hold each other, and left
+        to the garbage collector at exit they crash the interpreter (pyqtgraph issue #55)."""
+        self.model.row_added.disconnect(self._on_row)
+        for plot in self.plots.values():
+            plot.close()
+        self.plots.clear()
+        self.curves.clear()
+
+    def _set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        if not paused:
+            self.redraw()
+
+    def _select_gpu(self, index: int) -> None:
+        self.gpu_index = max(0, index)
+        self.redraw()
+
+    def _on_row(self, row: dict) -> None:
+        if self.gpu_box.count() != self.model.gpu_count:
+            self.gpu_box.blockSignals(True)
+            self.gpu_box.clear()
+            self.gpu_box.addItems([f"{i}: {row.get(f'gpu{i}_name') or 'GPU'}" for i in range(self.model.gpu_count)])
+            self.gpu_box.blockSignals(False)
+        self.gpu_label.setText("" if self.model.gpu_count else
+                               f"No NVIDIA GPU telemetry ({self.model.gpu_reason or 'no GPU'}): GPU plots show N/A")
+        if not self.paused:
+            self.redraw()
+
+    def window_s(self) -> int:
+        return WINDOWS[self.window_box.currentText()]
+
+    def series_name(self, template: str) -> str:
+        return template.format(g=self.gpu_index)
+
+    def visible(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Every plotted series over the chosen window (NaN where a value was N/A)."""
+        out = {}
+        for series in PLOTS.values():
+            for template, _, _ in series:
+                name = self.series_name(template)
+                out[name] = self.model.buffer.get(name, self.window_s())
+        return out
+
+    def redraw(self) -> None:
+        data = self.visible()
+        for title, series in PLOTS.items():
+            readable = False
+            for curve, (template, _, scale) in zip(self.curves[title], series):
+                times, values = data[self.series_name(template)]
+                curve.setData(times, values * scale, connect="finite")
+                readable = readable or bool(len(values) and not np.isnan(values).all())
+            # A source that reports nothing reads N/A in the title, never a flat line at 0.
+            self.plots[title].setTitle(title if readable else f"{title} — N/A")
+
+    def _hover(self, plot: pg.PlotWidget, title: str, pos) -> None:
+        if not plot.sceneBoundingRect().contains(pos):
+            return
+        x = plot.getPlotItem().vb.mapSceneToView(pos).x()
+        parts = [time.strftime("%H:%M:%S", time.localtime(x))]
+        for template, legend, scale in PLOTS[title]:
+            times, values = self.model.buffer.get(self.series_name(template), self.window_s())
+            if len(times):
+                value = values[int(np.abs(times - x).argmin())] * scale
+                parts.append(f"{legend}: {'N/A' if np.isnan(value) else f'{value:.3g}'}")
+        self.readout.setText(f"{title} — " + ", ".join(parts))
+
+    def export_csv(self, path: Path) -> None:
+        data = self.visible()
+        names = list(data)
+        times = data[names[0]][0] if names else np.array([])
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["time", *names])
+            for i, t in enumerate(times):
+                writer.writerow([f"{t:.3f}", *("N/A" if np.isnan(data[n][1][i]) else f"{data[n][1][i]:.6g}"
+                                               for n in names)])
+
+    def export_pngs(self, folder: Path) -> list[Path]:
+        written = []
+        for title, plot in self.plots.items():
+            slug = re.sub(r"[^a-z0-9]+", "-", title.split(" (")[0].lower()).strip("-")
+            path = Path(folder) / f"{slug}.png"
+            ImageExporter(plot.getPlotItem()).export(str(path))
+            written.append(path)
+        return written
+
+    def _ask_path(self, kind: str, default: str, action) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {kind}", default)
+        if path:
+            action(Path(path))
+
+    def _ask_png_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export plots as PNG")
+        if folder:
+            self.export_pngs(Path(folder))

@@ -1,0 +1,107 @@
+"""TelemetryModel: samples GPU, host and engine off the GUI thread into ring buffers and tells
+the panels a new row is there (no widgets). Alerts go out through ``alert``."""
+
+from __future__ import annotations
+
+import atexit
+from typing import Optional
+
+import shiboken6
+from PySide6.QtCore import QMetaObject, QObject, Qt, QThread, QTimer, Signal, Slot
+
+from engine.telemetry.recorder import AlertWatch, Recorder, SeriesBuffer
+
+
+class _Sampler(QObject):
+    sampled = Signal(dict)
+
+    def __init__(self, interval_ms: int):
+        super().__init__()
+        self.interval_ms = interval_ms
+        self.recorder: Optional[Recorder] = None
+        self._timer: Optional[QTimer] = None
+        self._target: tuple = (None, None, None)
+
+    @Slot()
+    def start(self) -> None:
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.sample)
+        self._timer.start(self.interval_ms)
+
+    @Slot()
+    def halt(self) -> None:
+        """Stop and delete the timer on this thread (Qt refuses to do it from another)."""
+        if self._timer is not None:
+            timer, self._timer = self._timer, None
+            timer.stop()
+            shiboken6.delete(timer)
+
+    @Slot(object)
+    def retarget(self, target: tuple) -> None:
+        self._target = target
+        self.recorder = None  # rebuilt on the next tick, on this thread
+
+    @Slot(int)
+    def set_interval(self, ms: int) -> None:
+        self.interval_ms = ms
+        if self._timer is not None:
+            self._timer.setInterval(ms)
+
+    @Slot()
+    def sample(self) -> None:
+        if self.recorder is None:
+            url, key, pid = self._target
+            self.recorder = Recorder(url, key, pid)
+        self.sampled.emit(self.recorder.sample())
+
+
+class TelemetryModel(QObject):
+    row_added = Signal(dict)
+    alert = Signal(str, float)   # message, time it started
+    _retarget = Signal(object)
+    _interval = Signal(int)
+
+    def __init__(self, interval_s: float = 1.0, capacity: int = 3600, parent: Optional[QObject] = None):
+        super().__init__(parent)
+        self.buffer = SeriesBuffer(capacity)
+        self.alerts = AlertWatch()
+        self.last_row: dict = {}
+        self.gpu_count = 0
+        self.gpu_reason: Optional[str] = None
+        self._thread = QThread()
+        self._sampler = _Sampler(int(interval_s * 1000))
+        self._sampler.moveToThread(self._thread)
+        self._thread.started.connect(self._sampler.start)
+        self._sampler.sampled.connect(self._on_row)
+        self._retarget.connect(self._sampler.retarget)
+        self._interval.connect(self._sampler.set_interval)
+
+    def start(self) -> None:
+        self._thread.start()
+        # A script that exits without closing the window must still stop the thread first
+        # (Qt aborts the process when a running QThread is destroyed).
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        if self._thread.isRunning():
+            QMetaObject.invokeMethod(self._sampler, "halt", Qt.ConnectionType.BlockingQueuedConnection)
+            self._thread.quit()
+            self._thread.wait(3000)
+
+    def attach(self, url: Optional[str], api_key: Optional[str], worker_pid: Optional[int]) -> None:
+        self._retarget.emit((url, api_key, worker_pid))
+
+    def set_interval(self, seconds: float) -> None:
+        self._interval.emit(int(max(0.5, min(5.0, seconds)) * 1000))
+
+    @Slot(dict)
+    def _on_row(self, row: dict) -> None:
+        self.buffer.append(row)
+        self.last_row = row
+        recorder = self._sampler.recorder
+        if recorder is not None:
+            self.gpu_count = len([k for k in row if k.endswith("_gpu_util_pct")]) if recorder.gpu.available else 0
+            self.gpu_reason = recorder.gpu.reason
+        for alert in self.alerts.update(row, self.buffer):
+            self.alert.emit(alert.message, alert.since)
+        self.row_added.emit(row)
