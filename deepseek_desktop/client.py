@@ -33,6 +33,8 @@ class EngineClient(QObject):
         super().__init__(parent)
         self.url, self.api_key = url, api_key
         self.pool = QThreadPool.globalInstance()
+        # One pool of kept-alive connections for the short calls (health every second, models).
+        self.http = httpx.Client(timeout=5)
         self._inflight: set[_Task] = set()
 
     @property
@@ -56,12 +58,12 @@ class EngineClient(QObject):
 
     def health(self, on_done, on_failed) -> None:
         def work(_):
-            return httpx.get(self.url + "/health", timeout=5).json()
+            return self.http.get(self.url + "/health").json()
         self.submit(work, on_done, on_failed)
 
     def models(self, on_done, on_failed) -> None:
         def work(_):
-            return httpx.get(self.url + "/v1/models", headers=self.headers, timeout=5).json()
+            return self.http.get(self.url + "/v1/models", headers=self.headers).json()
         self.submit(work, on_done, on_failed)
 
     def chat_stream(self, model: str, messages: list[dict], on_chunk, on_done, on_failed,

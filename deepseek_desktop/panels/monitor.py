@@ -69,7 +69,6 @@ class MonitorPanel(QWidget):
         grid = QGridLayout()
         for i, (title, series) in enumerate(PLOTS.items()):
             plot = pg.PlotWidget(title=title, axisItems={"bottom": pg.DateAxisItem()})
-            plot.showGrid(x=True, y=True, alpha=0.2)
             plot.addLegend(offset=(5, 5))
             self.curves[title] = [plot.plot([], [], name=legend, pen=pg.mkPen(COLORS[j], width=2))
                                   for j, (_, legend, _) in enumerate(series)]
@@ -99,6 +98,10 @@ class MonitorPanel(QWidget):
         self.gpu_index = max(0, index)
         self.redraw()
 
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self.redraw()  # catch up on what arrived while hidden
+
     def _on_row(self, row: dict) -> None:
         if self.gpu_box.count() != self.model.gpu_count:
             self.gpu_box.blockSignals(True)
@@ -107,7 +110,7 @@ class MonitorPanel(QWidget):
             self.gpu_box.blockSignals(False)
         self.gpu_label.setText("" if self.model.gpu_count else
                                f"No NVIDIA GPU telemetry ({self.model.gpu_reason or 'no GPU'}): GPU plots show N/A")
-        if not self.paused:
+        if not self.paused and self.isVisible():  # hidden plots cost nothing
             self.redraw()
 
     def window_s(self) -> int:
