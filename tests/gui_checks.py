@@ -77,6 +77,7 @@ def monitor(url, api_key, pid, out_dir):
     app = QApplication([])
     model = TelemetryModel(interval_s=0.5)
     panel = MonitorPanel(model)
+    panel.show()  # a hidden panel does not redraw
     model.attach(url, api_key, int(pid))
     model.start()
     httpx.post(url + "/v1/completions", headers={"Authorization": f"Bearer {api_key}"}, timeout=60,
