@@ -38,5 +38,6 @@ def configure_logging(level: str = "info") -> None:
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    logging.captureWarnings(True)  # Python warnings become JSON lines too, not raw stderr text
     for noisy in ("httpx", "httpcore", "transformers", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -11,6 +11,7 @@ engine waits up to ``max_wait_ms`` for company only when the previous batch had 
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Optional
 
@@ -122,6 +123,12 @@ class DynamicBatcher(QueuedGenerator):
         return [_Row(self.start_run(request), self.loaded.device) for request in requests]
 
 
+def cache_argument(model) -> str:
+    """The forward() keyword for the KV cache: ``cache`` from transformers 5.24 on (where
+    ``past_key_values`` warns and is to go in 5.40), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     missing = length - tensor.shape[dim]
     if missing <= 0:
@@ -149,6 +156,7 @@ class _Batch:
         self.positions: Optional[torch.Tensor] = None  # [rows, 1]: position of each row's last token
         self.logits: Optional[torch.Tensor] = None     # [rows, vocab]: to sample the next tokens from
         self.step: list[int] = []
+        self.cache_arg = cache_argument(loaded.model)
 
     def admit(self, rows: list[_Row]) -> None:
         """Prefill ``rows`` and stack them under the running ones. Rows whose prompt starts with
@@ -172,7 +180,7 @@ class _Batch:
         mask = torch.tensor([[0] * (longest - len(r.tokens)) + [1] * len(r.tokens) for r in rows], device=self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids[:, cached:], attention_mask=mask, position_ids=positions[:, cached:],
-                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+                       use_cache=True, logits_to_keep=1, **{self.cache_arg: cache}).logits[:, -1, :]
         if self.generator.prefix_cache is not None:
             for i, row in enumerate(rows):
                 self.generator.prefix_cache.store(row.tokens, kv_layers(cache, i, longest - len(row.tokens)))
@@ -216,4 +224,4 @@ class _Batch:
         self.positions = self.positions + 1
         ids = torch.tensor(self.step, device=self.device).unsqueeze(-1)
         self.logits = self.loaded.model(input_ids=ids, attention_mask=self.mask, position_ids=self.positions,
-                                        past_key_values=self.cache, use_cache=True).logits[:, -1, :]
+                                        use_cache=True, **{self.cache_arg: self.cache}).logits[:, -1, :]
