@@ -150,3 +150,16 @@ def test_repetition_penalty_changes_greedy_output(client, served_model):
         return client.completions.create(model=served_model, prompt="Hello", max_tokens=30, temperature=0,
                                          extra_body={"ignore_eos": True, **extra}).choices[0].text
     assert run(repetition_penalty=5.0) != run()
+
+
+def test_every_stderr_line_of_the_worker_is_json(server, client, served_model):
+    import json
+
+    client.chat.completions.create(model=served_model, messages=MESSAGES, max_tokens=3)
+    not_json = []
+    for line in list(server.lines):
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json.append(line)
+    assert not_json == []
