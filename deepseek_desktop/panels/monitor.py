@@ -43,6 +43,7 @@ class MonitorPanel(QWidget):
         self.gpu_index = 0
         self.plots: dict[str, pg.PlotWidget] = {}
         self.curves: dict[str, list] = {}
+        self._titles: dict[str, str] = {}
         self._build()
         model.row_added.connect(self._on_row)
 
@@ -75,6 +76,14 @@ class MonitorPanel(QWidget):
             plot.scene().sigMouseMoved.connect(lambda pos, p=plot, t=title: self._hover(p, t, pos))
             self.plots[title] = plot
             grid.addWidget(plot, i // 2, i % 2)
+        # One shared timeline: plots move together, and only the bottom row draws time labels
+        # (axis text is most of the cost of a live redraw).
+        plots = list(self.plots.values())
+        for i, plot in enumerate(plots):
+            if i:
+                plot.setXLink(plots[0])
+            if i < len(plots) - 2:
+                plot.hideAxis("bottom")
         layout.addLayout(grid, 1)
         layout.addWidget(self.readout)
         self.window_box.currentTextChanged.connect(lambda _: self.redraw())
@@ -137,7 +146,10 @@ class MonitorPanel(QWidget):
                 curve.setData(times, values * scale, connect="finite")
                 readable = readable or bool(len(values) and not np.isnan(values).all())
             # A source that reports nothing reads N/A in the title, never a flat line at 0.
-            self.plots[title].setTitle(title if readable else f"{title} — N/A")
+            shown = title if readable else f"{title} — N/A"
+            if self._titles.get(title) != shown:  # a new title re-lays out and repaints the plot
+                self._titles[title] = shown
+                self.plots[title].setTitle(shown)
 
     def _hover(self, plot: pg.PlotWidget, title: str, pos) -> None:
         if not plot.sceneBoundingRect().contains(pos):
