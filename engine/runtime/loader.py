@@ -110,7 +110,11 @@ def load_model(cfg: ModelConfig, load: Optional[LoadConfig] = None, emit: Callab
         ModelLoadError: the folder is missing, incomplete or unreadable.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # transformers prints through a handler of its own; send it through ours (JSON lines).
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
     load = load or LoadConfig()
     if not cfg.path:
         raise ModelLoadError("no model path given")
