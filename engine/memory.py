@@ -56,7 +56,7 @@ class MemoryEstimate:
         return asdict(self)
 
 
-def resolve_dtype(dtype: str, device: str, model_dtype: Optional[str]) -> str:
+def resolve_dtype(dtype: str, device: str) -> str:
     """The dtype the loader will use (same rule as engine.runtime.loader.resolve_dtype)."""
     if dtype != "auto":
         return dtype
@@ -73,7 +73,7 @@ def estimate(entry: ModelEntry, dtype: str = "auto", batch: int = 1, context: Op
     if not entry.params:
         raise ValueError(f"{entry.name}: parameter count unknown ({entry.problem or 'no weights'})")
     context = context or entry.context_length or 2048
-    load_dtype = resolve_dtype(dtype, device, entry.dtype)
+    load_dtype = resolve_dtype(dtype, device)
     kv_dtype = load_dtype if kv_dtype == "auto" else kv_dtype
     wbytes, kvbytes = DTYPE_BYTES[load_dtype], DTYPE_BYTES[kv_dtype]
     weights = entry.params * wbytes

@@ -18,6 +18,13 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def _refuse(value, info):
+    """For OpenAI fields this engine does not implement: refused when set, never ignored."""
+    if value:
+        raise ValueError(f"{info.field_name} is not supported by this engine")
+    return value
+
+
 class SamplingFields(_Request):
     """Sampling settings shared by chat and text completions."""
 
@@ -49,12 +56,7 @@ class SamplingFields(_Request):
             raise ValueError("stop sequences must not be empty")
         return value
 
-    @field_validator("logprobs")
-    @classmethod
-    def _check_logprobs(cls, value):
-        if value:
-            raise ValueError("logprobs are not supported by this engine")
-        return value
+    _check_logprobs = field_validator("logprobs")(classmethod(lambda cls, value, info: _refuse(value, info)))
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -112,12 +114,7 @@ class CompletionRequest(SamplingFields):
             raise ValueError("send one prompt per request (a list must hold exactly one string)")
         return value
 
-    @field_validator("echo")
-    @classmethod
-    def _check_echo(cls, value):
-        if value:
-            raise ValueError("echo is not supported by this engine")
-        return value
+    _check_echo = field_validator("echo")(classmethod(lambda cls, value, info: _refuse(value, info)))
 
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
@@ -137,12 +134,6 @@ def now() -> int:
     return int(time.time())
 
 
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -155,17 +146,6 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: Optional[str] = None
-    code: Optional[Any] = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
 
 
 # ---------------------------------------------------------------------------- admin
