@@ -209,7 +209,7 @@ class Engine:
     def _fits_beside_current(self, entry: ModelEntry, model: ModelConfig) -> bool:
         """Keep the current model while the new one loads only when both fit."""
         needed = self._estimate(entry, model)
-        device = model.device if model.device != "auto" else self.describe().get("device") or "cpu"
+        device = model.device if model.device != "auto" else str(self._loaded.device)
         free = device_memory(device).free_bytes
         return needed is not None and free is not None and needed * 1.2 < free
 
@@ -306,7 +306,7 @@ class Engine:
             "process_rss_bytes": psutil.Process().memory_info().rss,
             "batching_mode": self._generator.mode if self._generator is not None else self.config.batching.mode,
             "batching_warning": getattr(self._generator, "warning", None),
-            "config": self.config.model_dump(mode="json", exclude={"server": {"api_key"}}),
+            "config": self.public_config(),
             "model": loaded.name if loaded else None,
             "path": str(loaded.path) if loaded else None,
             "device": str(loaded.device) if loaded else None,
@@ -314,6 +314,15 @@ class Engine:
             "context_length": loaded.context_length if loaded else None,
             "memory_bytes": loaded.device_memory_bytes() if loaded else None,
         }
+
+    def public_config(self) -> dict[str, Any]:
+        """The configuration in force, as JSON, without the API key."""
+        return self.config.model_dump(mode="json", exclude={"server": {"api_key"}})
+
+    @property
+    def loaded(self):
+        """The loaded model (``engine.runtime.loader.LoadedModel``), or None."""
+        return self._loaded
 
     def _require(self):
         loaded = self._loaded

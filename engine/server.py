@@ -145,20 +145,23 @@ def create_app(engine: Engine) -> FastAPI:
     async def metrics():
         return Response(engine.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    def model_card() -> Optional[ModelCard]:
+        loaded = engine.loaded  # one read: a model swapped meanwhile cannot mix two cards
+        if loaded is None:
+            return None
+        return ModelCard(id=loaded.name, root=str(loaded.path), max_model_len=loaded.context_length)
+
     @app.get("/v1/models")
     async def list_models():
-        cards = []
-        if engine.ready:
-            cards.append(ModelCard(id=engine.model_name, root=engine.describe()["path"],
-                                   max_model_len=engine.context_length))
-        return ModelList(data=cards).model_dump()
+        card = model_card()
+        return ModelList(data=[card] if card else []).model_dump()
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str):
-        if not engine.serves(model_id):
+        card = model_card()
+        if card is None or not engine.serves(model_id):
             raise _unknown_model(engine, model_id)
-        return ModelCard(id=engine.model_name, root=engine.describe()["path"],
-                         max_model_len=engine.context_length).model_dump()
+        return card.model_dump()
 
     @app.get("/admin/status")
     async def status():
@@ -166,7 +169,7 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.get("/admin/config")
     async def get_config():
-        return engine.config.model_dump(mode="json", exclude={"server": {"api_key"}})
+        return engine.public_config()
 
     @app.put("/admin/config")
     async def put_config(request: Request):
@@ -180,7 +183,7 @@ def create_app(engine: Engine) -> FastAPI:
             engine.update_config(changes)
         except ConfigError as exc:
             raise APIError(400, str(exc), code="invalid_config") from None
-        return engine.config.model_dump(mode="json", exclude={"server": {"api_key"}})
+        return engine.public_config()
 
     @app.post("/admin/load", status_code=202)
     async def admin_load(body: LoadRequest):
