@@ -80,6 +80,7 @@ class PrefixCache:
         self._lock = threading.Lock()
         self._writes: "queue.Queue[tuple[str, PrefixKV]]" = queue.Queue()
         self._index: dict[str, tuple[str, int]] = {}  # block key -> (entry key, entry length)
+        self._disk_used = 0  # kept as a count: no listing of the folder on the generation thread
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._index_disk()
@@ -100,10 +101,23 @@ class PrefixCache:
                 key, length = meta["key"], int(meta["tokens"])
                 for block in json.loads(meta.get("blocks", "[]")) + [key]:
                     self._index.setdefault(block, (key, length))
+                self._disk_used += path.stat().st_size
             except Exception as exc:
-                log.warning("dropping prefix cache file %s: %s", path.name, exc,
-                            extra={"event": "prefix_cache_drop", "file": str(path), "reason": str(exc)})
-                path.unlink(missing_ok=True)
+                self._drop(path, exc)
+
+    def _drop(self, path: Path, reason: Exception) -> None:
+        """A corrupt, foreign or stale file: logged, deleted, never loaded."""
+        log.warning("dropping prefix cache file %s: %s", path.name, reason,
+                    extra={"event": "prefix_cache_drop", "file": str(path), "reason": str(reason)})
+        self._remove(path)
+
+    def _remove(self, path: Path) -> None:
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except OSError:
+            return
+        self._disk_used = max(0, self._disk_used - size)
 
     def _writer(self) -> None:
         while True:
@@ -160,9 +174,7 @@ class PrefixCache:
         try:
             entry = self._read(path, key, length)
         except Exception as exc:  # corrupt, foreign or stale: never trusted
-            log.warning("dropping prefix cache file %s: %s", path.name, exc,
-                        extra={"event": "prefix_cache_drop", "file": str(path), "reason": str(exc)})
-            path.unlink(missing_ok=True)
+            self._drop(path, exc)
             self._update_gauges()
             return None
         os.utime(path)  # disk LRU is by last use
@@ -239,10 +251,11 @@ class PrefixCache:
         blocks = [k for k, (main, _) in list(self._index.items()) if main == key]
         meta = {"format": FORMAT, "fingerprint": self.fingerprint, "key": key, "tokens": str(entry.tokens),
                 "layers": str(len(entry.layers)), "blocks": json.dumps(blocks)}
-        tmp = self.dir / f".{key}.tmp"
+        tmp, path = self.dir / f".{key}.tmp", self.dir / f"{key}.safetensors"
         try:
             save_file(tensors, str(tmp), metadata=meta)
-            tmp.replace(self.dir / f"{key}.safetensors")  # atomic: a crash leaves no half file
+            tmp.replace(path)  # atomic: a crash leaves no half file
+            self._disk_used += path.stat().st_size
         except OSError as exc:  # full disk: the cache is an optimisation, never a failure
             log.warning("cannot write prefix cache file: %s", exc, extra={"event": "prefix_cache_write_failed"})
             tmp.unlink(missing_ok=True)
@@ -250,20 +263,16 @@ class PrefixCache:
         self._enforce_disk_budget()
 
     def _enforce_disk_budget(self) -> None:
-        files = sorted(self.dir.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
-        used = sum(p.stat().st_size for p in files)
-        while used > self.disk_bytes and files:
-            oldest = files.pop(0)
-            used -= oldest.stat().st_size
-            oldest.unlink(missing_ok=True)
-            self.metrics.prefix_evictions.labels(tier="disk").inc()
+        if self._disk_used > self.disk_bytes:  # only then is the folder listed, oldest use first
+            files = sorted(self.dir.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+            while self._disk_used > self.disk_bytes and files:
+                self._remove(files.pop(0))
+                self.metrics.prefix_evictions.labels(tier="disk").inc()
         self._update_gauges()
 
     # ------------------------------------------------------------------ figures
     def disk_used(self) -> int:
-        if self.dir is None:
-            return 0
-        return sum(p.stat().st_size for p in self.dir.glob("*.safetensors"))
+        return self._disk_used
 
     def _update_gauges(self) -> None:
         self.metrics.prefix_bytes.labels(tier="ram").set(self._ram_used)
