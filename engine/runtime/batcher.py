@@ -47,6 +47,7 @@ class _Row:
                 self.processors.append(TopKLogitsWarper(p.top_k))
             if p.top_p < 1.0:
                 self.processors.append(TopPLogitsWarper(p.top_p))
+        self.reads_history = p.repetition_penalty != 1.0 or bool(p.frequency_penalty or p.presence_penalty)
         self.plain_greedy = p.greedy and not self.processors
         self.generator: Optional[torch.Generator] = None
         if not p.greedy:
@@ -56,7 +57,8 @@ class _Row:
     def next_token(self, logits: torch.Tensor) -> int:
         scores = logits.unsqueeze(0).float()
         if self.processors:
-            ids = torch.tensor([self.tokens], device=logits.device)
+            # Only the penalties read the history; the warpers ignore it, so no copy per step.
+            ids = torch.tensor([self.tokens], device=logits.device) if self.reads_history else None
             for processor in self.processors:
                 scores = processor(ids, scores)
         if self.generator is None:
