@@ -17,10 +17,11 @@ import threading
 import time
 from typing import Optional
 
-import torch
 from transformers import GenerationConfig
 
+from engine.catalog import inspect_path
 from engine.config import BatchingConfig
+from engine.memory import device_memory
 from engine.metrics import EngineMetrics
 from engine.requests import GenerationRequest, QueueFullError, UnsupportedInMode
 from engine.runtime.generator import _RequestRun
@@ -50,16 +51,14 @@ def size_manager(loaded: LoadedModel, batching: BatchingConfig):
 
     on_gpu = loaded.device.type == "cuda"
     page = batching.page_size or (256 if on_gpu else 32)
-    config = loaded.model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    block_bytes = page * config.num_hidden_layers * kv_heads * head_dim * 2 * loaded.model.dtype.itemsize
-    if on_gpu:
-        free = torch.cuda.mem_get_info(loaded.device)[0]
-    else:
-        import psutil
+    # The same KV sizing and free-memory readings as the estimate the app shows before a load.
+    per_token = inspect_path(loaded.path).kv_elements_per_token() or 1
+    block_bytes = page * per_token * loaded.model.dtype.itemsize
+    free = device_memory(str(loaded.device)).free_bytes
+    if free is None and on_gpu:  # NVML unreadable: ask the CUDA runtime
+        import torch
 
-        free = psutil.virtual_memory().available
+        free = torch.cuda.mem_get_info(loaded.device)[0]
     wanted = math.ceil(batching.max_batch_size * loaded.context_length / page)
     # The share defaults to 10%: the library refuses footprints much above what it thinks is free.
     blocks = batching.num_blocks or max(batching.max_batch_size * 2,
@@ -163,7 +162,8 @@ class ContinuousGenerator:
                 if run is not None:
                     self._deliver(run, result, seen)
             for run in list(self._runs.values()):  # clients gone, deadlines passed
-                if run.request.cancelled or run.poll() and run.timed_out:
+                run.poll()  # marks a request past its deadline as timed out
+                if run.request.cancelled or run.timed_out:
                     self._manager.cancel_request(run.request.request_id)
                     seen.pop(run.request.request_id, None)
                     run.finish()
