@@ -25,13 +25,13 @@ from transformers.generation.logits_process import (
 )
 
 from engine.requests import GenerationRequest
-from engine.runtime.generator import OpenAIPenalties, QueuedGenerator, _RequestRun, kv_layers
+from engine.runtime.generator import OpenAIPenalties, QueuedGenerator, RequestRun, kv_layers
 
 
 class _Row:
     """One request's place in the batch: its tokens, its sampler and its stream."""
 
-    def __init__(self, run: _RequestRun, device: torch.device):
+    def __init__(self, run: RequestRun, device: torch.device):
         self.run = run
         request = run.request
         p = request.params
@@ -208,7 +208,7 @@ class _Batch:
         for row, row_logits, best in zip(self.rows, self.logits, greedy):
             token = best if row.plain_greedy else row.next_token(row_logits)
             row.tokens.append(token)
-            row.run._on_token(token)
+            row.run.on_token(token)
             self.step.append(token)
         keep = [i for i, row in enumerate(self.rows) if not row.run.poll()]
         for i, row in enumerate(self.rows):

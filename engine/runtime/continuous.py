@@ -24,7 +24,7 @@ from engine.config import BatchingConfig
 from engine.memory import device_memory
 from engine.metrics import EngineMetrics
 from engine.requests import GenerationRequest, QueueFullError, UnsupportedInMode
-from engine.runtime.generator import _RequestRun
+from engine.runtime.generator import RequestRun
 from engine.runtime.loader import LoadedModel
 
 log = logging.getLogger("engine.continuous")
@@ -93,7 +93,7 @@ class ContinuousGenerator:
         self._manager = loaded.model.init_continuous_batching(
             generation_config=config, continuous_batching_config=size_manager(loaded, batching))
         self._manager.start()
-        self._runs: dict[str, _RequestRun] = {}
+        self._runs: dict[str, RequestRun] = {}
         self._lock = threading.Lock()
         self._draining = False
         try:
@@ -130,7 +130,7 @@ class ContinuousGenerator:
             if len(self._runs) >= self.batching.max_batch_size + self.batching.max_queue:
                 raise QueueFullError(f"{len(self._runs)} requests are in the engine "
                                      f"(batching.max_batch_size + max_queue = {self.batching.max_batch_size + self.batching.max_queue})")
-            run = _RequestRun(self.loaded, request, self.metrics, on_release=self._release)
+            run = RequestRun(self.loaded, request, self.metrics, on_release=self._release)
             self._runs[request.request_id] = run
         self.metrics.requests_running.inc()
         self.metrics.prompt_tokens.inc(len(request.prompt_ids))
@@ -147,7 +147,7 @@ class ContinuousGenerator:
         return {"temperature": p.temperature, "top_p": p.top_p,
                 "top_k": p.top_k if p.top_k > 0 else self.loaded.model.config.vocab_size}
 
-    def _release(self, run: _RequestRun) -> None:
+    def _release(self, run: RequestRun) -> None:
         with self._lock:
             if self._runs.pop(run.request.request_id, None) is not None:
                 self.metrics.requests_running.dec()
@@ -169,11 +169,11 @@ class ContinuousGenerator:
                     run.finish()
         self._manager.stop(block=True, timeout=30)
 
-    def _deliver(self, run: _RequestRun, result, seen: dict[str, int]) -> None:
+    def _deliver(self, run: RequestRun, result, seen: dict[str, int]) -> None:
         rid = result.request_id
         tokens = result.generated_tokens
         for token in tokens[seen.get(rid, 0):]:
-            run._on_token(int(token))
+            run.on_token(int(token))
             if run.poll():
                 break
         seen[rid] = len(tokens)

@@ -51,11 +51,11 @@ class OpenAIPenalties(LogitsProcessor):
         return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
 
 
-class _RequestRun(StoppingCriteria):
+class RequestRun(StoppingCriteria):
     """Streamer and stopping criterion of one running request."""
 
     def __init__(self, loaded: LoadedModel, request: GenerationRequest, metrics: EngineMetrics,
-                 on_release: Callable[["_RequestRun"], None] = lambda run: None):
+                 on_release: Callable[["RequestRun"], None] = lambda run: None):
         self.request = request
         self.metrics = metrics
         self._on_release = on_release
@@ -77,7 +77,7 @@ class _RequestRun(StoppingCriteria):
             self.prompt_seen = True
             return
         for token_id in value.reshape(-1).tolist():
-            self._on_token(int(token_id))
+            self.on_token(int(token_id))
 
     def end(self) -> None:
         if self._ended:  # generate() calls it, and so does finish()
@@ -97,7 +97,7 @@ class _RequestRun(StoppingCriteria):
             self.timed_out = True
         return self.done
 
-    def _on_token(self, token_id: int) -> None:
+    def on_token(self, token_id: int) -> None:
         if self.hit_eos or self.stops.stopped:
             return
         now = time.monotonic()
@@ -177,7 +177,7 @@ class QueuedGenerator:
         self.prefix_cache = prefix_cache
         self._queue: "queue.Queue[Optional[GenerationRequest]]" = queue.Queue()
         self._stopping = False
-        self._active: dict[int, _RequestRun] = {}
+        self._active: dict[int, RequestRun] = {}
         self._thread = threading.Thread(target=self._loop, name="generation-loop", daemon=True)
         self._thread.start()
 
@@ -220,12 +220,12 @@ class QueuedGenerator:
             self.metrics.requests_total.labels(outcome="cancelled").inc()
         return None
 
-    def start_run(self, request: GenerationRequest) -> _RequestRun:
+    def start_run(self, request: GenerationRequest) -> RequestRun:
         """A request starts running: counted until it finishes or fails."""
         self.metrics.queue_time.observe(time.monotonic() - request.arrival)
         self.metrics.prompt_tokens.inc(len(request.prompt_ids))
         self.metrics.requests_running.inc()
-        run = _RequestRun(self.loaded, request, self.metrics, on_release=self._release)
+        run = RequestRun(self.loaded, request, self.metrics, on_release=self._release)
         self._active[id(run)] = run
         return run
 
@@ -241,7 +241,7 @@ class QueuedGenerator:
             self.metrics.prefix_tokens_reused.inc(hit.tokens)
         return cache
 
-    def _release(self, run: _RequestRun) -> None:
+    def _release(self, run: RequestRun) -> None:
         if self._active.pop(id(run), None) is not None:
             self.metrics.requests_running.dec()
 
