@@ -80,6 +80,7 @@ class Engine:
         self._lock = threading.Lock()          # guards swapping the loaded model
         self._load_thread: Optional[threading.Thread] = None
         self._cancel = threading.Event()
+        self.last_load_cancelled = False  # whether the latest load was stopped by cancel_load
 
     # ------------------------------------------------------------------ model lifecycle
     def _set_state(self, state: str, **fields: Any) -> None:
@@ -173,6 +174,7 @@ class Engine:
         except (LoadCancelled, ModelLoadError) as exc:
             release_memory()
             cancelled = isinstance(exc, LoadCancelled)
+            self.last_load_cancelled = cancelled and exc.reason == "cancelled"
             self.error = f"load of {model.path} {exc.reason}" if cancelled else str(exc)
             if exc_is_failure := (not cancelled or exc.reason != "cancelled"):  # timeouts are failures
                 self._fail(self.error, path=model.path)
@@ -182,6 +184,7 @@ class Engine:
             return
         from engine.runtime.modes import make_generator, make_prefix_cache
 
+        self.last_load_cancelled = False
         with self._lock:
             old_generator = self._generator
             self._loaded = loaded

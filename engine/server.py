@@ -205,6 +205,9 @@ def create_app(engine: Engine) -> FastAPI:
         if not engine.cancel_load():
             raise APIError(409, "no load is running", code="no_load")
         await asyncio.get_running_loop().run_in_executor(None, engine.wait_load, 60)
+        if not engine.last_load_cancelled:  # past its last tensor: the load completed all the same
+            raise APIError(409, f"the load finished before the cancel took effect; {engine.model_name} is loaded"
+                           " (POST /admin/unload to remove it)", code="load_finished")
         return {"cancelled": True, "state": engine.state, "model": engine.model_name}
 
     @app.post("/admin/unload")
