@@ -113,6 +113,7 @@ class MainWindow(QMainWindow):
         self.send_button.setEnabled(True)
 
     def _on_engine_finished(self, why: str) -> None:
+        self._health_timer.stop()  # else the next poll would replace the reason with "unreachable"
         self.state_label.setText("engine stopped")
         self.statusBar().showMessage(why.splitlines()[0])
         self.send_button.setEnabled(False)

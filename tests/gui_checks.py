@@ -66,6 +66,31 @@ def window_chat(model_dir):
     assert engine._process.state().name == "NotRunning"
 
 
+def killed_worker(model_dir):
+    """kill -9 of the worker mid-session: the window says so, keeps the transcript, stays up."""
+    import signal
+
+    from PySide6.QtWidgets import QApplication
+
+    from deepseek_desktop.app import MainWindow
+    from deepseek_desktop.engine_process import EngineProcess
+
+    app = QApplication([])
+    engine = EngineProcess(model_dir)
+    window = MainWindow(engine)
+    engine.start()
+    assert wait(app, lambda: window.send_button.isEnabled() and window.model_id, 120), window.state_label.text()
+    window.transcript.appendPlainText("You: keep me")
+    os.kill(engine.pid(), signal.SIGKILL)
+    assert wait(app, lambda: window.state_label.text() == "engine stopped", 20), window.state_label.text()
+    assert "exited" in window.statusBar().currentMessage()
+    assert not window.send_button.isEnabled()
+    assert "You: keep me" in window.transcript.toPlainText()
+    wait(app, lambda: False, 2)  # two health-poll periods later the reason is still shown
+    assert window.state_label.text() == "engine stopped"
+    window.close()
+
+
 def monitor(url, api_key, pid, out_dir):
     import httpx
     import numpy as np

@@ -24,5 +24,9 @@ def test_window_starts_worker_streams_a_reply_and_samples_it(llama_dir):
     run_check("window_chat", llama_dir)
 
 
+def test_a_killed_worker_is_reported_and_the_window_keeps_its_transcript(llama_dir):
+    run_check("killed_worker", llama_dir)
+
+
 def test_monitor_panel_plots_live_telemetry_of_a_real_worker(server, tmp_path):
     run_check("monitor", server.url, server.api_key, server.proc.pid, tmp_path)
