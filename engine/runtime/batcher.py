@@ -183,9 +183,6 @@ class _Batch:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids[:, cached:], attention_mask=mask, position_ids=positions[:, cached:],
                        use_cache=True, logits_to_keep=1, **{self.cache_arg: cache}).logits[:, -1, :]
-        if self.generator.prefix_cache is not None:
-            for i, row in enumerate(rows):
-                self.generator.prefix_cache.store(row.tokens, kv_layers(cache, i, longest - len(row.tokens)))
         if self.cache is None:
             self.cache, self.mask, self.positions, self.logits = cache, mask, positions[:, -1:], logits
         else:
@@ -214,12 +211,23 @@ class _Batch:
         for i, row in enumerate(self.rows):
             if i not in keep:
                 row.run.finish()
+                self._keep_prefix(i, row)
         if len(keep) < len(self.rows):  # drop the finished rows' KV and places
             index = torch.tensor(keep, device=self.device, dtype=torch.long)
             self.cache.batch_select_indices(index)
             self.mask, self.positions = self.mask[index], self.positions[index]
             self.rows = [self.rows[i] for i in keep]
             self.step = [self.step[i] for i in keep]
+
+    def _keep_prefix(self, index: int, row: _Row) -> None:
+        """Give the prefix cache a finished row's prompt KV. Done when the row leaves, after its
+        client has the answer, so storing never delays a prefill or a decode step."""
+        if self.generator.prefix_cache is None:
+            return
+        in_cache = len(row.tokens) - 1  # the token just sampled was never forwarded
+        start = self.cache.get_seq_length() - in_cache  # past this row's left padding
+        prompt = row.run.request.prompt_ids
+        self.generator.prefix_cache.store(prompt, kv_layers(self.cache, index, start))
 
     def forward(self) -> None:
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=-1)
