@@ -1,95 +1,139 @@
-"""EngineClient: httpx calls off the GUI thread; results and stream chunks arrive as Qt signals."""
+"""EngineClient: httpx calls off the GUI thread; results, stream pieces and admin events come
+back as Qt signals (see ``tasks.run_task``)."""
 
 from __future__ import annotations
 
 import json
-from typing import Callable, Optional
+import threading
+import time
+from typing import Callable, Iterator, Optional
 
 import httpx
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtCore import QObject, QThreadPool
+
+from deepseek_desktop.tasks import TaskSignals, describe_error, run_task
 
 
-class _Signals(QObject):
-    done = Signal(object)
-    failed = Signal(str)
-    chunk = Signal(str)
+class EngineError(RuntimeError):
+    """The engine answered with an error; the message is the engine's own."""
 
 
-class _Task(QRunnable):
-    def __init__(self, work: Callable[[_Signals], object]):
-        super().__init__()
-        self.signals = _Signals()
-        self._work = work
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return error["message"]
+    return f"HTTP {response.status_code}: {body}"
 
-    def run(self) -> None:
-        try:
-            self.signals.done.emit(self._work(self.signals))
-        except Exception as exc:  # reported through the failed signal, never raised into Qt
-            self.signals.failed.emit(f"{type(exc).__name__}: {exc}")
+
+def _sse_data(lines: Iterator[str]) -> Iterator[dict]:
+    for line in lines:
+        if line.startswith("data: ") and line != "data: [DONE]":
+            yield json.loads(line[6:])
+
+
+class StreamHandle:
+    """Lets the GUI stop a stream: the worker thread checks it between pieces and closes the
+    connection, which the engine takes as a disconnect and stops generating."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
 
 
 class EngineClient(QObject):
     def __init__(self, url: str, api_key: str, parent=None):
         super().__init__(parent)
         self.url, self.api_key = url, api_key
-        self.pool = QThreadPool.globalInstance()
-        # One pool of kept-alive connections for the short calls (health every second, models).
-        self.http = httpx.Client(timeout=5)
-        self._inflight: set[_Task] = set()
+        # One pool of kept-alive connections for the short calls (health every second, status…).
+        self.http = httpx.Client(timeout=10)
+        # Streams hold a thread for as long as they last; they get their own pool so the short
+        # calls (and the rest of the app's background work) never queue behind them.
+        self.stream_pool = QThreadPool(self)
+        self.stream_pool.setMaxThreadCount(4)
 
     @property
     def headers(self) -> dict:
         return {"Authorization": f"Bearer {self.api_key}"}
 
-    def submit(self, work, on_done=None, on_failed=None, on_chunk=None) -> None:
-        """Run ``work(signals)`` on the pool; callbacks are connected before it starts, so no
-        result is emitted to nobody."""
-        task = _Task(work)
-        task.setAutoDelete(False)
-        self._inflight.add(task)  # the Python wrapper (and its signals) must outlive the run
-        queued = Qt.ConnectionType.QueuedConnection  # slots run on the GUI thread, never the pool's
-        for signal, slot in ((task.signals.done, on_done), (task.signals.failed, on_failed),
-                             (task.signals.chunk, on_chunk)):
-            if slot is not None:
-                signal.connect(slot, queued)
-        task.signals.done.connect(lambda _: self._inflight.discard(task), queued)
-        task.signals.failed.connect(lambda _: self._inflight.discard(task), queued)
-        self.pool.start(task)
+    def request(self, method: str, path: str, on_done=None, on_failed=None, body: Optional[dict] = None) -> None:
+        """A JSON call; ``on_failed`` gets the engine's own error message."""
+        def work(_):
+            response = self.http.request(method, self.url + path, headers=self.headers, json=body)
+            if response.status_code >= 400:
+                raise EngineError(_error_message(response))
+            return response.json()
+        run_task(work, on_done, on_failed)
 
     def health(self, on_done, on_failed) -> None:
-        def work(_):
-            return self.http.get(self.url + "/health").json()
-        self.submit(work, on_done, on_failed)
+        self.request("GET", "/health", on_done, on_failed)
 
-    def models(self, on_done, on_failed) -> None:
-        def work(_):
-            return self.http.get(self.url + "/v1/models", headers=self.headers).json()
-        self.submit(work, on_done, on_failed)
+    def events(self, on_event: Callable[[dict], None], on_failed=None) -> StreamHandle:
+        """Follow ``/admin/events`` (state, progress, error) until the handle is stopped or the
+        engine goes away; the engine sends the current state first."""
+        handle = StreamHandle()
 
-    def chat_stream(self, model: str, messages: list[dict], on_chunk, on_done, on_failed,
-                    max_tokens: Optional[int] = None) -> None:
-        """Streams the reply: ``on_chunk`` gets each text piece, ``on_done`` the finish reason."""
-        def work(signals: _Signals):
-            body = {"model": model, "messages": messages, "stream": True}
-            if max_tokens:  # otherwise the engine allows what the context leaves
-                body["max_tokens"] = max_tokens
-            finish = None
-            with httpx.stream("POST", self.url + "/v1/chat/completions", json=body,
-                              headers=self.headers, timeout=httpx.Timeout(10, read=300)) as r:
+        def work(signals: TaskSignals):
+            timeout = httpx.Timeout(10, read=None)
+            with httpx.stream("GET", self.url + "/admin/events", headers=self.headers, timeout=timeout) as r:
                 if r.status_code != 200:
                     r.read()
-                    raise RuntimeError(r.json().get("error", {}).get("message", r.text))
-                for line in r.iter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    data = json.loads(line[6:])
-                    if "error" in data:
-                        raise RuntimeError(data["error"]["message"])
-                    for choice in data.get("choices", []):
-                        delta = choice.get("delta", {})
-                        text = (delta.get("reasoning_content") or "") + (delta.get("content") or "")
-                        if text:
-                            signals.chunk.emit(text)
-                        finish = choice.get("finish_reason") or finish
-            return finish
-        self.submit(work, on_done, on_failed, on_chunk)
+                    raise EngineError(_error_message(r))
+                for event in _sse_data(r.iter_lines()):
+                    if handle.stopped:
+                        break
+                    signals.chunk.emit(event)
+            return None
+        run_task(work, on_failed=on_failed, on_chunk=on_event, pool=self.stream_pool)
+        return handle
+
+    def chat_stream(self, body: dict, on_piece, on_done, on_failed) -> StreamHandle:
+        """Stream a chat completion. ``on_piece((kind, text))`` for each piece, kind "reasoning"
+        or "content"; ``on_done(result)`` with finish reason, usage, time to first token and
+        whether it was stopped; ``on_failed(message)`` when the engine refused or went away."""
+        handle = StreamHandle()
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+
+        def work(signals: TaskSignals):
+            started = time.monotonic()
+            result = {"finish_reason": None, "usage": None, "stopped": False, "interrupted": None, "first": None}
+            try:
+                self._read_chat(body, handle, signals, result)
+            except httpx.TransportError as exc:  # the engine went away mid-reply: keep what came
+                result["interrupted"] = describe_error(exc)
+            first, ended = result.pop("first"), time.monotonic()
+            result["ttft_s"] = None if first is None else first - started
+            result["decode_s"] = None if first is None else ended - first
+            return result
+        run_task(work, on_done, on_failed, on_piece, pool=self.stream_pool)
+        return handle
+
+    def _read_chat(self, body: dict, handle: StreamHandle, signals: TaskSignals, result: dict) -> None:
+        with httpx.stream("POST", self.url + "/v1/chat/completions", json=body, headers=self.headers,
+                          timeout=httpx.Timeout(10, read=600)) as r:
+            if r.status_code != 200:
+                r.read()
+                raise EngineError(_error_message(r))
+            for data in _sse_data(r.iter_lines()):
+                if handle.stopped:
+                    result["stopped"] = True
+                    break
+                if "error" in data:
+                    raise EngineError(data["error"].get("message", str(data["error"])))
+                result["usage"] = data.get("usage") or result["usage"]
+                for choice in data.get("choices", []):
+                    delta = choice.get("delta", {})
+                    for kind in ("reasoning_content", "content"):
+                        if delta.get(kind):
+                            result["first"] = result["first"] or time.monotonic()
+                            signals.chunk.emit((kind.removesuffix("_content"), delta[kind]))
+                    result["finish_reason"] = choice.get("finish_reason") or result["finish_reason"]

@@ -1,0 +1,369 @@
+"""ChatPanel: conversations on the left, the conversation on the right, a composer below.
+It draws ``ChatSession``; streaming replies are re-rendered at most every 50 ms."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication, QKeyEvent
+from PySide6.QtWidgets import (
+    QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout, QInputDialog, QLabel, QLineEdit, QListWidget,
+    QListWidgetItem, QMenu, QPlainTextEdit, QPushButton, QScrollArea, QSpinBox, QSplitter, QToolButton,
+    QVBoxLayout, QWidget,
+)
+
+from deepseek_desktop.state.chat import DEFAULT_SETTINGS, ChatSession, stats_text
+from deepseek_desktop.widgets.markdown import MarkdownView
+
+RENDER_EVERY_MS = 50
+STATUS_TEXT = {
+    "streaming": "", "done": "", "stopped": "stopped",
+    "interrupted": "interrupted — the engine stopped mid-reply; the text so far is kept",
+    "error": "not answered",
+}
+
+
+class MessageWidget(QFrame):
+    def __init__(self, message: dict, panel: "ChatPanel"):
+        super().__init__()
+        self.message = message
+        self.setObjectName("message_user" if message["role"] == "user" else "message_assistant")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 8, 12, 8)
+        header = QHBoxLayout()
+        self.role_label = QLabel("You" if message["role"] == "user" else "Model")
+        self.role_label.setObjectName("message_role")
+        self.status_label = QLabel()
+        self.status_label.setObjectName("message_status")
+        header.addWidget(self.role_label)
+        header.addWidget(self.status_label, 1)
+        self.copy_button = QToolButton(text="Copy", autoRaise=True)
+        self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.message["content"]))
+        header.addWidget(self.copy_button)
+        if message["role"] == "user":
+            self.edit_button = QToolButton(text="Edit", autoRaise=True)
+            self.edit_button.clicked.connect(lambda: panel.begin_edit(self.message))
+            header.addWidget(self.edit_button)
+        else:
+            self.regenerate_button = QToolButton(text="Regenerate", autoRaise=True)
+            self.regenerate_button.clicked.connect(panel.regenerate)
+            header.addWidget(self.regenerate_button)
+        layout.addLayout(header)
+        self.reasoning_toggle = QToolButton(checkable=True, autoRaise=True)
+        self.reasoning_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.reasoning_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.reasoning_toggle.toggled.connect(self._show_reasoning)
+        self.reasoning_view = MarkdownView(panel.theme)
+        self.reasoning_view.setObjectName("reasoning")
+        self.reasoning_view.hide()
+        layout.addWidget(self.reasoning_toggle)
+        layout.addWidget(self.reasoning_view)
+        self.body = MarkdownView(panel.theme)
+        self.body.copied.connect(lambda _: panel.notifier.info("code block copied"))
+        layout.addWidget(self.body)
+        self.stats_label = QLabel()
+        self.stats_label.setObjectName("message_stats")
+        layout.addWidget(self.stats_label)
+        self.refresh()
+
+    def _show_reasoning(self, shown: bool) -> None:
+        """Collapsed by default; rendered only while open."""
+        self.reasoning_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+        self.reasoning_view.setVisible(shown)
+        if shown:
+            self.reasoning_view.set_markdown(self.message.get("reasoning") or "")
+
+    def refresh(self) -> None:
+        m = self.message
+        reasoning = m.get("reasoning") or ""
+        self.reasoning_toggle.setVisible(bool(reasoning))
+        if reasoning:
+            thinking = m.get("status") == "streaming" and not m.get("content")
+            self.reasoning_toggle.setText("Thinking…" if thinking else f"Reasoning ({len(reasoning.split())} words)")
+            if self.reasoning_toggle.isChecked() and self.reasoning_view.markdown != reasoning:
+                self.reasoning_view.set_markdown(reasoning)
+        content = m.get("content") or ("…" if m.get("status") == "streaming" else "")
+        if self.body.markdown != content:
+            self.body.set_markdown(content)
+        status = STATUS_TEXT.get(m.get("status", "done"), "")
+        error = (m.get("stats") or {}).get("error")
+        self.status_label.setText(f"{status}: {error}" if status and error else status)
+        self.status_label.setProperty("status", m.get("status"))
+        self.stats_label.setText(stats_text(m.get("stats") or {}) if m["role"] == "assistant" else "")
+        self.stats_label.setVisible(bool(self.stats_label.text()))
+
+
+class Composer(QPlainTextEdit):
+    """Enter sends, Shift+Enter starts a new line, Escape cancels an edit."""
+
+    submitted = Signal()
+    cancelled = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.submitted.emit()
+            return
+        if event.key() == Qt.Key.Key_Escape:
+            self.cancelled.emit()
+            return
+        super().keyPressEvent(event)
+
+
+class ChatPanel(QWidget):
+    wants_models_panel = Signal()
+    wants_demo = Signal()
+
+    def __init__(self, session: ChatSession, notifier, theme: str = "dark", parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.notifier = notifier
+        self.theme = theme
+        self.widgets: dict[str, MessageWidget] = {}
+        self.edit_position: Optional[int] = None
+        self._dirty: set[str] = set()
+        self._render_timer = QTimer(self, interval=RENDER_EVERY_MS, timeout=self._render_dirty)
+        self._build()
+        session.conversations_changed.connect(self._fill_conversations)
+        session.messages_reset.connect(self._reset_messages)
+        session.message_added.connect(self._add_message)
+        session.message_updated.connect(self._mark_dirty)
+        session.busy_changed.connect(self._on_busy)
+        self.set_model_ready(False)
+        session.refresh()
+
+    # -- layout
+    def _build(self) -> None:
+        splitter = QSplitter()
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        self.new_button = QPushButton("New chat")
+        self.new_button.clicked.connect(lambda: self.session.new_conversation())
+        self.search_box = QLineEdit(placeholderText="Search conversations…", clearButtonEnabled=True)
+        self.search_box.textChanged.connect(lambda text: self.session.refresh(text))
+        self.conversation_list = QListWidget()
+        self.conversation_list.itemClicked.connect(lambda item: self.session.open(item.data(Qt.ItemDataRole.UserRole)))
+        self.conversation_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.conversation_list.customContextMenuRequested.connect(self._conversation_menu)
+        for widget in (self.new_button, self.search_box, self.conversation_list):
+            side_layout.addWidget(widget)
+        splitter.addWidget(side)
+
+        main = QWidget()
+        layout = QVBoxLayout(main)
+        layout.setContentsMargins(0, 0, 0, 0)
+        header = QHBoxLayout()
+        self.title_label = QLabel("New chat")
+        self.title_label.setObjectName("chat_title")
+        self.settings_button = QToolButton(text="Settings", checkable=True)
+        self.settings_button.toggled.connect(lambda on: self.settings_frame.setVisible(on))
+        header.addWidget(self.title_label, 1)
+        header.addWidget(self.settings_button)
+        layout.addLayout(header)
+        layout.addWidget(self._build_settings())
+        layout.addWidget(self._build_call_to_action())
+
+        self.scroll = QScrollArea(widgetResizable=True)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        holder = QWidget()
+        holder.setObjectName("transcript")
+        self.message_layout = QVBoxLayout(holder)
+        self.message_layout.addStretch(1)
+        self.scroll.setWidget(holder)
+        layout.addWidget(self.scroll, 1)
+
+        self.edit_banner = QLabel("Editing a message: sending replaces it and every message after it (Esc cancels)")
+        self.edit_banner.setObjectName("edit_banner")
+        self.edit_banner.hide()
+        layout.addWidget(self.edit_banner)
+        row = QHBoxLayout()
+        self.composer = Composer(placeholderText="Message the model — Enter sends, Shift+Enter for a new line")
+        self.composer.setFixedHeight(72)
+        self.composer.submitted.connect(self.send)
+        self.composer.cancelled.connect(self.cancel_edit)
+        self.send_button = QPushButton("Send")
+        self.send_button.setObjectName("primary")
+        self.send_button.clicked.connect(self.send)
+        self.stop_button = QPushButton("Stop", enabled=False)
+        self.stop_button.clicked.connect(self.session.stop)
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.stop_button)
+        row.addWidget(self.composer, 1)
+        row.addLayout(buttons)
+        layout.addLayout(row)
+        splitter.addWidget(main)
+        splitter.setSizes([260, 900])
+        outer = QVBoxLayout(self)
+        outer.addWidget(splitter)
+
+    def _build_settings(self) -> QFrame:
+        self.settings_frame = QFrame()
+        self.settings_frame.setObjectName("card")
+        form = QFormLayout(self.settings_frame)
+        self.system_prompt = QPlainTextEdit(placeholderText="System prompt (optional)")
+        self.system_prompt.setFixedHeight(60)
+        self.temperature = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.1, value=DEFAULT_SETTINGS["temperature"])
+        self.top_p = QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.05, value=DEFAULT_SETTINGS["top_p"])
+        self.max_tokens = QSpinBox(minimum=0, maximum=131072, singleStep=64, specialValueText="as the context allows")
+        apply = QPushButton("Apply to this conversation")
+        apply.clicked.connect(self._apply_settings)
+        form.addRow("System prompt", self.system_prompt)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Top-p", self.top_p)
+        form.addRow("Max tokens", self.max_tokens)
+        form.addRow(apply)
+        self.settings_frame.hide()
+        return self.settings_frame
+
+    def _build_call_to_action(self) -> QFrame:
+        self.cta = QFrame()
+        self.cta.setObjectName("card")
+        layout = QVBoxLayout(self.cta)
+        title = QLabel("No model is loaded")
+        title.setObjectName("cta_title")
+        text = QLabel("Fetch the small demo model to try the app at once, or pick a model of your own.")
+        text.setWordWrap(True)
+        row = QHBoxLayout()
+        self.demo_button = QPushButton("Fetch the demo model (≈100 MB)")
+        self.demo_button.setObjectName("primary")
+        self.demo_button.clicked.connect(self.wants_demo.emit)
+        choose = QPushButton("Choose a model…")
+        choose.clicked.connect(self.wants_models_panel.emit)
+        row.addWidget(self.demo_button)
+        row.addWidget(choose)
+        row.addStretch(1)
+        self.cta_status = QLabel()
+        for widget in (title, text):
+            layout.addWidget(widget)
+        layout.addLayout(row)
+        layout.addWidget(self.cta_status)
+        return self.cta
+
+    # -- state from the window
+    def set_model_ready(self, ready: bool, detail: str = "") -> None:
+        self.cta.setVisible(not ready)
+        self.cta_status.setText(detail)
+        self.send_button.setEnabled(ready and not self.session.busy)
+
+    # -- conversations
+    def _fill_conversations(self, conversations: list) -> None:
+        self.conversation_list.clear()
+        current = self.session.current["id"] if self.session.current else None
+        for conversation in conversations:
+            item = QListWidgetItem(conversation["title"])
+            item.setData(Qt.ItemDataRole.UserRole, conversation)
+            self.conversation_list.addItem(item)
+            if conversation["id"] == current:
+                item.setSelected(True)
+
+    def _conversation_menu(self, pos) -> None:
+        item = self.conversation_list.itemAt(pos)
+        if item is None:
+            return
+        conversation = item.data(Qt.ItemDataRole.UserRole)
+        menu = QMenu(self)
+        menu.addAction("Rename…", lambda: self.rename(conversation))
+        menu.addAction("Delete", lambda: self.session.delete(conversation["id"]))
+        menu.popup(self.conversation_list.mapToGlobal(pos))
+
+    def rename(self, conversation: dict) -> None:
+        title, ok = QInputDialog.getText(self, "Rename conversation", "Title", text=conversation["title"])
+        if ok:
+            self.session.rename(conversation["id"], title)
+            if self.session.current and self.session.current["id"] == conversation["id"]:
+                self.title_label.setText(title)
+
+    def _apply_settings(self) -> None:
+        self.session.configure(self.system_prompt.toPlainText(), {
+            "temperature": self.temperature.value(), "top_p": self.top_p.value(), "max_tokens": self.max_tokens.value()})
+        self.notifier.info("conversation settings saved")
+
+    # -- messages
+    def _reset_messages(self, messages: list) -> None:
+        for widget in self.widgets.values():
+            widget.deleteLater()
+        self.widgets.clear()
+        self._dirty.clear()
+        conversation = self.session.current or {}
+        self.title_label.setText(conversation.get("title", "New chat"))
+        settings = {**DEFAULT_SETTINGS, **conversation.get("settings", {})}
+        self.system_prompt.setPlainText(conversation.get("system_prompt", ""))
+        self.temperature.setValue(settings["temperature"])
+        self.top_p.setValue(settings["top_p"])
+        self.max_tokens.setValue(int(settings["max_tokens"]))
+        for message in messages:
+            self._add_message(message, scroll=False)
+        self._update_regenerate()
+        QTimer.singleShot(0, self._scroll_to_end)
+
+    def _add_message(self, message: dict, scroll: bool = True) -> None:
+        widget = MessageWidget(message, self)
+        self.widgets[message["id"]] = widget
+        self.message_layout.insertWidget(self.message_layout.count() - 1, widget)
+        if self.session.current:
+            self.title_label.setText(self.session.current["title"])
+        self._update_regenerate()
+        if scroll:
+            QTimer.singleShot(0, self._scroll_to_end)
+
+    def _mark_dirty(self, message: dict) -> None:
+        self._dirty.add(message["id"])
+        if not self._render_timer.isActive():
+            self._render_timer.start()
+        if message.get("status") != "streaming":
+            self._render_dirty()
+
+    def _render_dirty(self) -> None:
+        if not self._dirty:
+            self._render_timer.stop()
+            return
+        bar = self.scroll.verticalScrollBar()
+        at_end = bar.value() >= bar.maximum() - 40
+        for message_id in list(self._dirty):
+            widget = self.widgets.get(message_id)
+            if widget is not None:
+                widget.refresh()
+        self._dirty.clear()
+        self._update_regenerate()
+        if at_end:
+            QTimer.singleShot(0, self._scroll_to_end)
+
+    def _scroll_to_end(self) -> None:
+        bar = self.scroll.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+    def _update_regenerate(self) -> None:
+        messages = self.session.messages
+        last_id = messages[-1]["id"] if messages else None
+        for message_id, widget in self.widgets.items():
+            if widget.message["role"] == "assistant":
+                widget.regenerate_button.setVisible(message_id == last_id and not self.session.busy)
+            else:
+                widget.edit_button.setEnabled(not self.session.busy)
+
+    def _on_busy(self, busy: bool) -> None:
+        self.stop_button.setEnabled(busy)
+        self.send_button.setEnabled(not busy and not self.cta.isVisible())
+        self._update_regenerate()
+
+    # -- actions
+    def send(self) -> None:
+        if self.session.send(self.composer.toPlainText(), self.edit_position):
+            self.composer.clear()
+            self.cancel_edit()
+
+    def regenerate(self) -> None:
+        self.session.regenerate()
+
+    def begin_edit(self, message: dict) -> None:
+        self.edit_position = message["position"]
+        self.composer.setPlainText(message["content"])
+        self.edit_banner.show()
+        self.composer.setFocus()
+
+    def cancel_edit(self) -> None:
+        if self.edit_position is not None:
+            self.edit_position = None
+            self.edit_banner.hide()

@@ -1,0 +1,228 @@
+"""ChatSession: the chat's view model. It owns the conversation being shown, streams replies
+through the engine client and writes every change to the store; the panel only draws it."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from deepseek_desktop.client import EngineClient, StreamHandle
+from deepseek_desktop.notifier import Notifier
+from deepseek_desktop.state.chat_store import StoreThread, new_id
+
+DEFAULT_SETTINGS = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 0}  # 0: what the context leaves
+SAVE_EVERY_MS = 1000  # a streaming reply is written this often, and when it ends
+
+
+def stats_text(stats: dict) -> str:
+    """"TTFT 210 ms · 14.2 tok/s · 31 → 96 tokens" from what is known."""
+    parts = []
+    if stats.get("ttft_ms") is not None:
+        parts.append(f"TTFT {stats['ttft_ms']:.0f} ms")
+    if stats.get("tokens_per_s") is not None:
+        parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
+    if stats.get("completion_tokens") is not None:
+        parts.append(f"{stats.get('prompt_tokens', '?')} → {stats['completion_tokens']} tokens")
+    return " · ".join(parts)
+
+
+class ChatSession(QObject):
+    conversations_changed = Signal(list)
+    messages_reset = Signal(list)        # the whole conversation (open, truncate)
+    message_added = Signal(dict)
+    message_updated = Signal(dict)       # a streaming reply grew or a message changed state
+    busy_changed = Signal(bool)
+
+    def __init__(self, store: StoreThread, notifier: Notifier, client: Callable[[], Optional[EngineClient]],
+                 model_id: Callable[[], Optional[str]], parent=None):
+        super().__init__(parent)
+        self.store = store
+        self.notifier = notifier
+        self._client = client
+        self._model_id = model_id
+        self.current: Optional[dict] = None
+        self.messages: list[dict] = []
+        self.reply: Optional[dict] = None
+        self.handle: Optional[StreamHandle] = None
+        self.query = ""
+        self._save_timer = QTimer(self, interval=SAVE_EVERY_MS, timeout=self._save_reply)
+
+    @property
+    def busy(self) -> bool:
+        return self.reply is not None
+
+    # -- conversations
+    def refresh(self, query: Optional[str] = None) -> None:
+        if query is not None:
+            self.query = query
+        self.store.conversations(self.query, on_done=self.conversations_changed.emit)
+
+    def new_conversation(self, title: str = "New chat") -> dict:
+        conversation = {"id": new_id(), "title": title, "system_prompt": "", "settings": dict(DEFAULT_SETTINGS)}
+        self.store.create_conversation(conversation["id"], title, "", conversation["settings"])
+        self._show(conversation, [])
+        self.refresh()
+        return conversation
+
+    def open(self, conversation: dict) -> None:
+        if self.busy:
+            self.notifier.warning("stop the reply in progress before switching conversations")
+            return
+        self.store.messages(conversation["id"], on_done=lambda messages: self._show(conversation, messages))
+
+    def _show(self, conversation: Optional[dict], messages: list[dict]) -> None:
+        self.current = conversation
+        if conversation is not None:
+            conversation.setdefault("settings", dict(DEFAULT_SETTINGS))
+        self.messages = messages
+        self.messages_reset.emit(messages)
+
+    def rename(self, conversation_id: str, title: str) -> None:
+        title = title.strip() or "Untitled"
+        self.store.update_conversation(conversation_id, title=title)
+        if self.current and self.current["id"] == conversation_id:
+            self.current["title"] = title
+        self.refresh()
+
+    def delete(self, conversation_id: str) -> None:
+        if self.current and self.current["id"] == conversation_id:
+            if self.busy:
+                self.stop()
+            self._show(None, [])
+        self.store.delete_conversation(conversation_id)
+        self.refresh()
+
+    def configure(self, system_prompt: str, settings: dict) -> None:
+        if self.current is None:
+            self.new_conversation()
+        self.current["system_prompt"] = system_prompt
+        self.current["settings"] = {**DEFAULT_SETTINGS, **settings}
+        self.store.update_conversation(self.current["id"], system_prompt=system_prompt,
+                                       settings=self.current["settings"])
+
+    # -- messages
+    def send(self, text: str, edit_position: Optional[int] = None) -> bool:
+        """Send ``text`` (replacing the message at ``edit_position`` and all after it)."""
+        text = text.strip()
+        if not text or not self._ready_to_send():
+            return False
+        if self.current is None:
+            self.new_conversation(title=text[:48])
+        elif not self.messages and self.current["title"] == "New chat":
+            self.rename(self.current["id"], text[:48])
+        if edit_position is not None:
+            self._truncate(edit_position)
+        self._add({"role": "user", "content": text, "status": "done"})
+        self._start_reply()
+        return True
+
+    def regenerate(self) -> bool:
+        if not self.messages or not self._ready_to_send():
+            return False
+        if self.messages[-1]["role"] == "assistant":
+            self._truncate(self.messages[-1]["position"])
+        self._start_reply()
+        return True
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.stop()
+
+    def interrupt(self, why: str) -> None:
+        """The engine went away: keep what arrived and mark it, without waiting for the stream."""
+        if self.reply is not None:
+            self._finish("interrupted", {"error": why})
+
+    def _ready_to_send(self) -> bool:
+        if self.busy:
+            self.notifier.warning("a reply is still streaming; stop it first")
+            return False
+        if self._client() is None or not self._model_id():
+            self.notifier.warning("no model is loaded: load one in the Models panel first")
+            return False
+        return True
+
+    def _truncate(self, position: int) -> None:
+        self.messages = [m for m in self.messages if m["position"] < position]
+        self.store.truncate(self.current["id"], position)
+        self.messages_reset.emit(self.messages)
+
+    def _add(self, fields: dict) -> dict:
+        message = {"id": new_id(), "conversation_id": self.current["id"], "position": len(self.messages),
+                   "content": "", "reasoning": "", "stats": {}, "created": time.time(), **fields}
+        self.messages.append(message)
+        self.store.save_message(dict(message))
+        self.message_added.emit(message)
+        return message
+
+    def request_body(self) -> dict:
+        settings = {**DEFAULT_SETTINGS, **self.current.get("settings", {})}
+        history = [{"role": m["role"], "content": m["content"]} for m in self.messages
+                   if m["role"] in ("user", "assistant") and m["content"] and m is not self.reply]
+        if self.current.get("system_prompt"):
+            history.insert(0, {"role": "system", "content": self.current["system_prompt"]})
+        body = {"model": self._model_id(), "messages": history,
+                "temperature": settings["temperature"], "top_p": settings["top_p"]}
+        if settings.get("max_tokens"):
+            body["max_tokens"] = int(settings["max_tokens"])
+        return body
+
+    def _start_reply(self) -> None:
+        self.reply = self._add({"role": "assistant", "status": "streaming", "stats": {"model": self._model_id()}})
+        self.busy_changed.emit(True)
+        body = self.request_body()
+        reply = self.reply
+        self.handle = self._client().chat_stream(
+            body, on_piece=lambda piece: self._on_piece(reply, piece),
+            on_done=lambda result: self._on_done(reply, result),
+            on_failed=lambda message: self._on_failed(reply, message))
+        self._save_timer.start()
+
+    def _on_piece(self, reply: dict, piece: tuple) -> None:
+        if reply is not self.reply:
+            return  # a late piece of a reply already marked interrupted
+        kind, text = piece
+        reply["reasoning" if kind == "reasoning" else "content"] += text
+        self.message_updated.emit(reply)
+
+    def _on_done(self, reply: dict, result: dict) -> None:
+        if reply is not self.reply:
+            return
+        stats = {}
+        usage = result.get("usage") or {}
+        if result.get("ttft_s") is not None:
+            stats["ttft_ms"] = result["ttft_s"] * 1000
+        if usage:
+            stats["prompt_tokens"] = usage.get("prompt_tokens")
+            stats["completion_tokens"] = usage.get("completion_tokens")
+            if result.get("decode_s") and usage.get("completion_tokens", 0) > 1:
+                stats["tokens_per_s"] = (usage["completion_tokens"] - 1) / result["decode_s"]
+        stats["finish_reason"] = result.get("finish_reason")
+        if result.get("interrupted"):
+            self._finish("interrupted", {**stats, "error": result["interrupted"]})
+            self.notifier.error(f"the reply was cut off: {result['interrupted']}")
+        else:
+            self._finish("stopped" if result.get("stopped") else "done", stats)
+
+    def _on_failed(self, reply: dict, message: str) -> None:
+        """The engine refused the request (too long a prompt, no model…)."""
+        if reply is not self.reply:
+            return
+        self._finish("error", {"error": message})
+        self.notifier.error(f"chat: {message}")
+
+    def _finish(self, status: str, stats: dict) -> None:
+        reply, self.reply, self.handle = self.reply, None, None
+        self._save_timer.stop()
+        reply["status"] = status
+        reply["stats"] = {**reply.get("stats", {}), **stats}
+        self.store.save_message(dict(reply))
+        self.message_updated.emit(reply)
+        self.busy_changed.emit(False)
+        self.refresh()
+
+    def _save_reply(self) -> None:
+        if self.reply is not None:
+            self.store.save_message(dict(self.reply))

@@ -1,0 +1,153 @@
+"""Conversations in SQLite (WAL): a reply is written while it streams, so nothing typed or
+received is lost when the worker or the app dies mid-reply.
+
+``ChatStore`` is plain and synchronous (tests use it directly); ``StoreThread`` runs its calls in
+order on one background thread so the GUI thread never touches the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from PySide6.QtCore import QObject, QThreadPool, Signal
+
+from deepseek_desktop.tasks import run_task
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    system_prompt TEXT NOT NULL DEFAULT '',
+    settings TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL DEFAULT '',
+    reasoning TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL DEFAULT 'done',   -- done | streaming | stopped | interrupted | error
+    stats TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, position);
+"""
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class ChatStore:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(str(path))
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+        # A reply still marked streaming was cut off by a crash of the app itself: keep it, say so.
+        self.db.execute("UPDATE messages SET status='interrupted' WHERE status='streaming'")
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- conversations
+    def create_conversation(self, conversation_id: str, title: str, system_prompt: str = "",
+                            settings: Optional[dict] = None) -> None:
+        now = time.time()
+        with self.db:
+            self.db.execute("INSERT INTO conversations VALUES (?,?,?,?,?,?)",
+                            (conversation_id, title, system_prompt, json.dumps(settings or {}), now, now))
+
+    def update_conversation(self, conversation_id: str, **fields: Any) -> None:
+        allowed = {"title", "system_prompt", "settings"}
+        if not set(fields) <= allowed:
+            raise ValueError(f"unknown fields {set(fields) - allowed}")
+        if "settings" in fields:
+            fields["settings"] = json.dumps(fields["settings"])
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.db:
+            self.db.execute(f"UPDATE conversations SET {sets}, updated=? WHERE id=?",
+                            (*fields.values(), time.time(), conversation_id))
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
+
+    def conversations(self, query: str = "") -> list[dict]:
+        """Newest first; ``query`` matches titles and message text (case-insensitive)."""
+        if query:
+            like = f"%{query}%"
+            rows = self.db.execute(
+                "SELECT * FROM conversations c WHERE c.title LIKE ? OR EXISTS (SELECT 1 FROM messages m "
+                "WHERE m.conversation_id=c.id AND m.content LIKE ?) ORDER BY updated DESC", (like, like))
+        else:
+            rows = self.db.execute("SELECT * FROM conversations ORDER BY updated DESC")
+        return [{**dict(r), "settings": json.loads(r["settings"])} for r in rows]
+
+    # -- messages
+    def messages(self, conversation_id: str) -> list[dict]:
+        rows = self.db.execute("SELECT * FROM messages WHERE conversation_id=? ORDER BY position", (conversation_id,))
+        return [{**dict(r), "stats": json.loads(r["stats"])} for r in rows]
+
+    def save_message(self, message: dict) -> None:
+        """Insert or replace one message (the whole row: a streaming reply is rewritten as it grows)."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
+                (message["id"], message["conversation_id"], message["position"], message["role"],
+                 message.get("content", ""), message.get("reasoning", ""), message.get("status", "done"),
+                 json.dumps(message.get("stats") or {}), message.get("created") or time.time()))
+            self.db.execute("UPDATE conversations SET updated=? WHERE id=?", (time.time(), message["conversation_id"]))
+
+    def truncate(self, conversation_id: str, from_position: int) -> None:
+        """Drop the messages at and after ``from_position`` (regenerate, edit and resend)."""
+        with self.db:
+            self.db.execute("DELETE FROM messages WHERE conversation_id=? AND position>=?",
+                            (conversation_id, from_position))
+
+
+class StoreThread(QObject):
+    """Runs ``ChatStore`` calls one after another on a single background thread (a pool of one:
+    first in, first out). Writes are fire and forget; reads hand their result to a callback on
+    the GUI thread. Errors go to ``failed``."""
+
+    failed = Signal(str)
+
+    def __init__(self, path: Path, parent=None):
+        super().__init__(parent)
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._pool.setExpiryTimeout(-1)  # one thread for the app's life: SQLite wants its own thread
+        self.store: Optional[ChatStore] = None
+        self.call(lambda: setattr(self, "store", ChatStore(path)))
+
+    def call(self, work: Callable[[], Any], on_done: Optional[Callable[[Any], None]] = None) -> None:
+        run_task(lambda _signals: work(), on_done, lambda message: self.failed.emit(f"chat history: {message}"),
+                 pool=self._pool)
+
+    def __getattr__(self, name: str):
+        """``thread.save_message(m)`` runs ``store.save_message(m)`` on the store's thread;
+        pass ``on_done=`` for the result."""
+        if name.startswith("_") or not hasattr(ChatStore, name):
+            raise AttributeError(name)
+
+        def proxy(*args, on_done=None, **kwargs):
+            return self.call(lambda: getattr(self.store, name)(*args, **kwargs), on_done)
+        return proxy
+
+    def close(self) -> None:
+        """Finish every queued write, then close the database."""
+        self.call(lambda: self.store and self.store.close())
+        self._pool.waitForDone()

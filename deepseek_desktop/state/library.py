@@ -1,0 +1,134 @@
+"""ModelLibrary: the Models panel's view model. It scans folders (and the Hugging Face cache)
+with the engine's torch-free catalog, estimates memory, and runs the two jobs that need torch
+(fetching the demo model, importing a GGUF file) as ``deepseek-engine`` child processes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+from PySide6.QtCore import QObject, QProcess, Signal
+
+from deepseek_desktop.state.settings import read_json, write_json
+from deepseek_desktop.tasks import run_task
+from engine.paths import models_dir
+
+
+def gpu_devices() -> list[str]:
+    """``cuda:N`` for each GPU NVML sees (the GUI has no torch to ask)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return [f"cuda:{i}" for i in range(pynvml.nvmlDeviceGetCount())]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver, no GPU
+        return []
+
+
+class ModelLibrary(QObject):
+    entries_changed = Signal(list)        # [ModelEntry]
+    scan_failed = Signal(str)
+    estimate_ready = Signal(object)       # MemoryEstimate
+    estimate_failed = Signal(str)
+    job_progress = Signal(str)            # a line of the running job
+    job_finished = Signal(bool, str, str)  # ok, message, model folder
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.folders: list[str] = read_json("library/folders", [str(models_dir())])
+        self.hf_cache: bool = read_json("library/hf_cache", True)
+        self.entries: list = []
+        self.devices = ["auto", "cpu", *gpu_devices()]
+        self.job: Optional[QProcess] = None
+        self._job_lines: list[str] = []
+        self._estimate_serial = 0
+
+    # -- folders
+    def set_folders(self, folders: list[str], hf_cache: bool) -> None:
+        self.folders, self.hf_cache = list(dict.fromkeys(folders)), hf_cache
+        write_json("library/folders", self.folders)
+        write_json("library/hf_cache", hf_cache)
+        self.scan()
+
+    def scan(self) -> None:
+        folders, hf_cache = [Path(f) for f in self.folders], self.hf_cache
+
+        def work(_):
+            from engine.catalog import list_models
+
+            return list_models(folders, hf_cache=hf_cache)
+        run_task(work, self._on_scanned, self.scan_failed.emit)
+
+    def _on_scanned(self, entries: list) -> None:
+        self.entries = entries
+        self.entries_changed.emit(entries)
+
+    # -- memory
+    def estimate_device(self, device: str) -> str:
+        if device != "auto":
+            return device
+        return "cuda:0" if len(self.devices) > 2 else "cpu"
+
+    def estimate(self, entry, dtype: str, device: str, context: Optional[int], batch: int) -> None:
+        """Answers through ``estimate_ready``; a stale answer (the user changed a field since) is dropped."""
+        self._estimate_serial += 1
+        serial, device = self._estimate_serial, self.estimate_device(device)
+
+        def work(_):
+            from engine.memory import estimate
+
+            return estimate(entry, dtype=dtype, batch=batch, context=context, device=device)
+
+        def done(result) -> None:
+            if serial == self._estimate_serial:
+                self.estimate_ready.emit(result)
+
+        def failed(message: str) -> None:
+            if serial == self._estimate_serial:
+                self.estimate_failed.emit(message)
+        run_task(work, done, failed)
+
+    # -- jobs that need torch run in a child process
+    def fetch_demo(self) -> bool:
+        return self._run_job(["fetch-demo"], "fetching the demo model")
+
+    def import_gguf(self, gguf_file: str, out_dir: Optional[str] = None) -> bool:
+        out = out_dir or str(models_dir() / Path(gguf_file).stem)
+        return self._run_job(["import-gguf", gguf_file, "--out", out], f"importing {Path(gguf_file).name}")
+
+    def _run_job(self, args: list[str], what: str) -> bool:
+        if self.job is not None:
+            self.job_progress.emit("another job is still running")
+            return False
+        self.job = QProcess(self)
+        self._job_lines = []
+        self.job.readyReadStandardError.connect(self._job_stderr)
+        self.job.finished.connect(lambda code, _status: self._job_done(code, what))
+        self.job.errorOccurred.connect(lambda _error: self._job_done(-1, what) if self.job and
+                                       self.job.state() == QProcess.ProcessState.NotRunning else None)
+        self.job_progress.emit(f"{what}…")
+        self.job.start(sys.executable, ["-m", "engine", *args])
+        return True
+
+    def _job_stderr(self) -> None:
+        for line in bytes(self.job.readAllStandardError()).decode("utf-8", "replace").splitlines():
+            if line.strip():
+                self._job_lines.append(line.strip())
+                self.job_progress.emit(line.strip())
+
+    def _job_done(self, code: int, what: str) -> None:
+        job, self.job = self.job, None
+        if job is None:
+            return
+        out = bytes(job.readAllStandardOutput()).decode("utf-8", "replace").strip().splitlines()
+        if code == 0 and out:
+            self.job_finished.emit(True, f"{what}: done", out[-1])
+            self.scan()
+        else:
+            why = next((line for line in reversed(self._job_lines) if line.startswith("error")),
+                       self._job_lines[-1] if self._job_lines else f"exit code {code}")
+            self.job_finished.emit(False, f"{what} failed: {why}", "")
