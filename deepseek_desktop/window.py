@@ -35,6 +35,7 @@ PANELS = ["Models", "Chat", "Monitor", "Tuning", "Search", "Logs"]
 THEMES_DIR = Path(__file__).resolve().parent / "resources" / "themes"
 HEALTH_EVERY_MS = 2000
 NOTICE_SHOWN_MS = 8000
+QUIET_PATHS = ("/health", "/metrics", "/admin/status")
 
 
 def apply_theme(name: str) -> str:
@@ -296,7 +297,8 @@ class MainWindow(QMainWindow):
             self._set_model(data[0]["id"] if data else None)
             if self._events is None:
                 self._set_state("ready" if data else "idle")
-        self.client.request("GET", "/v1/models", on_models, lambda m: None)
+        url = self.client.url
+        self.client.request("GET", "/v1/models", on_models, lambda m: self.notifier.error(f"engine at {url}: {m}"))
         if self.engine is not None:
             self.client.request("GET", "/admin/status", self._on_status, lambda m: None)
 
@@ -369,6 +371,8 @@ class MainWindow(QMainWindow):
             self._set_state("failed" if self.engine.restarts >= 6 else "crashed", why)
 
     def _on_worker_log(self, entry: dict) -> None:
+        if entry.get("path") in QUIET_PATHS and int(entry.get("status") or 0) < 400:
+            return  # the app's own polling, once a second: noise in the Logs panel
         level = str(entry.get("level", "info")).lower()
         text = entry.get("msg") or entry.get("event") or json.dumps(entry)
         self.notifier.post("warning" if level == "warning" else ("error" if level in ("error", "critical") else "info"),

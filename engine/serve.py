@@ -20,6 +20,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listen now, not when uvicorn starts: a client told the port by the "listening" log line
+    # must queue, not be refused, during the second or so before the server accepts.
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 

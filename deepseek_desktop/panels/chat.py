@@ -229,10 +229,10 @@ class ChatPanel(QWidget):
         self.demo_button = QPushButton("Fetch the demo model (≈100 MB)")
         self.demo_button.setObjectName("primary")
         self.demo_button.clicked.connect(self.wants_demo.emit)
-        choose = QPushButton("Choose a model…")
-        choose.clicked.connect(self.wants_models_panel.emit)
+        self.choose_button = QPushButton("Choose a model…")
+        self.choose_button.clicked.connect(self.wants_models_panel.emit)
         row.addWidget(self.demo_button)
-        row.addWidget(choose)
+        row.addWidget(self.choose_button)
         row.addStretch(1)
         self.cta_status = QLabel()
         for widget in (title, text):
@@ -309,6 +309,9 @@ class ChatPanel(QWidget):
             QTimer.singleShot(0, self._scroll_to_end)
 
     def _mark_dirty(self, message: dict) -> None:
+        widget = self.widgets.get(message["id"])
+        if widget is not None:
+            widget.message = message
         self._dirty.add(message["id"])
         if not self._render_timer.isActive():
             self._render_timer.start()

@@ -29,10 +29,12 @@ def stats_text(stats: dict) -> str:
 
 
 class ChatSession(QObject):
-    conversations_changed = Signal(list)
-    messages_reset = Signal(list)        # the whole conversation (open, truncate)
-    message_added = Signal(dict)
-    message_updated = Signal(dict)       # a streaming reply grew or a message changed state
+    # ``object``, not ``dict``/``list``: the panel must get the very dicts the session updates,
+    # and a Signal(dict) may hand over a converted copy.
+    conversations_changed = Signal(object)
+    messages_reset = Signal(object)      # the whole conversation (open, truncate)
+    message_added = Signal(object)
+    message_updated = Signal(object)     # a streaming reply grew or a message changed state
     busy_changed = Signal(bool)
 
     def __init__(self, store: StoreThread, notifier: Notifier, client: Callable[[], Optional[EngineClient]],

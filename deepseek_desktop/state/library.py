@@ -30,7 +30,7 @@ def gpu_devices() -> list[str]:
 
 
 class ModelLibrary(QObject):
-    entries_changed = Signal(list)        # [ModelEntry]
+    entries_changed = Signal(object)      # [ModelEntry]
     scan_failed = Signal(str)
     estimate_ready = Signal(object)       # MemoryEstimate
     estimate_failed = Signal(str)

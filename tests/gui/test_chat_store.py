@@ -1,0 +1,59 @@
+"""The chat history store: SQLite in WAL mode; a reply cut off by a crash survives, marked."""
+
+import sqlite3
+
+from deepseek_desktop.state.chat_store import ChatStore, new_id
+
+
+def _message(conversation_id, position, role, content, status="done"):
+    return {"id": new_id(), "conversation_id": conversation_id, "position": position, "role": role,
+            "content": content, "status": status}
+
+
+def test_store_is_wal_and_keeps_conversations_and_messages_in_order(tmp_path):
+    store = ChatStore(tmp_path / "chats.sqlite3")
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    cid = new_id()
+    store.create_conversation(cid, "About cats", "be brief", {"temperature": 0.2})
+    store.save_message(_message(cid, 1, "assistant", "They purr."))
+    store.save_message(_message(cid, 0, "user", "Tell me about cats"))
+    assert [m["content"] for m in store.messages(cid)] == ["Tell me about cats", "They purr."]
+    assert store.conversations()[0]["settings"] == {"temperature": 0.2}
+    store.update_conversation(cid, title="Cats")
+    assert store.conversations()[0]["title"] == "Cats"
+
+
+def test_search_matches_titles_and_message_text(tmp_path):
+    store = ChatStore(tmp_path / "chats.sqlite3")
+    a, b = new_id(), new_id()
+    store.create_conversation(a, "Rust lifetimes")
+    store.create_conversation(b, "Dinner")
+    store.save_message(_message(b, 0, "user", "a recipe with SAFFRON rice"))
+    assert [c["id"] for c in store.conversations("lifetimes")] == [a]
+    assert [c["id"] for c in store.conversations("saffron")] == [b]
+    assert store.conversations("nothing like this") == []
+
+
+def test_truncate_and_delete_cascade(tmp_path):
+    store = ChatStore(tmp_path / "chats.sqlite3")
+    cid = new_id()
+    store.create_conversation(cid, "t")
+    for i, role in enumerate(["user", "assistant", "user", "assistant"]):
+        store.save_message(_message(cid, i, role, f"m{i}"))
+    store.truncate(cid, 2)
+    assert [m["content"] for m in store.messages(cid)] == ["m0", "m1"]
+    store.delete_conversation(cid)
+    assert store.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0
+
+
+def test_a_reply_still_streaming_when_the_app_died_reopens_as_interrupted(tmp_path):
+    path = tmp_path / "chats.sqlite3"
+    store = ChatStore(path)
+    cid = new_id()
+    store.create_conversation(cid, "t")
+    store.save_message(_message(cid, 0, "assistant", "half a rep", status="streaming"))
+    # No close(): the process is gone as far as SQLite knows; a second connection reads the WAL.
+    reopened = ChatStore(path)
+    [message] = reopened.messages(cid)
+    assert message["status"] == "interrupted" and message["content"] == "half a rep"
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"

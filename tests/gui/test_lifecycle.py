@@ -1,0 +1,68 @@
+"""The worker's life as the user sees it: kill -9 of the worker mid-reply (reported, restarted,
+the model reloaded, the history intact) and kill -9 of the GUI (no worker left behind)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+from conftest import load_and_wait, wait_state
+
+from helpers import ROOT
+
+
+def test_a_worker_killed_mid_reply_is_reported_restarted_and_the_history_kept(make_window, qtbot, long_model_dir):
+    window = make_window()
+    wait_state(qtbot, window, "idle")
+    load_and_wait(qtbot, window, long_model_dir)
+    first_pid = window.engine.pid()
+    chat, session = window.chat, window.session
+    chat.max_tokens.setValue(4000)
+    chat._apply_settings()
+    chat.composer.setPlainText("Write until you are stopped")
+    chat.send_button.click()
+    qtbot.waitUntil(lambda: bool(session.reply and len(session.reply["content"]) > 10), timeout=60_000)
+    os.kill(first_pid, signal.SIGKILL)
+
+    qtbot.waitUntil(lambda: not session.busy, timeout=20_000)
+    cut = session.messages[-1]
+    assert cut["status"] == "interrupted" and len(cut["content"]) > 10
+    assert "interrupted" in chat.widgets[cut["id"]].status_label.text()
+    qtbot.waitUntil(lambda: window.engine_state == "crashed", timeout=20_000)
+    assert "crashed" in window.state_label.text()
+    assert any(r[1] == "error" and "engine" in r[2] for r in window.logs.rows())
+
+    # Restarted after the back-off, with the model that was loaded.
+    qtbot.waitUntil(lambda: window.engine.pid() not in (0, first_pid), timeout=30_000)
+    qtbot.waitUntil(lambda: window.model_id == long_model_dir.name, timeout=120_000)
+    assert window.engine_state == "ready"
+    assert [m["status"] for m in session.messages] == ["done", "interrupted"]
+    chat.max_tokens.setValue(8)
+    chat._apply_settings()
+    chat.composer.setPlainText("Still there?")
+    chat.send_button.click()
+    qtbot.waitUntil(lambda: not session.busy, timeout=60_000)
+    assert session.messages[-1]["status"] == "done" and len(session.messages) == 4
+
+
+def test_killing_the_gui_leaves_no_worker(tmp_path, llama_dir):
+    env = {**os.environ, "DEEPSEEK_DESKTOP_DATA": str(tmp_path / "data"), "QT_QPA_PLATFORM": "offscreen"}
+    gui = subprocess.Popen([sys.executable, "-m", "deepseek_desktop.app", "--model", str(llama_dir)],
+                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        workers = []
+        while not workers and time.monotonic() < deadline:
+            workers = [p for p in psutil.Process(gui.pid).children() if "engine" in " ".join(p.cmdline())]
+            time.sleep(0.2)
+        assert workers, "the GUI started no worker"
+        [worker] = workers
+        gui.send_signal(signal.SIGKILL)
+        gui.wait(10)
+        gone, alive = psutil.wait_procs([worker], timeout=15)
+        assert not alive, f"worker {worker.pid} outlived its GUI"
+    finally:
+        if gui.poll() is None:
+            gui.kill()

@@ -1,0 +1,161 @@
+"""The main window against real workers: start-up, load with progress, cancel, chat (stream,
+Stop, Regenerate, Edit), history across restarts of the app, and attaching to a running engine."""
+
+import os
+import subprocess
+import sys
+
+from conftest import load_and_wait, wait_state
+
+from deepseek_desktop.window import PANELS
+from helpers import ROOT
+
+
+TORCH_FREE_CHECK = """
+import sys
+from PySide6.QtWidgets import QApplication
+from deepseek_desktop.app import MainWindow
+app = QApplication([])
+window = MainWindow()
+window.show()
+app.processEvents()
+window.close()
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+
+
+def test_the_gui_process_never_imports_torch(tmp_path):
+    # In a process of its own: this test process has torch from the fixtures that build models.
+    env = {**os.environ, "DEEPSEEK_DESKTOP_DATA": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", TORCH_FREE_CHECK], capture_output=True, text=True,
+                            env=env, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", f"the GUI imported {result.stdout}"
+
+
+def test_window_opens_at_once_and_says_the_engine_is_starting(make_window, qtbot):
+    window = make_window()
+    assert window.state_label.text() == "starting engine…"
+    assert window.chat.cta.isVisible() and "demo model" in window.chat.demo_button.text()
+    assert [window.nav.item(i).text() for i in range(window.nav.count())] == PANELS
+    wait_state(qtbot, window, "idle")
+    assert window.state_label.text() == "idle — no model"
+    window.chat.choose_button.click()  # "Choose a model…" leads to the Models panel
+    assert window.stack.currentWidget() is window.models
+
+
+def test_load_shows_estimate_progress_and_predicted_vs_actual_memory(make_window, qtbot, llama_dir):
+    window = make_window()
+    wait_state(qtbot, window, "idle")
+    window.library.set_folders([str(llama_dir.parent)], hf_cache=False)
+    qtbot.waitUntil(lambda: window.models.select_path(str(llama_dir)), timeout=10_000)
+    qtbot.waitUntil(lambda: window.models.verdict_label.property("verdict") == "fits", timeout=10_000)
+    assert "needed of" in window.models.verdict_label.text()
+    assert window.models.estimate_values["Weights"].text() not in ("—", "N/A")
+    progress = []
+    window.models.progress.valueChanged.connect(progress.append)
+    window.models.load_button.click()
+    qtbot.waitUntil(lambda: window.model_id == "tiny-llama", timeout=60_000)
+    assert progress and progress[-1] == 1000
+    assert "shard 1 of 1" in window.models.progress_label.text() or "loaded in" in window.models.progress_label.text()
+    assert "predicted" in window.models.result_label.text() and "actual" in window.models.result_label.text()
+    assert window.state_label.text() == "ready" and window.model_label.text() == "tiny-llama"
+    assert not window.chat.cta.isVisible()
+    assert any(r[0] == "engine" and "ready" in r[2] for r in window.logs.rows())
+    window.models.unload_button.click()
+    qtbot.waitUntil(lambda: window.model_id is None, timeout=30_000)
+    assert window.chat.cta.isVisible()
+
+
+def test_cancel_stops_a_load_midway(make_window, qtbot, big_model_dir):
+    window = make_window()
+    wait_state(qtbot, window, "idle")
+    window.library.set_folders([str(big_model_dir.parent)], hf_cache=False)
+    qtbot.waitUntil(lambda: window.models.select_path(str(big_model_dir)), timeout=10_000)
+    qtbot.waitUntil(window.models.load_button.isEnabled, timeout=10_000)
+    window.models.load_button.click()
+    qtbot.waitUntil(lambda: "shard" in window.models.progress_label.text(), timeout=60_000)
+    assert window.models.cancel_button.isEnabled()
+    assert window.state_label.text().startswith("loading")
+    window.models.cancel_button.click()
+    qtbot.waitUntil(lambda: window.engine_state in ("idle", "ready"), timeout=60_000)
+    if window.engine_state == "idle":  # else the load beat the cancel (the engine answers 409)
+        assert window.models.progress_label.text() == "load cancelled"
+        assert window.model_id is None
+
+
+def test_chat_streams_stops_regenerates_edits_and_persists(make_window, qtbot, long_model_dir):
+    window = make_window()
+    wait_state(qtbot, window, "idle")
+    load_and_wait(qtbot, window, long_model_dir)  # slow enough to Stop mid-reply
+    chat, session = window.chat, window.session
+    window.show_panel("Chat")
+    chat.composer.setPlainText("Hello there")
+    chat.send_button.click()
+    assert chat.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: not session.busy, timeout=60_000)
+    user, reply = session.messages
+    assert user["content"] == "Hello there" and reply["content"] and reply["status"] == "done"
+    widget = chat.widgets[reply["id"]]
+    assert widget.body.markdown == reply["content"]
+    assert "TTFT" in widget.stats_label.text() and "tokens" in widget.stats_label.text()
+    assert chat.conversation_list.count() == 1 and chat.conversation_list.item(0).text() == "Hello there"
+
+    # Stop: a long reply, stopped after its first pieces; what came is kept.
+    chat.max_tokens.setValue(2000)
+    chat._apply_settings()
+    chat.composer.setPlainText("Tell me a long story")
+    chat.send_button.click()
+    qtbot.waitUntil(lambda: len(session.reply["content"]) > 5 if session.reply else False, timeout=60_000)
+    chat.stop_button.click()
+    qtbot.waitUntil(lambda: not session.busy, timeout=30_000)
+    stopped = session.messages[-1]
+    assert stopped["status"] == "stopped" and stopped["content"]
+    assert stopped["stats"].get("completion_tokens") is None or stopped["stats"]["completion_tokens"] < 2000
+
+    # Regenerate replaces the last reply; Edit replaces a message and everything after it.
+    chat.max_tokens.setValue(16)
+    chat._apply_settings()
+    chat.widgets[stopped["id"]].regenerate_button.click()
+    qtbot.waitUntil(lambda: not session.busy, timeout=60_000)
+    assert len(session.messages) == 4 and session.messages[-1]["id"] != stopped["id"]
+    chat.widgets[session.messages[2]["id"]].edit_button.click()
+    assert chat.composer.toPlainText() == "Tell me a long story" and chat.edit_banner.isVisible()
+    chat.composer.setPlainText("A short one instead")
+    chat.send()
+    qtbot.waitUntil(lambda: not session.busy, timeout=60_000)
+    assert [m["content"] for m in session.messages[:3]] == ["Hello there", reply["content"], "A short one instead"]
+    assert len(session.messages) == 4
+    expected = [(m["role"], m["content"], m["status"]) for m in session.messages]
+    window.close()
+
+    # The app again (no engine needed to read history): the conversation is all there.
+    again = make_window(engine=False)
+    qtbot.waitUntil(lambda: again.chat.conversation_list.count() == 1, timeout=10_000)
+    again.session.open(again.chat.conversation_list.item(0).data(0x0100))
+    qtbot.waitUntil(lambda: len(again.session.messages) == 4, timeout=10_000)
+    assert [(m["role"], m["content"], m["status"]) for m in again.session.messages] == expected
+    assert again.chat.max_tokens.value() == 16
+
+
+def test_attaches_to_a_running_engine_by_url_and_key(make_window, qtbot, server):
+    window = make_window(engine=False, url=server.url, api_key=server.api_key)
+    qtbot.waitUntil(lambda: window.model_id == "tiny-llama", timeout=30_000)
+    assert window.state_label.text() == "ready"
+    bad = make_window(engine=False, url=server.url, api_key="wrong-key")
+    qtbot.waitUntil(lambda: any("API key" in r[2] or "401" in r[2] for r in bad.logs.rows()), timeout=30_000)
+    assert bad.model_id is None
+
+
+def test_theme_switch_and_window_geometry_are_remembered(make_window, qtbot):
+    window = make_window(engine=False)
+    window.set_theme("light")
+    window.resize(1200, 760)
+    window.show_panel("Logs")
+    window.close()
+    again = make_window(engine=False)
+    assert again.theme == "light"
+    assert again.stack.currentWidget() is again.logs
+    # The offscreen screen clamps a restored width; the height shows the geometry came back
+    # (a first launch opens at 1440 x 900).
+    assert again.height() == 760
