@@ -1,21 +1,21 @@
 """``deepseek-desktop``: parse the command line, open the window at once, start (or attach to) the
-engine in the background, and leave without the interpreter's teardown (see ``exit_now``)."""
+engine in the background."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Optional
 
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from deepseek_desktop.engine_process import EngineProcess
 from deepseek_desktop.window import PANELS, MainWindow
 
 # Kept for scripts and tests that import it from here.
-__all__ = ["MainWindow", "main", "exit_now"]
+__all__ = ["MainWindow", "main"]
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -27,6 +27,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--panel", choices=[p.lower() for p in PANELS], help="the panel to open on")
     parser.add_argument("--report-startup", action="store_true",
                         help="print the time of the first painted window as a JSON line (benchmarks)")
+    parser.add_argument("--quit-after", type=float, metavar="S", help="close the window after S seconds (scripts)")
     return parser.parse_args(argv)
 
 
@@ -47,21 +48,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     window.show()
     if args.demo and not args.model:
         window.fetch_and_load_demo()
-    code = app.exec()
-    if engine is not None:
-        engine.stop()
-    window.telemetry.stop()
-    exit_now(code)
-
-
-def exit_now(code: int) -> None:
-    """Leave without Python's interpreter teardown. With several pyqtgraph plots alive, the
-    garbage collector's order of destruction at exit crashes PySide 6.12 ("bool_dealloc",
-    pyqtgraph issue #55 and kin); everything worth saving is saved before this point."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    if args.quit_after is not None:
+        QTimer.singleShot(int(args.quit_after * 1000), window.close)
+    return app.exec()  # closing the window stopped the worker, the sampler and the chat store
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

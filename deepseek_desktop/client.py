@@ -105,7 +105,8 @@ class EngineClient(QObject):
 
         def work(signals: TaskSignals):
             started = time.monotonic()
-            result = {"finish_reason": None, "usage": None, "stopped": False, "interrupted": None, "first": None}
+            result = {"finish_reason": None, "usage": None, "stopped": False, "interrupted": None, "first": None,
+                      "pieces": 0}
             try:
                 self._read_chat(body, handle, signals, result)
             except httpx.TransportError as exc:  # the engine went away mid-reply: keep what came
@@ -135,5 +136,6 @@ class EngineClient(QObject):
                     for kind in ("reasoning_content", "content"):
                         if delta.get(kind):
                             result["first"] = result["first"] or time.monotonic()
+                            result["pieces"] += 1  # the engine sends about one token a piece
                             signals.chunk.emit((kind.removesuffix("_content"), delta[kind]))
                     result["finish_reason"] = choice.get("finish_reason") or result["finish_reason"]

@@ -24,7 +24,8 @@ def stats_text(stats: dict) -> str:
     if stats.get("tokens_per_s") is not None:
         parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
     if stats.get("completion_tokens") is not None:
-        parts.append(f"{stats.get('prompt_tokens', '?')} → {stats['completion_tokens']} tokens")
+        about = "≈" if stats.get("approximate") else ""
+        parts.append(f"{stats.get('prompt_tokens') or '?'} → {about}{stats['completion_tokens']} tokens")
     return " · ".join(parts)
 
 
@@ -199,8 +200,11 @@ class ChatSession(QObject):
         if usage:
             stats["prompt_tokens"] = usage.get("prompt_tokens")
             stats["completion_tokens"] = usage.get("completion_tokens")
-            if result.get("decode_s") and usage.get("completion_tokens", 0) > 1:
-                stats["tokens_per_s"] = (usage["completion_tokens"] - 1) / result["decode_s"]
+        else:  # stopped or cut off before the usage chunk: count the pieces that came
+            stats["completion_tokens"] = result.get("pieces", 0)
+            stats["approximate"] = True
+        if result.get("decode_s") and (stats.get("completion_tokens") or 0) > 1:
+            stats["tokens_per_s"] = (stats["completion_tokens"] - 1) / result["decode_s"]
         stats["finish_reason"] = result.get("finish_reason")
         if result.get("interrupted"):
             self._finish("interrupted", {**stats, "error": result["interrupted"]})

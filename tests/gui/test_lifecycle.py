@@ -66,3 +66,16 @@ def test_killing_the_gui_leaves_no_worker(tmp_path, llama_dir):
     finally:
         if gui.poll() is None:
             gui.kill()
+
+
+def test_quit_stops_the_worker_and_the_app_exits_cleanly(tmp_path, llama_dir):
+    env = {**os.environ, "DEEPSEEK_DESKTOP_DATA": str(tmp_path / "data"), "QT_QPA_PLATFORM": "offscreen"}
+    gui = subprocess.Popen([sys.executable, "-m", "deepseek_desktop.app", "--model", str(llama_dir),
+                            "--quit-after", "10"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    workers = [p for p in psutil.Process(gui.pid).children() if "engine" in " ".join(p.cmdline())]
+    out, err = gui.communicate(timeout=60)
+    assert gui.returncode == 0, err[-3000:]
+    assert "Fatal Python error" not in err
+    assert workers and not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
