@@ -91,7 +91,7 @@ class MainWindow(QMainWindow):
     def _build(self) -> None:
         self.nav = QListWidget()
         self.nav.setObjectName("nav")
-        self.nav.setFixedWidth(190)
+        self.nav.setFixedWidth(200)
         self.nav.addItems(PANELS)
         self.stack = QStackedWidget()
         self.models = ModelsPanel(self.library, self.notifier)
@@ -111,7 +111,7 @@ class MainWindow(QMainWindow):
         side_layout.setSpacing(0)
         side_layout.addWidget(brand)
         side_layout.addWidget(self.nav, 1)
-        side.setFixedWidth(190)
+        side.setFixedWidth(200)
         central = QWidget()
         layout = QHBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -371,8 +371,9 @@ class MainWindow(QMainWindow):
             self._set_state("failed" if self.engine.restarts >= 6 else "crashed", why)
 
     def _on_worker_log(self, entry: dict) -> None:
-        if entry.get("path") in QUIET_PATHS and int(entry.get("status") or 0) < 400:
-            return  # the app's own polling, once a second: noise in the Logs panel
+        path, status = entry.get("path"), int(entry.get("status") or 0)
+        if path == "/health" or (path in QUIET_PATHS and status < 400):
+            return  # the app's own polling (a 503 from /health just means "loading"): noise here
         level = str(entry.get("level", "info")).lower()
         text = entry.get("msg") or entry.get("event") or json.dumps(entry)
         self.notifier.post("warning" if level == "warning" else ("error" if level in ("error", "critical") else "info"),

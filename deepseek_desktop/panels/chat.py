@@ -143,6 +143,8 @@ class ChatPanel(QWidget):
         self.search_box = QLineEdit(placeholderText="Search conversations…", clearButtonEnabled=True)
         self.search_box.textChanged.connect(lambda text: self.session.refresh(text))
         self.conversation_list = QListWidget()
+        self.conversation_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.conversation_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.conversation_list.itemClicked.connect(lambda item: self.session.open(item.data(Qt.ItemDataRole.UserRole)))
         self.conversation_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.conversation_list.customContextMenuRequested.connect(self._conversation_menu)

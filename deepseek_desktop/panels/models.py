@@ -122,7 +122,7 @@ class ModelsPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.itemSelectionChanged.connect(self._on_select)
         self.empty_label = QLabel("No models found yet. Fetch the demo model, import a GGUF file, or add a folder.")
@@ -219,7 +219,6 @@ class ModelsPanel(QWidget):
                 self.table.setItem(row, column, item)
             if entry.path == previous:
                 self.table.selectRow(row)
-        self.table.resizeColumnsToContents()
         self.empty_label.setVisible(not entries)
 
     def select_path(self, path: str) -> bool:
@@ -310,7 +309,7 @@ class ModelsPanel(QWidget):
     def _predicted_vs_actual(event: dict) -> str:
         predicted, actual = event.get("estimated_bytes"), event.get("memory_bytes")
         ratio = f" ({actual / predicted:.2f}× the estimate)" if predicted and actual else ""
-        return f"Memory: predicted {format_bytes(predicted)}, actual {format_bytes(actual)}{ratio}"
+        return f"Weights in memory: predicted {format_bytes(predicted)}, actual {format_bytes(actual)}{ratio}"
 
     def set_engine_available(self, available: bool) -> None:
         self.engine_available = available
