@@ -240,13 +240,25 @@ def scan_folders(folders: Iterable[Path]) -> list[ModelEntry]:
     return entries
 
 
+def hf_hub_cache() -> Path:
+    """The Hugging Face cache folder, read from the environment at each call (huggingface_hub
+    reads it once, when first imported, so a later HF_HUB_CACHE would go unseen)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
 def scan_hf_cache() -> list[ModelEntry]:
     """Models in the Hugging Face cache (``HF_HUB_CACHE``/``HF_HOME`` honoured), newest revision."""
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
     try:
-        info = scan_cache_dir()
+        info = scan_cache_dir(hf_hub_cache())
     except CacheNotFound:
         return []
     entries = []

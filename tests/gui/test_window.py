@@ -140,7 +140,7 @@ def test_chat_streams_stops_regenerates_edits_and_persists(make_window, qtbot, l
 
 def test_attaches_to_a_running_engine_by_url_and_key(make_window, qtbot, server):
     window = make_window(engine=False, url=server.url, api_key=server.api_key)
-    qtbot.waitUntil(lambda: window.model_id == "tiny-llama", timeout=30_000)
+    qtbot.waitUntil(lambda: window.model_id == "tiny-llama" and window.engine_state == "ready", timeout=30_000)
     assert window.state_label.text() == "ready"
     bad = make_window(engine=False, url=server.url, api_key="wrong-key")
     qtbot.waitUntil(lambda: any("API key" in r[2] or "401" in r[2] for r in bad.logs.rows()), timeout=30_000)
