@@ -91,7 +91,7 @@ class MainWindow(QMainWindow):
     def _build(self) -> None:
         self.nav = QListWidget()
         self.nav.setObjectName("nav")
-        self.nav.setFixedWidth(200)
+        self.nav.setFixedWidth(210)
         self.nav.addItems(PANELS)
         self.stack = QStackedWidget()
         self.models = ModelsPanel(self.library, self.notifier)
@@ -111,7 +111,7 @@ class MainWindow(QMainWindow):
         side_layout.setSpacing(0)
         side_layout.addWidget(brand)
         side_layout.addWidget(self.nav, 1)
-        side.setFixedWidth(200)
+        side.setFixedWidth(210)
         central = QWidget()
         layout = QHBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)

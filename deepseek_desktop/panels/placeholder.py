@@ -25,7 +25,7 @@ class PlaceholderPanel(QWidget):
         layout.addStretch(1)
         card = QFrame()
         card.setObjectName("card")
-        card.setMaximumWidth(640)
+        card.setFixedWidth(640)  # a word-wrapped label in a centred card otherwise gets squeezed
         inner = QVBoxLayout(card)
         heading = QLabel(title)
         heading.setObjectName("cta_title")
