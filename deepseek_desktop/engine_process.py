@@ -21,6 +21,7 @@ from PySide6.QtCore import QObject, QProcess, QTimer, Signal
 BACKOFF_S = (1, 2, 4, 8, 16, 30)
 HEALTHY_AFTER_S = 60
 MAX_RESTARTS = len(BACKOFF_S)
+USAGE_ERROR = 2  # ``deepseek-engine`` exits 2 on a bad flag or configuration: restarting cannot help
 
 
 class EngineProcess(QObject):
@@ -132,17 +133,17 @@ class EngineProcess(QObject):
         if self.url is None:
             what = f"could not start ({what})"
         self.finished.emit(f"engine {what}:\n{self.stderr_tail()}")
-        self._after_death()
+        self._after_death(give_up=self.url is None and not crashed and code == USAGE_ERROR)
 
     def _on_error(self, error) -> None:
         if error == QProcess.ProcessError.FailedToStart:
             self.finished.emit(f"engine failed to start: {self._process.errorString()}")
             self._after_death()
 
-    def _after_death(self) -> None:
+    def _after_death(self, give_up: bool = False) -> None:
         if time.monotonic() - self._started_at >= HEALTHY_AFTER_S:
             self.restarts = 0
-        if not self.restart_enabled or self.restarts >= MAX_RESTARTS:
+        if give_up or not self.restart_enabled or self.restarts >= MAX_RESTARTS:
             self._set_state("failed")
             return
         delay = BACKOFF_S[self.restarts]

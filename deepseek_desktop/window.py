@@ -59,11 +59,13 @@ class MainWindow(QMainWindow):
         self.last_load: Optional[dict] = read_json("engine/last_load", None)
         self._events = None
         self._loading_when_crashed = False
+        self._exit_reason = ""
         self._painted = False
         self.notifier = Notifier(parent=self)
         self.theme = apply_theme(settings().value("window/theme", "dark"))
         self.store = StoreThread(data_dir() / "chats.sqlite3", self)
         self.store.failed.connect(self.notifier.error)
+        self.store.warning.connect(self.notifier.warning)
         self.telemetry = TelemetryModel(parent=self)
         self.telemetry.alert.connect(self._on_alert)
         self.telemetry.row_added.connect(self._on_telemetry)
@@ -355,7 +357,9 @@ class MainWindow(QMainWindow):
             self.state_label.setText(f"{text} — {detail.splitlines()[0]}")
 
     def _on_process_state(self, state: str) -> None:
-        if state in ("starting", "failed", "stopped"):
+        if state == "failed":
+            self._set_state(state, self._exit_reason)
+        elif state in ("starting", "stopped"):
             self._set_state(state)
         if state != "running":
             self.models.set_engine_available(False)
@@ -366,9 +370,10 @@ class MainWindow(QMainWindow):
         self._loading_when_crashed = self.engine_state == "loading"
         self._set_model(None)
         self.session.interrupt(why.splitlines()[0])
+        self._exit_reason = why
         if self.engine is not None and self.engine.state != "stopped":
             self.notifier.error(why.replace("\n", " | "), source="engine")
-            self._set_state("failed" if self.engine.restarts >= 6 else "crashed", why)
+            self._set_state("crashed", why)  # EngineProcess then says "restarting in…" or "failed"
 
     def _on_worker_log(self, entry: dict) -> None:
         path, status = entry.get("path"), int(entry.get("status") or 0)

@@ -235,6 +235,7 @@ class ModelsPanel(QWidget):
         self.name_label.setText(entry.name if entry else "Select a model")
         self.path_label.setText(entry.path if entry else "")
         if entry and entry.context_length:
+            self.context_box.setMaximum(entry.context_length)  # the engine caps at the model's own
             self.context_box.setValue(min(entry.context_length, 4096))
         self._update_buttons()
         self._estimate()

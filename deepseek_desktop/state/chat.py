@@ -162,8 +162,7 @@ class ChatSession(QObject):
 
     def request_body(self) -> dict:
         settings = {**DEFAULT_SETTINGS, **self.current.get("settings", {})}
-        history = [{"role": m["role"], "content": m["content"]} for m in self.messages
-                   if m["role"] in ("user", "assistant") and m["content"] and m is not self.reply]
+        history = [{"role": m["role"], "content": m["content"]} for m in self._answered_turns()]
         if self.current.get("system_prompt"):
             history.insert(0, {"role": "system", "content": self.current["system_prompt"]})
         body = {"model": self._model_id(), "messages": history,
@@ -171,6 +170,16 @@ class ChatSession(QObject):
         if settings.get("max_tokens"):
             body["max_tokens"] = int(settings["max_tokens"])
         return body
+
+    def _answered_turns(self) -> list[dict]:
+        """The conversation as the model should see it: a turn the engine refused (too long a
+        prompt…) stays on screen but is not sent again, or every later message would fail too."""
+        turns = []
+        for i, m in enumerate(self.messages):
+            refused = i + 1 < len(self.messages) and self.messages[i + 1]["status"] == "error"
+            if m["role"] in ("user", "assistant") and m["content"] and m is not self.reply and not refused:
+                turns.append(m)
+        return turns
 
     def _start_reply(self) -> None:
         self.reply = self._add({"role": "assistant", "status": "streaming", "stats": {"model": self._model_id()}})

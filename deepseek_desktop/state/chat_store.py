@@ -50,11 +50,32 @@ class ChatStore:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(str(path))
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
+        self.set_aside: Optional[Path] = None  # where an unreadable history file was moved
+        try:
+            self.db = self._open(path)
+        except sqlite3.DatabaseError:
+            # Not a database (or damaged past reading): keep it for the user, start a new one.
+            self.set_aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+            path.rename(self.set_aside)
+            for suffix in ("-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            self.db = self._open(path)
+        self._mark_interrupted()
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(str(path))
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(SCHEMA)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _mark_interrupted(self) -> None:
         # A reply still marked streaming was cut off by a crash of the app itself: keep it, say so.
         self.db.execute("UPDATE messages SET status='interrupted' WHERE status='streaming'")
         self.db.commit()
@@ -124,6 +145,7 @@ class StoreThread(QObject):
     the GUI thread. Errors go to ``failed``."""
 
     failed = Signal(str)
+    warning = Signal(str)
 
     def __init__(self, path: Path, parent=None):
         super().__init__(parent)
@@ -131,10 +153,16 @@ class StoreThread(QObject):
         self._pool.setMaxThreadCount(1)
         self._pool.setExpiryTimeout(-1)  # one thread for the app's life: SQLite wants its own thread
         self.store: Optional[ChatStore] = None
-        self.call(lambda: setattr(self, "store", ChatStore(path)))
+        self.call(self._open, path)
 
-    def call(self, work: Callable[[], Any], on_done: Optional[Callable[[Any], None]] = None) -> None:
-        run_task(lambda _signals: work(), on_done, lambda message: self.failed.emit(f"chat history: {message}"),
+    def _open(self, path: Path) -> None:
+        self.store = ChatStore(path)
+        if self.store.set_aside is not None:
+            self.warning.emit(f"the chat history in {path} could not be read; it was kept as "
+                              f"{self.store.set_aside} and a new history started")
+
+    def call(self, work: Callable[..., Any], *args: Any, on_done: Optional[Callable[[Any], None]] = None) -> None:
+        run_task(lambda _signals: work(*args), on_done, lambda message: self.failed.emit(f"chat history: {message}"),
                  pool=self._pool)
 
     def __getattr__(self, name: str):
@@ -144,7 +172,11 @@ class StoreThread(QObject):
             raise AttributeError(name)
 
         def proxy(*args, on_done=None, **kwargs):
-            return self.call(lambda: getattr(self.store, name)(*args, **kwargs), on_done)
+            def work():
+                if self.store is None:
+                    raise RuntimeError("not available (it could not be opened; see the first error)")
+                return getattr(self.store, name)(*args, **kwargs)
+            return self.call(work, on_done=on_done)
         return proxy
 
     def close(self) -> None:

@@ -46,6 +46,7 @@ class ModelLibrary(QObject):
         self.job: Optional[QProcess] = None
         self._job_lines: list[str] = []
         self._estimate_serial = 0
+        self._scan_serial = 0
 
     # -- folders
     def set_folders(self, folders: list[str], hf_cache: bool) -> None:
@@ -55,17 +56,22 @@ class ModelLibrary(QObject):
         self.scan()
 
     def scan(self) -> None:
+        """Answers through ``entries_changed``; only the latest scan's answer counts (an earlier
+        one of other folders may finish after it)."""
         folders, hf_cache = [Path(f) for f in self.folders], self.hf_cache
+        self._scan_serial += 1
+        serial = self._scan_serial
 
         def work(_):
             from engine.catalog import list_models
 
             return list_models(folders, hf_cache=hf_cache)
-        run_task(work, self._on_scanned, self.scan_failed.emit)
 
-    def _on_scanned(self, entries: list) -> None:
-        self.entries = entries
-        self.entries_changed.emit(entries)
+        def done(entries: list) -> None:
+            if serial == self._scan_serial:
+                self.entries = entries
+                self.entries_changed.emit(entries)
+        run_task(work, done, self.scan_failed.emit)
 
     # -- memory
     def estimate_device(self, device: str) -> str:
