@@ -36,7 +36,8 @@ def cpu_percent(process: psutil.Process, seconds: float) -> float:
 
 def app_cpu_percent(srv: EngineServer, seconds: float, panel: str) -> float:
     """The desktop app (offscreen), attached to the engine, idle on ``panel``."""
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    # A profile of its own: the user's settings (window geometry…) are not touched.
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "DEEPSEEK_DESKTOP_DATA": tempfile.mkdtemp(prefix="bench-app-")}
     app = subprocess.Popen([sys.executable, "-m", "deepseek_desktop.app", "--engine-url", srv.url, "--api-key",
                             srv.api_key, "--panel", panel], cwd=ROOT, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

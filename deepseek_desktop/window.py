@@ -38,6 +38,18 @@ NOTICE_SHOWN_MS = 8000
 QUIET_PATHS = ("/health", "/metrics", "/admin/status")
 
 
+def _flush(layout_class, *items) -> QWidget:
+    """A widget laying out ``items`` (a widget, or (widget, stretch)) edge to edge."""
+    holder = QWidget()
+    layout = layout_class(holder)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.setSpacing(0)
+    for item in items:
+        widget, stretch = item if isinstance(item, tuple) else (item, 0)
+        layout.addWidget(widget, stretch)
+    return holder
+
+
 def apply_theme(name: str) -> str:
     name = name if (THEMES_DIR / f"{name}.qss").exists() else "dark"
     QApplication.instance().setStyleSheet((THEMES_DIR / f"{name}.qss").read_text())
@@ -56,10 +68,14 @@ class MainWindow(QMainWindow):
         self.model_id: Optional[str] = None
         self.engine_state = "starting" if engine is not None else ("connecting" if url else "no engine")
         self.load_on_start = load_on_start
-        self.last_load: Optional[dict] = read_json("engine/last_load", None)
+        last = read_json("engine/last_load", None)
+        self.last_load: Optional[dict] = last if isinstance(last, dict) and last.get("path") else None
         self._events = None
         self._loading_when_crashed = False
         self._exit_reason = ""
+        self.pending_load: Optional[dict] = None   # sent to /admin/load, not yet ready
+        self._load_fetched = False                 # load the demo model once its fetch ends
+        self._monitor_window: Optional[QWidget] = None
         self._painted = False
         self.notifier = Notifier(parent=self)
         self.theme = apply_theme(settings().value("window/theme", "dark"))
@@ -107,20 +123,9 @@ class MainWindow(QMainWindow):
         self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
         brand = QLabel("DeepSeek Desktop")
         brand.setObjectName("brand")
-        side = QWidget()
-        side_layout = QVBoxLayout(side)
-        side_layout.setContentsMargins(0, 0, 0, 0)
-        side_layout.setSpacing(0)
-        side_layout.addWidget(brand)
-        side_layout.addWidget(self.nav, 1)
+        side = _flush(QVBoxLayout, brand, (self.nav, 1))
         side.setFixedWidth(210)
-        central = QWidget()
-        layout = QHBoxLayout(central)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(0)
-        layout.addWidget(side)
-        layout.addWidget(self.stack, 1)
-        self.setCentralWidget(central)
+        self.setCentralWidget(_flush(QHBoxLayout, side, (self.stack, 1)))
 
         bar = self.statusBar()
         self.state_label = QLabel()
@@ -142,7 +147,7 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
-        file_menu.addAction("Import GGUF…", self.models._ask_gguf)
+        file_menu.addAction("Import GGUF…", self.models.ask_gguf)
         file_menu.addAction("New chat", lambda: (self.show_panel("Chat"), self.session.new_conversation()))
         file_menu.addSeparator()
         file_menu.addAction("Quit", self.close, "Ctrl+Q")
@@ -258,7 +263,7 @@ class MainWindow(QMainWindow):
 
     def _on_job_finished(self, ok: bool, message: str, path: str) -> None:
         self.chat.cta_status.setText(message)
-        if ok and getattr(self, "_load_fetched", False):
+        if ok and self._load_fetched:
             self._load_fetched = False
             self.load_when_ready({"path": path})
 
@@ -305,10 +310,7 @@ class MainWindow(QMainWindow):
             self.client.request("GET", "/admin/status", self._on_status, lambda m: None)
 
     def _on_status(self, status: dict) -> None:
-        self.models.loaded_path = status.get("path")
-        self.models._update_buttons()
-        if status.get("path"):
-            self.models.select_path(status["path"])
+        self.models.set_loaded_path(status.get("path"))
 
     def _on_event(self, event: dict) -> None:
         self.models.on_engine_event(event)
@@ -317,7 +319,7 @@ class MainWindow(QMainWindow):
             state = event.get("state")
             if state == "ready":
                 self._set_model(event.get("model"))
-                if getattr(self, "pending_load", None) and event.get("memory_bytes") is not None:
+                if self.pending_load and event.get("memory_bytes") is not None:
                     self.last_load, self.pending_load = self.pending_load, None
                     write_json("engine/last_load", self.last_load)
                 self._refresh_status()
@@ -329,8 +331,7 @@ class MainWindow(QMainWindow):
             total = event.get("bytes_total") or 0
             pct = 100 * event.get("bytes_done", 0) / total if total else 0
             self.state_label.setText(f"loading {pct:.0f}%")
-            self.chat.cta_status.setText(f"Loading {Path(getattr(self, 'pending_load', None) and self.pending_load['path'] or '').name}: "
-                                         f"{pct:.0f}% — {progress_text(event)}")
+            self.chat.cta_status.setText(f"Loading {pct:.0f}% — {progress_text(event)}")
         elif kind == "error":
             self.notifier.error(event.get("message", "engine error"), source="engine")
 
@@ -418,6 +419,6 @@ class MainWindow(QMainWindow):
         if self.engine is not None:
             self.engine.stop()
         self.store.close()
-        if getattr(self, "_monitor_window", None) is not None:
+        if self._monitor_window is not None:
             self._monitor_window.close()
         super().closeEvent(event)

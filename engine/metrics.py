@@ -30,22 +30,13 @@ class EngineMetrics:
         )
         self.prompt_tokens = Counter("engine_prompt_tokens", "Prompt tokens processed", registry=r)
         self.generation_tokens = Counter("engine_generation_tokens", "Tokens generated", registry=r)
-        self.ttft = Histogram(
-            "engine_time_to_first_token_seconds", "Arrival to first generated token",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.itl = Histogram(
-            "engine_inter_token_latency_seconds", "Time between consecutive generated tokens",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.e2e = Histogram(
-            "engine_e2e_request_latency_seconds", "Arrival to last token",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.queue_time = Histogram(
-            "engine_request_queue_time_seconds", "Arrival to start of generation",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )
+        def latency(name: str, documentation: str) -> Histogram:
+            return Histogram(name, documentation, buckets=LATENCY_BUCKETS, registry=r)
+
+        self.ttft = latency("engine_time_to_first_token_seconds", "Arrival to first generated token")
+        self.itl = latency("engine_inter_token_latency_seconds", "Time between consecutive generated tokens")
+        self.e2e = latency("engine_e2e_request_latency_seconds", "Arrival to last token")
+        self.queue_time = latency("engine_request_queue_time_seconds", "Arrival to start of generation")
         self.batch_size = Histogram(
             "engine_batch_size", "Requests decoded together, per batch",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,

@@ -41,8 +41,19 @@ def _watch_parent(pid: int) -> None:
     """Exit when the desktop app that started us is gone, however it died (kill -9 included)."""
     import psutil
 
+    is_our_parent = os.getppid() == pid
+
+    def gone() -> bool:
+        if is_our_parent:  # reparented on its death: no race with the pid being reused
+            return os.getppid() != pid
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
     def watch():
-        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        # gone() never raises: an exception here would end the watch and leave us running.
+        while not gone():
             time.sleep(1.0)
         log.warning("parent process %s is gone; exiting", pid, extra={"event": "parent_gone"})
         os._exit(0)

@@ -85,7 +85,10 @@ class ModelsPanel(QWidget):
         self.notifier = notifier
         self.selected = None
         self.loading = False
+        self.engine_available = False
         self.loaded_path: Optional[str] = None
+        self._loading_path: Optional[str] = None
+        self.last_estimate = None
         self._build()
         library.entries_changed.connect(self._fill_table)
         library.scan_failed.connect(lambda m: notifier.error(f"model scan failed: {m}"))
@@ -101,7 +104,7 @@ class ModelsPanel(QWidget):
         self.demo_button = QPushButton("Fetch demo model")
         self.demo_button.clicked.connect(self.fetch_demo)
         self.import_button = QPushButton("Import GGUF…")
-        self.import_button.clicked.connect(self._ask_gguf)
+        self.import_button.clicked.connect(self.ask_gguf)
         folders = QPushButton("Folders…")
         folders.clicked.connect(self._edit_folders)
         refresh = QPushButton("Refresh")
@@ -291,7 +294,7 @@ class ModelsPanel(QWidget):
                 self.progress_label.setText(f"loading {event.get('path', '')}…")
                 self.result_label.clear()
             elif state == "ready":
-                self.loaded_path = event.get("path") or getattr(self, "_loading_path", None) or self.loaded_path
+                self.loaded_path = event.get("path") or self._loading_path or self.loaded_path
                 if event.get("memory_bytes") is not None:
                     self.progress.setValue(1000)
                     self.progress_label.setText(f"loaded in {event.get('load_s', 0):.1f} s on {event.get('device')} "
@@ -316,8 +319,15 @@ class ModelsPanel(QWidget):
         self.engine_available = available
         self._update_buttons()
 
+    def set_loaded_path(self, path: Optional[str]) -> None:
+        """What the engine says it serves (``/admin/status``), selected in the table."""
+        self.loaded_path = path
+        self._update_buttons()
+        if path:
+            self.select_path(path)
+
     def _update_buttons(self) -> None:
-        available = getattr(self, "engine_available", False)
+        available = self.engine_available
         self.load_button.setEnabled(available and not self.loading and bool(self.selected and self.selected.loadable))
         self.cancel_button.setEnabled(available and self.loading)
         self.unload_button.setEnabled(available and not self.loading and self.loaded_path is not None)
@@ -326,7 +336,7 @@ class ModelsPanel(QWidget):
     def fetch_demo(self) -> None:
         self.library.fetch_demo()
 
-    def _ask_gguf(self) -> None:
+    def ask_gguf(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF file", "", "GGUF files (*.gguf)")
         if path:
             self.library.import_gguf(path)

@@ -39,8 +39,10 @@ class ModelLibrary(QObject):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.folders: list[str] = read_json("library/folders", [str(models_dir())])
-        self.hf_cache: bool = read_json("library/hf_cache", True)
+        folders = read_json("library/folders", None)
+        valid = isinstance(folders, list) and all(isinstance(f, str) for f in folders)
+        self.folders: list[str] = folders if valid else [str(models_dir())]
+        self.hf_cache: bool = read_json("library/hf_cache", True) is not False
         self.entries: list = []
         self.devices = ["auto", "cpu", *gpu_devices()]
         self.job: Optional[QProcess] = None

@@ -46,8 +46,10 @@ def test_a_model_gone_after_the_scan_is_refused_with_the_engines_reason(make_win
     qtbot.waitUntil(window.models.load_button.isEnabled, timeout=10_000)
     shutil.rmtree(folder)
     window.models.load_button.click()
-    qtbot.waitUntil(lambda: any(r[1] == "error" and "/admin/load" in r[2] for r in window.logs.rows()), timeout=30_000)
-    message = [r[2] for r in window.logs.rows() if "/admin/load" in r[2]][-1]
+    def app_errors():
+        return [r[2] for r in window.logs.rows() if r[0] == "app" and r[1] == "error" and "/admin/load" in r[2]]
+    qtbot.waitUntil(lambda: bool(app_errors()), timeout=30_000)
+    message = app_errors()[-1]
     assert "short-lived" in message
     assert "/admin/load" in window.statusBar().currentMessage()
     assert window.engine_state in ("idle", "error") and window.engine.running()
