@@ -24,6 +24,25 @@ STATUS_TEXT = {
 }
 
 
+CHUNK_CHARS = 2000
+
+
+def chunk_end(text: str, start: int, size: int = CHUNK_CHARS) -> Optional[int]:
+    """Where the chunk starting at ``start`` can end, once the text runs past ``start + size``:
+    the last paragraph break in it outside a code block; failing that, the last line break, then
+    the last space (a very long paragraph is drawn as two: cheaper than redrawing it whole for
+    every token). None while the text is shorter, or inside one long code block."""
+    if len(text) - start <= size:
+        return None
+    for separator in ("\n\n", "\n", " "):
+        cut = text.rfind(separator, start + 1, start + size)
+        while cut > start:
+            if text.count("```", 0, cut) % 2 == 0:
+                return cut + len(separator)
+            cut = text.rfind(separator, start + 1, cut)
+    return None
+
+
 class MessageWidget(QFrame):
     def __init__(self, message: dict, panel: "ChatPanel"):
         super().__init__()
@@ -59,13 +78,29 @@ class MessageWidget(QFrame):
         self.reasoning_view.hide()
         layout.addWidget(self.reasoning_toggle)
         layout.addWidget(self.reasoning_view)
-        self.body = MarkdownView(panel.theme)
-        self.body.copied.connect(lambda _: panel.notifier.info("code block copied"))
-        layout.addWidget(self.body)
+        # The text is drawn in chunks split at paragraph breaks: while a reply streams only its
+        # last chunk is re-rendered, so a long reply costs no more per update than a short one.
+        self._panel = panel
+        self.body_layout = QVBoxLayout()
+        self.body_layout.setSpacing(0)
+        layout.addLayout(self.body_layout)
+        self.chunks: list[MarkdownView] = []
+        self.settled = 0  # characters of the content drawn in chunks that no longer change
+        self.body = self._new_chunk()
         self.stats_label = QLabel()
         self.stats_label.setObjectName("message_stats")
         layout.addWidget(self.stats_label)
         self.refresh()
+
+    def _new_chunk(self) -> MarkdownView:
+        view = MarkdownView(self._panel.theme)
+        view.copied.connect(lambda _: self._panel.notifier.info("code block copied"))
+        self.body_layout.addWidget(view)
+        self.chunks.append(view)
+        return view
+
+    def rendered_markdown(self) -> str:
+        return "".join(view.markdown for view in self.chunks)
 
     def _show_reasoning(self, shown: bool) -> None:
         """Collapsed by default; rendered only while open."""
@@ -84,8 +119,17 @@ class MessageWidget(QFrame):
             if self.reasoning_toggle.isChecked() and self.reasoning_view.markdown != reasoning:
                 self.reasoning_view.set_markdown(reasoning)
         content = m.get("content") or ("…" if m.get("status") == "streaming" else "")
-        if self.body.markdown != content:
-            self.body.set_markdown(content)
+        if len(content) < self.settled:  # replaced, not grown (never in practice): start over
+            for view in self.chunks[1:]:
+                view.deleteLater()
+            self.chunks, self.settled = self.chunks[:1], 0
+        while (cut := chunk_end(content, self.settled)) is not None:
+            self.chunks[-1].set_markdown(content[self.settled:cut])
+            self.settled = cut
+            self._new_chunk()
+        tail = content[self.settled:]
+        if self.chunks[-1].markdown != tail:
+            self.chunks[-1].set_markdown(tail)
         status = STATUS_TEXT.get(m.get("status", "done"), "")
         error = (m.get("stats") or {}).get("error")
         self.status_label.setText(f"{status}: {error}" if status and error else status)

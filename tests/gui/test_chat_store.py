@@ -57,3 +57,15 @@ def test_a_reply_still_streaming_when_the_app_died_reopens_as_interrupted(tmp_pa
     [message] = reopened.messages(cid)
     assert message["status"] == "interrupted" and message["content"] == "half a rep"
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_long_replies_are_drawn_in_chunks_that_end_at_paragraph_breaks_outside_code():
+    from deepseek_desktop.panels.chat import chunk_end
+
+    para = "word " * 100 + "\n\n"            # 502 characters
+    code = "```\n" + "x = 1\n\n" * 300 + "```\n\n"  # a code block with blank lines inside
+    text = para * 6 + code + para * 2
+    cut = chunk_end(text, 0)
+    assert cut == 3 * len(para) and text[:cut].endswith("\n\n")  # 4 would pass 2,000 characters
+    assert chunk_end(text, 6 * len(para)) is None  # the code block starts here and is longer than a chunk
+    assert chunk_end(para * 3, 0) is None  # shorter than a chunk: one piece
