@@ -157,6 +157,7 @@ class ModelsPanel(QWidget):
         self.dtype_box.addItems(["auto", "bfloat16", "float16", "float32"])
         self.device_box = QComboBox()
         self.device_box.addItems(self.library.devices)
+        self.library.devices_changed.connect(self._set_devices)
         self.context_box = QSpinBox(minimum=16, maximum=1_048_576, singleStep=256, value=2048)
         self.batch_box = QSpinBox(minimum=1, maximum=256, value=1)
         self.chunk_box = QDoubleSpinBox(minimum=1, maximum=4096, value=64, suffix=" MB")
@@ -204,6 +205,12 @@ class ModelsPanel(QWidget):
             layout.addWidget(widget)
         layout.addStretch(1)
         return card
+
+    def _set_devices(self, devices: list) -> None:
+        current = self.device_box.currentText()
+        self.device_box.clear()
+        self.device_box.addItems(devices)
+        self.device_box.setCurrentText(current)
 
     # -- catalog
     def _fill_table(self, entries: list) -> None:

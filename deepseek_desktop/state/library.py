@@ -36,6 +36,7 @@ class ModelLibrary(QObject):
     estimate_failed = Signal(str)
     job_progress = Signal(str)            # a line of the running job
     job_finished = Signal(bool, str, str)  # ok, message, model folder
+    devices_changed = Signal(object)       # ["auto", "cpu", "cuda:0", …]
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -44,7 +45,9 @@ class ModelLibrary(QObject):
         self.folders: list[str] = folders if valid else [str(models_dir())]
         self.hf_cache: bool = read_json("library/hf_cache", True) is not False
         self.entries: list = []
-        self.devices = ["auto", "cpu", *gpu_devices()]
+        self.devices = ["auto", "cpu"]
+        # NVML's start-up can take a while where there are GPUs: not on the GUI thread at launch.
+        run_task(lambda _: gpu_devices(), self._on_gpus)
         self.job: Optional[QProcess] = None
         self._job_lines: list[str] = []
         self._estimate_serial = 0
@@ -74,6 +77,11 @@ class ModelLibrary(QObject):
                 self.entries = entries
                 self.entries_changed.emit(entries)
         run_task(work, done, self.scan_failed.emit)
+
+    def _on_gpus(self, gpus: list[str]) -> None:
+        if gpus:
+            self.devices = ["auto", "cpu", *gpus]
+            self.devices_changed.emit(self.devices)
 
     # -- memory
     def estimate_device(self, device: str) -> str:

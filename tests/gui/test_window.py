@@ -159,3 +159,14 @@ def test_theme_switch_and_window_geometry_are_remembered(make_window, qtbot):
     # The offscreen screen clamps a restored width; the height shows the geometry came back
     # (a first launch opens at 1440 x 900).
     assert again.height() == 760
+
+
+def test_gpus_found_after_launch_join_the_device_choice_stand_in_gpu_list(make_window):
+    # No GPU here: NVML's answer is stood in for; the list is read off the GUI thread at launch.
+    window = make_window(engine=False)
+    box = window.models.device_box
+    assert [box.itemText(i) for i in range(box.count())] == ["auto", "cpu"]
+    box.setCurrentText("cpu")
+    window.library._on_gpus(["cuda:0", "cuda:1"])
+    assert [box.itemText(i) for i in range(box.count())] == ["auto", "cpu", "cuda:0", "cuda:1"]
+    assert box.currentText() == "cpu" and window.library.estimate_device("auto") == "cuda:0"
