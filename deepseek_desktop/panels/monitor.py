@@ -89,15 +89,6 @@ class MonitorPanel(QWidget):
         self.window_box.currentTextChanged.connect(lambda _: self.redraw())
         self.gpu_box.currentIndexChanged.connect(self._select_gpu)
 
-    def release(self) -> None:
-        """Close every plot before teardown: pyqtgraph's scenes and items hold each other, and left
-        to the garbage collector at exit they crash the interpreter (pyqtgraph issue #55)."""
-        self.model.row_added.disconnect(self._on_row)
-        for plot in self.plots.values():
-            plot.close()
-        self.plots.clear()
-        self.curves.clear()
-
     def _set_paused(self, paused: bool) -> None:
         self.paused = paused
         if not paused:
@@ -117,8 +108,10 @@ class MonitorPanel(QWidget):
             self.gpu_box.clear()
             self.gpu_box.addItems([f"{i}: {row.get(f'gpu{i}_name') or 'GPU'}" for i in range(self.model.gpu_count)])
             self.gpu_box.blockSignals(False)
-        self.gpu_label.setText("" if self.model.gpu_count else
-                               f"No NVIDIA GPU telemetry ({self.model.gpu_reason or 'no GPU'}): GPU plots show N/A")
+        gpu_text = "" if self.model.gpu_count else \
+            f"No NVIDIA GPU telemetry ({self.model.gpu_reason or 'no GPU'}): GPU plots show N/A"
+        if self.gpu_label.text() != gpu_text:
+            self.gpu_label.setText(gpu_text)
         if not self.paused and self.isVisible():  # hidden plots cost nothing
             self.redraw()
 
@@ -143,8 +136,12 @@ class MonitorPanel(QWidget):
             readable = False
             for curve, (template, _, scale) in zip(self.curves[title], series):
                 times, values = data[self.series_name(template)]
-                curve.setData(times, values * scale, connect="finite")
-                readable = readable or bool(len(values) and not np.isnan(values).all())
+                has_values = bool(len(values) and not np.isnan(values).all())
+                if has_values:
+                    curve.setData(times, values * scale, connect="finite")
+                elif curve.xData is None or len(curve.xData):  # N/A: cleared once, not redrawn each second
+                    curve.setData([], [])
+                readable = readable or has_values
             # A source that reports nothing reads N/A in the title, never a flat line at 0.
             shown = title if readable else f"{title} — N/A"
             if self._titles.get(title) != shown:  # a new title re-lays out and repaints the plot

@@ -25,6 +25,8 @@ def test_monitor_panel_plots_live_telemetry_of_a_real_worker(qtbot, server, tmp_
         if model.gpu_count == 0:
             assert "No NVIDIA GPU telemetry" in panel.gpu_label.text()
             assert np.isnan(panel.visible()["gpu0_gpu_util_pct"][1]).all()  # N/A, never 0
+            xs, _ = panel.curves["GPU utilization (%)"][0].getData()
+            assert xs is None or len(xs) == 0  # an N/A curve draws nothing (not a line at 0)
         panel.window_box.setCurrentText("1 min")
         panel.pause_box.setChecked(True)
         frozen = len(panel.curves["CPU (%)"][0].getData()[0])
