@@ -12,7 +12,8 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.exporters import ImageExporter
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout,
+    QWidget,
 )
 
 from deepseek_desktop.telemetry import TelemetryModel
@@ -29,10 +30,18 @@ PLOTS = {
     "Tokens/s": [("engine_generation_tokens_per_s", "generated", 1), ("engine_prompt_tokens_per_s", "prompt", 1)],
     "Requests": [("engine_requests_running", "running", 1), ("engine_requests_waiting", "waiting", 1)],
     "Time to first token (ms)": [("engine_ttft_p50_s", "p50", 1000), ("engine_ttft_p99_s", "p99", 1000)],
+    "Batch size (mean per step)": [("engine_batch_size_mean", "requests", 1)],
+    # prefix hits: ours; KV in use: vLLM's kv_cache_usage_perc (ours has no fixed KV pool)
+    "Cache (%)": [("engine_prefix_cache_hit_rate", "prefix hits", 100), ("engine_kv_cache_usage", "KV in use", 100)],
     "RAM (GiB)": [("ram_used_bytes", "host used", 1 / GIB), ("worker_rss_bytes", "engine", 1 / GIB)],
     "CPU (%)": [("cpu_pct", "host", 1), ("worker_cpu_pct", "engine", 1)],
 }
 COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373"]
+# Series with a value only for intervals that had requests: a lone sample between gaps is a
+# dot, not nothing (a line needs two neighbours).
+SPARSE = {"Time to first token (ms)", "Batch size (mean per step)", "Cache (%)"}
+# Shown on demand ("Batching and cache"): two more live plots cost ~0.6% of a core at idle here.
+DETAIL = ("Batch size (mean per step)", "Cache (%)")
 
 
 class MonitorPanel(QWidget):
@@ -55,39 +64,56 @@ class MonitorPanel(QWidget):
         self.window_box.setCurrentText("5 min")
         self.gpu_box = QComboBox()
         self.pause_box = QCheckBox("Pause")
+        self.detail_box = QCheckBox("Batching and cache")
+        self.detail_box.toggled.connect(self._show_detail)
         self.pause_box.toggled.connect(self._set_paused)
         self.csv_button = QPushButton("Export CSV…")
         self.csv_button.clicked.connect(lambda: self._ask_path("CSV", "telemetry.csv", self.export_csv))
         self.png_button = QPushButton("Export PNGs…")
         self.png_button.clicked.connect(self._ask_png_folder)
         self.gpu_label = QLabel("")
+        # a long reason must not widen the window: it is cut, with the whole text in the tooltip
+        self.gpu_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.readout = QLabel("")
-        for w in (QLabel("Window"), self.window_box, QLabel("GPU"), self.gpu_box, self.pause_box, self.csv_button,
-                  self.png_button, self.gpu_label):
+        for w in (QLabel("Window"), self.window_box, QLabel("GPU"), self.gpu_box, self.pause_box, self.detail_box,
+                  self.csv_button,
+                  self.png_button):
             bar.addWidget(w)
-        bar.addStretch(1)
+        bar.addWidget(self.gpu_label, 1)
         layout.addLayout(bar)
         grid = QGridLayout()
         for i, (title, series) in enumerate(PLOTS.items()):
             plot = pg.PlotWidget(title=title, axisItems={"bottom": pg.DateAxisItem()})
             plot.addLegend(offset=(5, 5))
-            self.curves[title] = [plot.plot([], [], name=legend, pen=pg.mkPen(COLORS[j], width=2))
+            dots = lambda j: {"symbol": "o", "symbolSize": 5, "symbolPen": None, "symbolBrush": COLORS[j]} \
+                if title in SPARSE else {}
+            self.curves[title] = [plot.plot([], [], name=legend, pen=pg.mkPen(COLORS[j], width=2), **dots(j))
                                   for j, (_, legend, _) in enumerate(series)]
             plot.scene().sigMouseMoved.connect(lambda pos, p=plot, t=title: self._hover(p, t, pos))
             self.plots[title] = plot
             grid.addWidget(plot, i // 2, i % 2)
         # One shared timeline: plots move together, and only the bottom row draws time labels
         # (axis text is most of the cost of a live redraw).
+        # Linked to the RAM plot: the host always reports it, while an N/A plot has no data to
+        # range the shared timeline on.
         plots = list(self.plots.values())
+        timeline = self.plots["RAM (GiB)"]
         for i, plot in enumerate(plots):
-            if i:
-                plot.setXLink(plots[0])
+            if plot is not timeline:
+                plot.setXLink(timeline)
             if i < len(plots) - 2:
                 plot.hideAxis("bottom")
+        for title in DETAIL:
+            self.plots[title].hide()
         layout.addLayout(grid, 1)
         layout.addWidget(self.readout)
         self.window_box.currentTextChanged.connect(lambda _: self.redraw())
         self.gpu_box.currentIndexChanged.connect(self._select_gpu)
+
+    def _show_detail(self, shown: bool) -> None:
+        for title in DETAIL:
+            self.plots[title].setVisible(shown)
+        self.redraw()
 
     def _set_paused(self, paused: bool) -> None:
         self.paused = paused
@@ -112,6 +138,7 @@ class MonitorPanel(QWidget):
             f"No NVIDIA GPU telemetry ({self.model.gpu_reason or 'no GPU'}): GPU plots show N/A"
         if self.gpu_label.text() != gpu_text:
             self.gpu_label.setText(gpu_text)
+            self.gpu_label.setToolTip(gpu_text)
         if not self.paused and self.isVisible():  # hidden plots cost nothing
             self.redraw()
 
@@ -133,6 +160,8 @@ class MonitorPanel(QWidget):
     def redraw(self) -> None:
         data = self.visible()
         for title, series in PLOTS.items():
+            if self.plots[title].isHidden():
+                continue  # drawn when shown (_show_detail redraws)
             readable = False
             for curve, (template, _, scale) in zip(self.curves[title], series):
                 times, values = data[self.series_name(template)]
