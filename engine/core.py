@@ -191,6 +191,7 @@ class Engine:
             self._prefix_cache = make_prefix_cache(loaded, self.metrics, self.config.cache)
             self._generator = make_generator(loaded, self.metrics, self.config.batching, self._prefix_cache)
             self.metrics.track_device_memory(loaded.device_memory_bytes)
+            self.metrics.track_model(str(loaded.device), loaded.weights_bytes, self._kv_cache_bytes)
             self.config = self.config.model_copy(update={"model": model, "load": load})
             self.error = None
         if old_generator is not None:
@@ -254,6 +255,10 @@ class Engine:
         log.info("config changed", extra={"event": "config", "changes": changes})
         return new
 
+    def _kv_cache_bytes(self) -> float:
+        generator = self._generator  # the current one: a replaced one only finishes its last requests
+        return generator.kv_cache_bytes() if generator is not None else 0.0
+
     def unload(self) -> None:
         from engine.runtime.loader import release_memory
 
@@ -265,6 +270,7 @@ class Engine:
             generator, self._generator, self._loaded = self._generator, None, None
             self._prefix_cache = None
             self.metrics.track_device_memory(None)
+            self.metrics.track_model(None)
         generator.stop()
         del generator
         release_memory()

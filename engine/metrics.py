@@ -57,6 +57,16 @@ class EngineMetrics:
             "engine_device_memory_allocated_bytes", "Memory held by torch on the model's device",
             registry=r,
         )
+        self.weights_bytes = Gauge(
+            "engine_model_weights_bytes", "Parameters and buffers of the loaded model, by device", ["device"],
+            registry=r,
+        )
+        self.kv_cache_bytes = Gauge(
+            "engine_kv_cache_bytes",
+            "KV cache of the requests running now, on the model's device (continuous mode: its reserved block pool)",
+            registry=r,
+        )
+        self.kv_cache_bytes.set_function(lambda: 0.0)
         self.set_model_state("idle")
 
     def set_model_state(self, state: str) -> None:
@@ -65,6 +75,14 @@ class EngineMetrics:
 
     def track_device_memory(self, read: Optional[Callable[[], float]]) -> None:
         self.device_memory.set_function(read or (lambda: 0.0))
+
+    def track_model(self, device: Optional[str], weights_bytes: float = 0.0,
+                    kv_cache_bytes: Optional[Callable[[], float]] = None) -> None:
+        """What the loaded model holds (None: no model): the monitor splits VRAM, or RAM, by it."""
+        self.weights_bytes.clear()
+        if device is not None:
+            self.weights_bytes.labels(device=device).set(weights_bytes)
+        self.kv_cache_bytes.set_function(kv_cache_bytes or (lambda: 0.0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

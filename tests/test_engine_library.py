@@ -1,5 +1,7 @@
 """The engine as a library, in-process: load, generate, health when the loop dies, unload."""
 
+import threading
+
 import pytest
 
 from engine import Engine, EngineConfig, SamplingParams
@@ -62,3 +64,46 @@ def test_engine_loader_gives_the_same_weights_as_from_pretrained(big_model_dir, 
     ids = torch.tensor([[5, 6, 7]])
     assert torch.equal(ours.generate(ids, max_new_tokens=5, do_sample=False),
                        plain.generate(ids, max_new_tokens=5, do_sample=False))
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "sequential", "continuous"])
+def test_metrics_split_the_models_memory_into_weights_and_live_kv(llama_dir, mode):
+    """What the Monitor draws as the model's weights/KV split, read back from /metrics text while
+    a request is generating (from its own stream, so the moment is certain) and after."""
+    import json
+
+    from engine.telemetry.engine_metrics import _label, _value, parse
+
+    engine = Engine(EngineConfig.from_dict({"model": {"path": str(llama_dir)}, "batching": {"mode": mode},
+                                            "cache": {"type": "none"}}))
+    engine.load()
+    try:
+        config = json.loads((llama_dir / "config.json").read_text())
+        head_dim = config["hidden_size"] // config["num_attention_heads"]
+        per_token = config["num_hidden_layers"] * 2 * config["num_key_value_heads"] * head_dim * 4  # fp32
+        prompt = engine.encode_text("Hello there, how are you")
+        seen, done = [], threading.Event()
+
+        def sink(event):
+            if isinstance(event, TextEvent) and not seen:  # on the generation thread, mid-request
+                seen.append(parse(engine.metrics.render().decode()))
+            if isinstance(event, FinishEvent):
+                done.set()
+
+        engine.submit(prompt, SamplingParams(max_new_tokens=40, temperature=0, ignore_eos=True), sink)
+        assert done.wait(30) and seen
+        during = seen[0]
+        kv = _value(during, "engine_kv_cache_bytes")
+        after = parse(engine.metrics.render().decode())
+        if mode == "continuous":  # the block pool, reserved whole at start and kept
+            assert kv == _value(after, "engine_kv_cache_bytes") >= (len(prompt) + 40) * per_token
+        else:
+            assert len(prompt) * per_token <= kv <= (len(prompt) + 40) * per_token, (kv, per_token)
+            assert _value(after, "engine_kv_cache_bytes") == 0  # released with the request
+        weights = _value(after, "engine_model_weights_bytes")
+        on_disk = sum(p.stat().st_size for p in llama_dir.glob("*.safetensors"))
+        assert _label(after, "engine_model_weights_bytes", "device") == "cpu"
+        assert abs(weights - on_disk) < 0.05 * on_disk, (weights, on_disk)  # fp32 on disk and in memory
+    finally:
+        engine.unload()
+    assert "engine_model_weights_bytes" not in parse(engine.metrics.render().decode())

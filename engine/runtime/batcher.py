@@ -11,7 +11,6 @@ engine waits up to ``max_wait_ms`` for company only when the previous batch had 
 
 from __future__ import annotations
 
-import inspect
 import time
 from typing import Optional
 
@@ -25,7 +24,7 @@ from transformers.generation.logits_process import (
 )
 
 from engine.requests import GenerationRequest
-from engine.runtime.generator import OpenAIPenalties, QueuedGenerator, RequestRun, kv_layers
+from engine.runtime.generator import OpenAIPenalties, QueuedGenerator, RequestRun, cache_argument, kv_layers
 
 
 class _Row:
@@ -102,6 +101,12 @@ class DynamicBatcher(QueuedGenerator):
     def _serve(self, requests: list[GenerationRequest]) -> None:
         self._last_batch_size = max(self._last_batch_size, len(requests))
         batch = _Batch(self)
+        try:
+            self._decode(batch, requests)
+        finally:
+            self.live_cache = None
+
+    def _decode(self, batch: "_Batch", requests: list[GenerationRequest]) -> None:
         with torch.inference_mode():
             batch.admit(self._rows(requests))
             while batch.rows:
@@ -123,12 +128,6 @@ class DynamicBatcher(QueuedGenerator):
 
     def _rows(self, requests: list[GenerationRequest]) -> list[_Row]:
         return [_Row(self.start_run(request), self.loaded.device) for request in requests]
-
-
-def cache_argument(model) -> str:
-    """The forward() keyword for the KV cache: ``cache`` from transformers 5.24 on (where
-    ``past_key_values`` warns and is to go in 5.40), ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -185,6 +184,7 @@ class _Batch:
                        use_cache=True, logits_to_keep=1, **{self.cache_arg: cache}).logits[:, -1, :]
         if self.cache is None:
             self.cache, self.mask, self.positions, self.logits = cache, mask, positions[:, -1:], logits
+            self.generator.live_cache = cache
         else:
             self._stack(cache, mask, positions[:, -1:], logits)
         self.rows.extend(rows)

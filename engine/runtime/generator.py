@@ -7,6 +7,7 @@ soon as its client is gone, its deadline passes or a stop string appears.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import queue
 import threading
@@ -178,6 +179,7 @@ class QueuedGenerator:
         self._queue: "queue.Queue[Optional[GenerationRequest]]" = queue.Queue()
         self._stopping = False
         self._active: dict[int, RequestRun] = {}
+        self.live_cache: Optional[DynamicCache] = None  # the KV of what is generating now
         self._thread = threading.Thread(target=self._loop, name="generation-loop", daemon=True)
         self._thread.start()
 
@@ -240,6 +242,12 @@ class QueuedGenerator:
                 cache.update(keys, values, index)
             self.metrics.prefix_tokens_reused.inc(hit.tokens)
         return cache
+
+    def kv_cache_bytes(self) -> float:
+        """Bytes of the running requests' KV cache; read from the metrics thread, so a layer the
+        generation thread is replacing may be counted before or after, never fails."""
+        cache = self.live_cache
+        return float(cache_bytes(cache)) if cache is not None else 0.0
 
     def _release(self, run: RequestRun) -> None:
         if self._active.pop(id(run), None) is not None:
@@ -308,21 +316,40 @@ class SequentialGenerator(QueuedGenerator):
         if p.seed is not None:
             torch.manual_seed(p.seed)
         input_ids = torch.tensor([request.prompt_ids], dtype=torch.long, device=self.loaded.device)
-        cache = self.cache_with_prefix(request.prompt_ids)
-        with torch.inference_mode():
-            out = self.loaded.model.generate(
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                generation_config=self._generation_config(request),
-                logits_processor=processors,
-                stopping_criteria=[run],
-                streamer=run,
-                past_key_values=cache,
-                return_dict_in_generate=True,
-            )
+        cache = self.live_cache = self.cache_with_prefix(request.prompt_ids)
+        try:
+            with torch.inference_mode():
+                out = self.loaded.model.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    generation_config=self._generation_config(request),
+                    logits_processor=processors,
+                    stopping_criteria=[run],
+                    streamer=run,
+                    **{cache_argument(self.loaded.model): cache},
+                    return_dict_in_generate=True,
+                )
+        finally:
+            self.live_cache = None
         run.finish()
         if self.prefix_cache is not None and out.past_key_values is not None:
             self.prefix_cache.store(request.prompt_ids, kv_layers(out.past_key_values))
+
+
+def cache_argument(model) -> str:
+    """The forward() keyword for the KV cache: ``cache`` from transformers 5.24 on (where
+    ``past_key_values`` warns and is to go in 5.40), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def cache_bytes(cache: DynamicCache) -> int:
+    total = 0
+    for layer in list(cache.layers):
+        for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if isinstance(tensor, torch.Tensor):
+                total += tensor.numel() * tensor.element_size()
+    return total
+
 
 def kv_layers(cache: DynamicCache, row: int = 0, start: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One row's (keys, values) per layer, from sequence position ``start`` (past left padding)."""

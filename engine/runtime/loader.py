@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import threading
 from dataclasses import dataclass
@@ -38,6 +40,12 @@ class LoadedModel:
     @property
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @functools.cached_property
+    def weights_bytes(self) -> int:
+        """Parameters and buffers (the weights' share of the device's memory)."""
+        tensors = itertools.chain(self.model.parameters(), self.model.buffers())
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def device_memory_bytes(self) -> float:
         if self.device.type == "cuda":

@@ -35,6 +35,12 @@ class EngineSnapshot:
     prefix_cache_hit_rate: Optional[float] = None
     prefix_cache_bytes: Optional[float] = None
     kv_cache_usage: Optional[float] = None
+    # Where the model's memory went (this engine only): its weights, the running requests' KV,
+    # and the prefix cache's RAM tier, all on ``model_device`` ("cuda:0", "cpu").
+    model_device: Optional[str] = None
+    weights_bytes: Optional[float] = None
+    kv_cache_bytes: Optional[float] = None
+    prefix_cache_ram_bytes: Optional[float] = None
 
 
 def parse(text: str) -> dict[str, dict[tuple, float]]:
@@ -52,6 +58,13 @@ def _value(samples: dict, name: str, **labels) -> Optional[float]:
             series = samples[candidate]
             matching = [v for k, v in series.items() if all(dict(k).get(a) == b for a, b in labels.items())]
             return sum(matching) if matching else None
+    return None
+
+
+def _label(samples: dict, name: str, label: str) -> Optional[str]:
+    for labels in samples.get(name, {}):
+        if label in dict(labels):
+            return dict(labels)[label]
     return None
 
 
@@ -106,6 +119,10 @@ class EngineMetricsSource:
             requests_waiting=_value(samples, "engine_requests_waiting"),
             prefix_cache_bytes=_value(samples, "engine_prefix_cache_bytes"),
             kv_cache_usage=_value(samples, "engine_kv_cache_usage"),
+            model_device=_label(samples, "engine_model_weights_bytes", "device"),
+            weights_bytes=_value(samples, "engine_model_weights_bytes"),
+            kv_cache_bytes=_value(samples, "engine_kv_cache_bytes"),
+            prefix_cache_ram_bytes=_value(samples, "engine_prefix_cache_bytes", tier="ram"),
         )
         if self._previous is not None:
             then, before = self._previous
