@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import html
+import math
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import pyqtgraph as pg
@@ -20,28 +23,97 @@ from deepseek_desktop.telemetry import TelemetryModel
 
 WINDOWS = {"1 min": 60, "5 min": 300, "15 min": 900, "60 min": 3600}
 GIB = 2**30
+COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8"]
 
-# plot title -> [(series, legend, scale)]; {g} is the selected GPU's index
+
+@dataclass(frozen=True)
+class Line:
+    series: str               # buffer series; {g} is the selected GPU's index
+    legend: str
+    scale: float = 1.0
+    on: Optional[str] = None  # "cuda"/"cpu": drawn only while the model sits on that kind of device
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    lines: tuple[Line, ...]
+    top: Union[float, str, None] = None  # fixed top, a series holding it (VRAM total), or None: a round ceiling
+    sparse: bool = False  # a value only for intervals with requests: lone samples drawn as dots
+    detail: bool = False  # shown on demand ("Batching and cache")
+
+
+def model_share(on: str) -> tuple[Line, ...]:
+    """The loaded model's weights/KV split, on the plot of the memory it lives in."""
+    return (Line("engine_weights_bytes", "weights", 1 / GIB, on), Line("engine_kv_cache_bytes", "KV", 1 / GIB, on),
+            Line("engine_prefix_cache_ram_bytes", "prefix KV", 1 / GIB, on))
+
+
 PLOTS = {
-    "GPU utilization (%)": [("gpu{g}_gpu_util_pct", "GPU", 1), ("gpu{g}_mem_util_pct", "memory bus", 1)],
-    "VRAM (GiB)": [("gpu{g}_mem_used_bytes", "used", 1 / GIB), ("gpu{g}_mem_total_bytes", "total", 1 / GIB),
-                   ("gpu{g}_engine_mem_bytes", "engine", 1 / GIB)],
-    "Temperature (°C) and power (W)": [("gpu{g}_temperature_c", "°C", 1), ("gpu{g}_power_w", "W", 1)],
-    "Tokens/s": [("engine_generation_tokens_per_s", "generated", 1), ("engine_prompt_tokens_per_s", "prompt", 1)],
-    "Requests": [("engine_requests_running", "running", 1), ("engine_requests_waiting", "waiting", 1)],
-    "Time to first token (ms)": [("engine_ttft_p50_s", "p50", 1000), ("engine_ttft_p99_s", "p99", 1000)],
-    "Batch size (mean per step)": [("engine_batch_size_mean", "requests", 1)],
+    "GPU utilization (%)": PlotSpec((Line("gpu{g}_gpu_util_pct", "GPU"), Line("gpu{g}_mem_util_pct", "memory bus")),
+                                    top=100),
+    # The top is the device's total: "used vs total" at a glance, and an axis that never moves.
+    "VRAM (GiB)": PlotSpec((Line("gpu{g}_mem_used_bytes", "used", 1 / GIB),
+                            Line("gpu{g}_engine_mem_bytes", "engine", 1 / GIB), *model_share("cuda")),
+                           top="gpu{g}_mem_total_bytes"),
+    "Temperature (°C) and power (W)": PlotSpec((Line("gpu{g}_temperature_c", "°C"), Line("gpu{g}_power_w", "W"))),
+    "Tokens/s": PlotSpec((Line("engine_generation_tokens_per_s", "generated"),
+                          Line("engine_prompt_tokens_per_s", "prompt"))),
+    "Requests": PlotSpec((Line("engine_requests_running", "running"), Line("engine_requests_waiting", "waiting"))),
+    "Time to first token (ms)": PlotSpec((Line("engine_ttft_p50_s", "p50", 1000), Line("engine_ttft_p99_s", "p99", 1000)),
+                                         sparse=True),
+    "Batch size (mean per step)": PlotSpec((Line("engine_batch_size_mean", "requests"),), sparse=True, detail=True),
     # prefix hits: ours; KV in use: vLLM's kv_cache_usage_perc (ours has no fixed KV pool)
-    "Cache (%)": [("engine_prefix_cache_hit_rate", "prefix hits", 100), ("engine_kv_cache_usage", "KV in use", 100)],
-    "RAM (GiB)": [("ram_used_bytes", "host used", 1 / GIB), ("worker_rss_bytes", "engine", 1 / GIB)],
-    "CPU (%)": [("cpu_pct", "host", 1), ("worker_cpu_pct", "engine", 1)],
+    "Cache (%)": PlotSpec((Line("engine_prefix_cache_hit_rate", "prefix hits", 100),
+                           Line("engine_kv_cache_usage", "KV in use", 100)), top=100, sparse=True, detail=True),
+    "RAM (GiB)": PlotSpec((Line("ram_used_bytes", "host", 1 / GIB), Line("worker_rss_bytes", "engine", 1 / GIB),
+                           *model_share("cpu"))),
+    "CPU (%)": PlotSpec((Line("cpu_pct", "host"), Line("worker_cpu_pct", "engine"))),
 }
-COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373"]
-# Series with a value only for intervals that had requests: a lone sample between gaps is a
-# dot, not nothing (a line needs two neighbours).
-SPARSE = {"Time to first token (ms)", "Batch size (mean per step)", "Cache (%)"}
-# Shown on demand ("Batching and cache"): two more live plots cost ~0.6% of a core at idle here.
-DETAIL = ("Batch size (mean per step)", "Cache (%)")
+# Exported with the plotted series: the totals the plots use as their scale.
+CSV_EXTRA = ("gpu{g}_mem_total_bytes", "ram_total_bytes")
+
+
+def round_top(value: float) -> float:
+    """The smallest 1, 2 or 5 x 10^k at or above ``value``: an axis that changes only when the
+    data crosses such a step, not every second (a moving axis is most of a live redraw's cost)."""
+    if not value > 0 or math.isinf(value):
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    return next(step * power for step in (1, 2, 5, 10) if step * power >= value * (1 - 1e-9))
+
+
+class AgoAxis(pg.AxisItem):
+    """Time as "seconds ago" (the plots' x is the sample time minus the newest sample's): the
+    range stays put while the data scrolls through it, so the axis is drawn once, not per sample."""
+
+    STEPS = (5, 10, 15, 30, 60, 120, 300, 600, 900, 1800)
+
+    def tickSpacing(self, minVal, maxVal, size):  # noqa: N802 (pyqtgraph's name)
+        span = maxVal - minVal
+        major = next((s for s in self.STEPS if span / s <= 6), self.STEPS[-1])
+        return [(major, 0)]
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802
+        return [ago_label(v) for v in values]
+
+
+def ago_label(seconds: float) -> str:
+    seconds = round(-seconds)
+    if seconds <= 0:
+        return "now"
+    if seconds % 60 == 0:
+        return f"-{seconds // 60} min"
+    if seconds < 60:
+        return f"-{seconds} s"
+    return f"-{seconds // 60}:{seconds % 60:02d}"
+
+
+def legend_html(title: str, lines: list[tuple[str, str]], note: str = "") -> str:
+    """Title and legend in one label above the plot: a legend inside the plot area is repainted
+    with every curve update."""
+    keys = "&nbsp;&nbsp;".join(f'<span style="color:{color}">&#9632; {html.escape(legend)}</span>'
+                               for color, legend in lines)
+    return f"{html.escape(title)}{html.escape(note)}&nbsp;&nbsp;&nbsp;{keys}"
 
 
 class MonitorPanel(QWidget):
@@ -52,7 +124,9 @@ class MonitorPanel(QWidget):
         self.gpu_index = 0
         self.plots: dict[str, pg.PlotWidget] = {}
         self.curves: dict[str, list] = {}
+        self.newest = 0.0  # the time x = 0 stands for on every plot
         self._titles: dict[str, str] = {}
+        self._tops: dict[str, float] = {}
         self._build()
         model.row_added.connect(self._on_row)
 
@@ -76,43 +150,51 @@ class MonitorPanel(QWidget):
         self.gpu_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.readout = QLabel("")
         for w in (QLabel("Window"), self.window_box, QLabel("GPU"), self.gpu_box, self.pause_box, self.detail_box,
-                  self.csv_button,
-                  self.png_button):
+                  self.csv_button, self.png_button):
             bar.addWidget(w)
         bar.addWidget(self.gpu_label, 1)
         layout.addLayout(bar)
         grid = QGridLayout()
-        for i, (title, series) in enumerate(PLOTS.items()):
-            plot = pg.PlotWidget(title=title, axisItems={"bottom": pg.DateAxisItem()})
-            plot.addLegend(offset=(5, 5))
+        shown = [title for title, spec in PLOTS.items() if not spec.detail]
+        for i, (title, spec) in enumerate(PLOTS.items()):
+            plot = pg.PlotWidget(axisItems={"bottom": AgoAxis("bottom")})
+            # Ranges are set here, not by pyqtgraph's auto-range: fixed x, round y tops (see round_top).
+            plot.setMouseEnabled(x=False, y=False)
+            plot.setMenuEnabled(False)
+            plot.hideButtons()
+            plot.getPlotItem().disableAutoRange()
+            plot.setDownsampling(auto=True, mode="peak")  # 60 min is 3,600 samples across a few hundred pixels
+            plot.setClipToView(True)
+            plot.getAxis("left").setWidth(44)  # plots stay aligned whatever the tick text
             dots = lambda j: {"symbol": "o", "symbolSize": 5, "symbolPen": None, "symbolBrush": COLORS[j]} \
-                if title in SPARSE else {}
-            self.curves[title] = [plot.plot([], [], name=legend, pen=pg.mkPen(COLORS[j], width=2), **dots(j))
-                                  for j, (_, legend, _) in enumerate(series)]
+                if spec.sparse else {}
+            self.curves[title] = [plot.plot([], [], pen=pg.mkPen(COLORS[j], width=2), **dots(j))
+                                  for j in range(len(spec.lines))]
             plot.scene().sigMouseMoved.connect(lambda pos, p=plot, t=title: self._hover(p, t, pos))
             self.plots[title] = plot
             grid.addWidget(plot, i // 2, i % 2)
-        # One shared timeline: plots move together, and only the bottom row draws time labels
-        # (axis text is most of the cost of a live redraw).
-        # Linked to the RAM plot: the host always reports it, while an N/A plot has no data to
-        # range the shared timeline on.
-        plots = list(self.plots.values())
-        timeline = self.plots["RAM (GiB)"]
-        for i, plot in enumerate(plots):
-            if plot is not timeline:
-                plot.setXLink(timeline)
-            if i < len(plots) - 2:
+            # time labels on the bottom row of what is shown by default only
+            if title not in shown[-2:]:
                 plot.hideAxis("bottom")
-        for title in DETAIL:
-            self.plots[title].hide()
+            if spec.detail:
+                plot.hide()
+            self._set_title(title, readable=False)
+        self._set_window()
         layout.addLayout(grid, 1)
         layout.addWidget(self.readout)
-        self.window_box.currentTextChanged.connect(lambda _: self.redraw())
+        self.window_box.currentTextChanged.connect(lambda _: (self._set_window(), self.redraw()))
         self.gpu_box.currentIndexChanged.connect(self._select_gpu)
 
+    def _set_window(self) -> None:
+        # One timeline, set on each plot: pyqtgraph's X-link aligns plots by their pixel position,
+        # which gives a hidden plot (no geometry yet) a range of its own.
+        for plot in self.plots.values():
+            plot.setXRange(-self.window_s(), 0, padding=0)
+
     def _show_detail(self, shown: bool) -> None:
-        for title in DETAIL:
-            self.plots[title].setVisible(shown)
+        for title, spec in PLOTS.items():
+            if spec.detail:
+                self.plots[title].setVisible(shown)
         self.redraw()
 
     def _set_paused(self, paused: bool) -> None:
@@ -148,45 +230,80 @@ class MonitorPanel(QWidget):
     def series_name(self, template: str) -> str:
         return template.format(g=self.gpu_index)
 
+    def model_device_kind(self) -> Optional[str]:
+        """"cuda" or "cpu" while this engine has a model loaded (the weights/KV split is drawn on
+        that memory's plot); None otherwise. A model on another GPU than the one shown: None."""
+        device = self.model.last_row.get("engine_model_device")
+        if not device:
+            return None
+        if device.startswith("cuda"):
+            index = int(device.partition(":")[2] or 0)
+            return "cuda" if index == self.gpu_index else None
+        return "cpu" if device == "cpu" else None
+
     def visible(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Every plotted series over the chosen window (NaN where a value was N/A)."""
-        out = {}
-        for series in PLOTS.values():
-            for template, _, _ in series:
-                name = self.series_name(template)
-                out[name] = self.model.buffer.get(name, self.window_s())
-        return out
+        """Every plotted series, and the totals the plots scale by, over the chosen window, in
+        sample time (NaN where a value was N/A)."""
+        names = [line.series for spec in PLOTS.values() for line in spec.lines] + list(CSV_EXTRA)
+        return {self.series_name(n): self.model.buffer.get(self.series_name(n), self.window_s()) for n in names}
 
     def redraw(self) -> None:
         data = self.visible()
-        for title, series in PLOTS.items():
+        times = data[self.series_name("ram_used_bytes")][0]
+        self.newest = float(times[-1]) if len(times) else 0.0
+        device = self.model_device_kind()
+        for title, spec in PLOTS.items():
             if self.plots[title].isHidden():
                 continue  # drawn when shown (_show_detail redraws)
-            readable = False
-            for curve, (template, _, scale) in zip(self.curves[title], series):
-                times, values = data[self.series_name(template)]
-                has_values = bool(len(values) and not np.isnan(values).all())
+            readable, peak = False, 0.0
+            for curve, line in zip(self.curves[title], spec.lines):
+                times, values = data[self.series_name(line.series)]
+                has_values = bool(len(values) and not np.isnan(values).all()) and line.on in (None, device)
                 if has_values:
-                    curve.setData(times, values * scale, connect="finite")
+                    scaled = values * line.scale
+                    curve.setData(times - self.newest, scaled, connect="finite")
+                    peak = max(peak, float(np.nanmax(scaled)))
                 elif curve.xData is None or len(curve.xData):  # N/A: cleared once, not redrawn each second
                     curve.setData([], [])
                 readable = readable or has_values
-            # A source that reports nothing reads N/A in the title, never a flat line at 0.
-            shown = title if readable else f"{title} — N/A"
-            if self._titles.get(title) != shown:  # a new title re-lays out and repaints the plot
-                self._titles[title] = shown
-                self.plots[title].setTitle(shown)
+            self._set_top(title, spec, peak, data)
+            self._set_title(title, readable)
+
+    def _set_top(self, title: str, spec: PlotSpec, peak: float, data: dict) -> None:
+        if isinstance(spec.top, str):
+            totals = data[self.series_name(spec.top)][1]
+            known = totals[~np.isnan(totals)]
+            top = float(known[-1]) / GIB if len(known) else round_top(peak)
+        else:
+            top = spec.top or round_top(peak)
+        if self._tops.get(title) != top:  # a new range repaints the axis: only when it changes
+            self._tops[title] = top
+            self.plots[title].setYRange(0, top, padding=0.03)
+
+    def _set_title(self, title: str, readable: bool) -> None:
+        spec = PLOTS[title]
+        device = self.model_device_kind()
+        lines = [(COLORS[j], line.legend) for j, line in enumerate(spec.lines) if line.on in (None, device)]
+        # A source that reports nothing reads N/A in the title, never a flat line at 0.
+        text = legend_html(title, lines if readable else [], "" if readable else " — N/A")
+        if self._titles.get(title) != text:  # a new title re-lays out and repaints the plot
+            self._titles[title] = text
+            self.plots[title].setTitle(text)
+
+    def title_text(self, title: str) -> str:
+        """The plot's title as shown, without markup (tests, screen readers)."""
+        return re.sub(r"<[^>]+>", "", html.unescape(self._titles.get(title, ""))).replace("\xa0", " ")
 
     def _hover(self, plot: pg.PlotWidget, title: str, pos) -> None:
         if not plot.sceneBoundingRect().contains(pos):
             return
-        x = plot.getPlotItem().vb.mapSceneToView(pos).x()
-        parts = [time.strftime("%H:%M:%S", time.localtime(x))]
-        for template, legend, scale in PLOTS[title]:
-            times, values = self.model.buffer.get(self.series_name(template), self.window_s())
+        when = self.newest + plot.getPlotItem().vb.mapSceneToView(pos).x()
+        parts = [time.strftime("%H:%M:%S", time.localtime(when))]
+        for line in PLOTS[title].lines:
+            times, values = self.model.buffer.get(self.series_name(line.series), self.window_s())
             if len(times):
-                value = values[int(np.abs(times - x).argmin())] * scale
-                parts.append(f"{legend}: {'N/A' if np.isnan(value) else f'{value:.3g}'}")
+                value = values[int(np.abs(times - when).argmin())] * line.scale
+                parts.append(f"{line.legend}: {'N/A' if np.isnan(value) else f'{value:.3g}'}")
         self.readout.setText(f"{title} — " + ", ".join(parts))
 
     def export_csv(self, path: Path) -> None:

@@ -1,6 +1,7 @@
 """The Monitor panel plots live telemetry of a real worker (no GPU here: its plots say N/A)."""
 
 import httpx
+import pytest
 import numpy as np
 
 from deepseek_desktop.panels.monitor import MonitorPanel
@@ -22,9 +23,19 @@ def test_monitor_panel_plots_live_telemetry_of_a_real_worker(qtbot, server, tmp_
         assert rss[-1] > 50e6
         xs, ys = panel.curves["RAM (GiB)"][1].getData()
         assert len(xs) >= 4 and ys[-1] > 0.04
+        assert xs[-1] == 0 and xs[0] < 0  # seconds before the newest sample
         for plot in panel.plots.values():  # the data is in view on every (linked) plot, N/A ones included
             left, right = plot.getViewBox().viewRange()[0]
-            assert left <= xs[0] + 1 and right >= xs[-1] - 1
+            assert left <= xs[0] + 1 and right >= xs[-1] - 1 and right - left <= 300 * 1.01
+        # The model is on the CPU: its weights/KV split is drawn in the RAM plot, not the VRAM one.
+        qtbot.waitUntil(lambda: panel.curves["RAM (GiB)"][2].getData()[0] is not None
+                        and len(panel.curves["RAM (GiB)"][2].getData()[0]) > 0, timeout=5_000)
+        weights = panel.curves["RAM (GiB)"][2].getData()[1][-1] * 2**30
+        assert weights == model.last_row["engine_weights_bytes"] and 0.1e6 < weights < 50e6
+        assert "weights" in panel.title_text("RAM (GiB)") and "weights" not in panel.title_text("VRAM (GiB)")
+        low, high = panel.plots["RAM (GiB)"].getViewBox().viewRange()[1]
+        host = panel.curves["RAM (GiB)"][0].getData()[1].max()
+        assert low < 0 and host < high < 2.5 * host * 1.03  # a round top (1, 2 or 5 x 10^k) above the data
         if model.gpu_count == 0:
             assert "No NVIDIA GPU telemetry" in panel.gpu_label.text()
             assert np.isnan(panel.visible()["gpu0_gpu_util_pct"][1]).all()  # N/A, never 0
@@ -38,8 +49,7 @@ def test_monitor_panel_plots_live_telemetry_of_a_real_worker(qtbot, server, tmp_
         qtbot.waitUntil(lambda: np.isfinite(model.buffer.get("engine_batch_size_mean")[1]).any(), timeout=10_000)
         sizes = model.buffer.get("engine_batch_size_mean")[1]
         assert np.nanmax(sizes) >= 1
-        qtbot.waitUntil(lambda: "N/A" not in panel.plots["Batch size (mean per step)"].getPlotItem().titleLabel.text,
-                        timeout=5_000)
+        qtbot.waitUntil(lambda: "N/A" not in panel.title_text("Batch size (mean per step)"), timeout=5_000)
         panel.window_box.setCurrentText("1 min")
         panel.pause_box.setChecked(True)
         frozen = len(panel.curves["CPU (%)"][0].getData()[0])
@@ -61,3 +71,40 @@ def test_alerts_reach_the_status_bar_and_the_logs_panel(make_window, qtbot):
     rows = window.logs.rows()
     assert rows[-1][0] == "alert" and "VRAM above 90%" in rows[-1][2] and "since" in rows[-1][2]
     assert "VRAM above 90%" in window.statusBar().currentMessage()
+
+
+def test_round_tops_and_time_labels():
+    from deepseek_desktop.panels.monitor import ago_label, round_top
+
+    assert [round_top(v) for v in (0, float("nan"), 0.3, 1, 1.01, 3, 7.2, 140)] == [1, 1, 0.5, 1, 2, 5, 10, 200]
+    assert [ago_label(v) for v in (0, -45, -60, -150, -3600)] == ["now", "-45 s", "-1 min", "-2:30", "-60 min"]
+
+
+def test_vram_split_on_the_gpu_holding_the_model_with_stand_in_gpu_rows(qtbot):
+    """No GPU here: two GPUs' rows are a stand-in (the NVML side is tested in test_telemetry);
+    the engine says its model is on cuda:1."""
+    model = TelemetryModel()
+    panel = MonitorPanel(model)
+    qtbot.addWidget(panel)
+    panel.show()
+    gib = 2**30
+    for t in range(5):
+        row = {"time": 1000.0 + t, "ram_used_bytes": 8 * gib, "ram_total_bytes": 32 * gib, "cpu_pct": 5.0,
+               "engine_model_device": "cuda:1", "engine_weights_bytes": 14 * gib, "engine_kv_cache_bytes": 2 * gib,
+               "engine_prefix_cache_ram_bytes": 0.5 * gib}
+        for g in (0, 1):
+            row.update({f"gpu{g}_name": "H200", f"gpu{g}_mem_used_bytes": (3 + 14 * g) * gib,
+                        f"gpu{g}_mem_total_bytes": 140 * gib, f"gpu{g}_gpu_util_pct": 50.0})
+        model.gpu_count = 2
+        model._on_row(row)
+    assert panel.gpu_box.count() == 2
+    weights = panel.curves["VRAM (GiB)"][2]
+    assert weights.getData()[0] is None or len(weights.getData()[0]) == 0  # GPU 0 shown: not the model's
+    panel.gpu_box.setCurrentIndex(1)
+    assert list(weights.getData()[1]) == [14.0] * 5
+    assert panel.curves["VRAM (GiB)"][3].getData()[1][-1] == 2.0
+    assert "weights" in panel.title_text("VRAM (GiB)") and "weights" not in panel.title_text("RAM (GiB)")
+    low, high = panel.plots["VRAM (GiB)"].getViewBox().viewRange()[1]
+    assert high == pytest.approx(140 * 1.03, rel=0.01)  # the device's total is the top
+    ram_weights = panel.curves["RAM (GiB)"][2].getData()[0]
+    assert ram_weights is None or len(ram_weights) == 0
