@@ -37,12 +37,14 @@ def test_kv_elements_match_the_cache_transformers_builds(tiny_model):
     import torch
     from transformers import AutoModelForCausalLM, DynamicCache
 
+    from engine.runtime.generator import cache_argument
+
     for arch in ("llama", "qwen2", "deepseek_v3"):
         entry = inspect_folder(tiny_model(arch))
         model = AutoModelForCausalLM.from_pretrained(tiny_model(arch), dtype=torch.float32)
         cache = DynamicCache(config=model.config)
         with torch.inference_mode():
-            model(torch.randint(3, 300, (2, 50)), past_key_values=cache, use_cache=True)
+            model(torch.randint(3, 300, (2, 50)), use_cache=True, **{cache_argument(model): cache})
         elements = sum(layer.keys.numel() + layer.values.numel() for layer in cache.layers)
         assert elements == 2 * 50 * entry.kv_elements_per_token(), arch
 
