@@ -114,7 +114,7 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.models = ModelsPanel(self.library, self.notifier)
         self.chat = ChatPanel(self.session, self.notifier, self.theme)
-        self.monitor = MonitorPanel(self.telemetry)
+        self.monitor = MonitorPanel(self.telemetry, theme=self.theme)
         self.logs = LogsPanel(self.notifier)
         self.panels = {"Models": self.models, "Chat": self.chat, "Monitor": self.monitor,
                        "Tuning": PlaceholderPanel("Tuning"), "Search": PlaceholderPanel("Search"), "Logs": self.logs}
@@ -174,6 +174,7 @@ class MainWindow(QMainWindow):
     def set_theme(self, name: str) -> None:
         self.theme = apply_theme(name)
         self.chat.theme = self.theme
+        self.monitor.set_theme(self.theme)
         settings().setValue("window/theme", self.theme)
 
     def pop_out_monitor(self) -> QWidget:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import math
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -23,7 +24,11 @@ from deepseek_desktop.telemetry import TelemetryModel
 
 WINDOWS = {"1 min": 60, "5 min": 300, "15 min": 900, "60 min": 3600}
 GIB = 2**30
+CORES = os.cpu_count() or 1
 COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8"]
+NOT_AVAILABLE_MARK = " — N/A"
+# plot background, axis and title text per app theme; the line colours read on both
+PLOT_THEMES = {"dark": ("#000000", "#a0a0a0"), "light": ("#ffffff", "#505050")}
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,9 @@ PLOTS = {
                            Line("engine_kv_cache_usage", "KV in use", 100)), top=100, sparse=True, detail=True),
     "RAM (GiB)": PlotSpec((Line("ram_used_bytes", "host", 1 / GIB), Line("worker_rss_bytes", "engine", 1 / GIB),
                            *model_share("cpu"))),
-    "CPU (%)": PlotSpec((Line("cpu_pct", "host"), Line("worker_cpu_pct", "engine"))),
+    # psutil gives the host as % of all cores and a process as % of one: the engine is scaled to
+    # the host's measure so both lines share one axis.
+    "CPU (% of all cores)": PlotSpec((Line("cpu_pct", "host"), Line("worker_cpu_pct", "engine", 1 / CORES)), top=100),
 }
 # Exported with the plotted series: the totals the plots use as their scale.
 CSV_EXTRA = ("gpu{g}_mem_total_bytes", "ram_total_bytes")
@@ -108,18 +115,19 @@ def ago_label(seconds: float) -> str:
     return f"-{seconds // 60}:{seconds % 60:02d}"
 
 
-def legend_html(title: str, lines: list[tuple[str, str]], note: str = "") -> str:
+def legend_html(title: str, lines: list[tuple[str, str]]) -> str:
     """Title and legend in one label above the plot: a legend inside the plot area is repainted
     with every curve update."""
     keys = "&nbsp;&nbsp;".join(f'<span style="color:{color}">&#9632; {html.escape(legend)}</span>'
                                for color, legend in lines)
-    return f"{html.escape(title)}{html.escape(note)}&nbsp;&nbsp;&nbsp;{keys}"
+    return f"{html.escape(title)}&nbsp;&nbsp;&nbsp;{keys}"
 
 
 class MonitorPanel(QWidget):
-    def __init__(self, model: TelemetryModel, parent: Optional[QWidget] = None):
+    def __init__(self, model: TelemetryModel, parent: Optional[QWidget] = None, theme: str = "dark"):
         super().__init__(parent)
         self.model = model
+        self.theme = theme
         self.paused = False
         self.gpu_index = 0
         self.plots: dict[str, pg.PlotWidget] = {}
@@ -180,10 +188,23 @@ class MonitorPanel(QWidget):
                 plot.hide()
             self._set_title(title, readable=False)
         self._set_window()
+        self.set_theme(self.theme)
         layout.addLayout(grid, 1)
         layout.addWidget(self.readout)
         self.window_box.currentTextChanged.connect(lambda _: (self._set_window(), self.redraw()))
         self.gpu_box.currentIndexChanged.connect(self._select_gpu)
+
+    def set_theme(self, theme: str) -> None:
+        self.theme = theme if theme in PLOT_THEMES else "dark"
+        background, text = PLOT_THEMES[self.theme]
+        for title, plot in self.plots.items():
+            plot.setBackground(background)
+            for side in ("left", "bottom"):
+                plot.getAxis(side).setPen(text)
+                plot.getAxis(side).setTextPen(text)
+            plot.getPlotItem().titleLabel.opts["color"] = text
+            shown = self._titles.pop(title, None)  # set again, in the new colour
+            self._set_title(title, readable=shown is not None and not shown.endswith(NOT_AVAILABLE_MARK))
 
     def _set_window(self) -> None:
         # One timeline, set on each plot: pyqtgraph's X-link aligns plots by their pixel position,
@@ -285,7 +306,7 @@ class MonitorPanel(QWidget):
         device = self.model_device_kind()
         lines = [(COLORS[j], line.legend) for j, line in enumerate(spec.lines) if line.on in (None, device)]
         # A source that reports nothing reads N/A in the title, never a flat line at 0.
-        text = legend_html(title, lines if readable else [], "" if readable else " — N/A")
+        text = legend_html(title, lines) if readable else html.escape(title) + NOT_AVAILABLE_MARK
         if self._titles.get(title) != text:  # a new title re-lays out and repaints the plot
             self._titles[title] = text
             self.plots[title].setTitle(text)

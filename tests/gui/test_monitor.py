@@ -52,10 +52,10 @@ def test_monitor_panel_plots_live_telemetry_of_a_real_worker(qtbot, server, tmp_
         qtbot.waitUntil(lambda: "N/A" not in panel.title_text("Batch size (mean per step)"), timeout=5_000)
         panel.window_box.setCurrentText("1 min")
         panel.pause_box.setChecked(True)
-        frozen = len(panel.curves["CPU (%)"][0].getData()[0])
+        frozen = len(panel.curves["CPU (% of all cores)"][0].getData()[0])
         before = len(model.buffer.get("cpu_pct")[0])
         qtbot.waitUntil(lambda: len(model.buffer.get("cpu_pct")[0]) > before, timeout=5_000)
-        assert len(panel.curves["CPU (%)"][0].getData()[0]) == frozen, "paused plots must not move"
+        assert len(panel.curves["CPU (% of all cores)"][0].getData()[0]) == frozen, "paused plots must not move"
         panel.export_csv(tmp_path / "t.csv")
         header = (tmp_path / "t.csv").read_text().splitlines()[0].split(",")
         assert header[0] == "time" and "engine_generation_tokens_per_s" in header
@@ -108,3 +108,13 @@ def test_vram_split_on_the_gpu_holding_the_model_with_stand_in_gpu_rows(qtbot):
     assert high == pytest.approx(140 * 1.03, rel=0.01)  # the device's total is the top
     ram_weights = panel.curves["RAM (GiB)"][2].getData()[0]
     assert ram_weights is None or len(ram_weights) == 0
+
+
+def test_plots_follow_the_app_theme(make_window):
+    window = make_window(engine=False)
+    window.set_theme("light")
+    plot = window.monitor.plots["CPU (% of all cores)"]
+    assert plot.backgroundBrush().color().name() == "#ffffff"
+    assert "#505050" in plot.getPlotItem().titleLabel.item.toHtml()  # the title is set again in the new colour
+    window.set_theme("dark")
+    assert plot.backgroundBrush().color().name() == "#000000"
