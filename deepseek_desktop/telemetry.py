@@ -68,6 +68,8 @@ class TelemetryModel(QObject):
         self.last_row: dict = {}
         self.gpu_count = 0
         self.gpu_reason: Optional[str] = None
+        self.gpu_driver: Optional[str] = None  # NVIDIA driver and the CUDA version it supports
+        self.gpu_cuda: Optional[str] = None
         self._thread = QThread()
         self._sampler = _Sampler(int(interval_s * 1000))
         self._sampler.moveToThread(self._thread)
@@ -102,6 +104,7 @@ class TelemetryModel(QObject):
         if recorder is not None:
             self.gpu_count = len([k for k in row if k.endswith("_gpu_util_pct")]) if recorder.gpu.available else 0
             self.gpu_reason = recorder.gpu.reason
+            self.gpu_driver, self.gpu_cuda = recorder.gpu.driver, recorder.gpu.cuda
         for alert in self.alerts.update(row, self.buffer):
             self.alert.emit(alert.message, alert.since)
         self.row_added.emit(row)

@@ -91,8 +91,9 @@ def test_nvml_standin_unsupported_fields_are_na_never_zero():
     assert gpu.throttle == ["software power cap", "software thermal slowdown"]
     assert [p.is_engine for p in gpu.processes] == [True, False]
     assert gpu.engine_bytes() == 60 * 2**30
-    row = Recorder(gpu=source).sample()
+    row = Recorder(gpu=source, worker_pid=1234).sample()
     assert row["gpu0_power_w"] is None and csv_value(row["gpu0_power_w"]) == "N/A"
+    assert row["gpu0_processes"] == "1234 (engine) 60.0 GiB; 4242 N/A"
 
 
 def test_nvml_standin_missing_driver_says_so():

@@ -115,6 +115,24 @@ def ago_label(seconds: float) -> str:
     return f"-{seconds // 60}:{seconds % 60:02d}"
 
 
+def gpu_details(row: dict, g: int, driver: Optional[str], cuda: Optional[str]) -> str:
+    """One line on GPU ``g``: what it is, its clocks, bus and power limit, why it is throttled
+    and which processes hold its memory. A field the device does not report reads N/A."""
+    def field(name: str, unit: str = "", scale: float = 1.0, digits: int = 0) -> str:
+        value = row.get(f"gpu{g}_{name}")
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "N/A"
+        return f"{value * scale:.{digits}f}{unit}" if isinstance(value, (int, float)) else str(value)
+
+    return " · ".join([
+        f"{field('name')}", f"driver {driver or 'N/A'}, CUDA {cuda or 'N/A'}",
+        f"SM {field('sm_clock_mhz', ' MHz')}, memory {field('mem_clock_mhz', ' MHz')}",
+        f"PCIe TX {field('pcie_tx_kbps', ' MB/s', 1 / 1000, 1)}, RX {field('pcie_rx_kbps', ' MB/s', 1 / 1000, 1)}",
+        f"power limit {field('power_limit_w', ' W')}", f"throttle: {field('throttle')}",
+        f"processes: {field('processes')}",
+    ])
+
+
 def legend_html(title: str, lines: list[tuple[str, str]]) -> str:
     """Title and legend in one label above the plot: a legend inside the plot area is repainted
     with every curve update."""
@@ -162,6 +180,11 @@ class MonitorPanel(QWidget):
             bar.addWidget(w)
         bar.addWidget(self.gpu_label, 1)
         layout.addLayout(bar)
+        # The selected GPU's fixed facts and slow-moving state, as text: not worth a plot each.
+        self.gpu_details = QLabel("")
+        self.gpu_details.setWordWrap(True)
+        self.gpu_details.hide()
+        layout.addWidget(self.gpu_details)
         grid = QGridLayout()
         shown = [title for title, spec in PLOTS.items() if not spec.detail]
         for i, (title, spec) in enumerate(PLOTS.items()):
@@ -226,6 +249,7 @@ class MonitorPanel(QWidget):
     def _select_gpu(self, index: int) -> None:
         self.gpu_index = max(0, index)
         self.redraw()
+        self._show_gpu_details(self.model.last_row)
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -244,6 +268,14 @@ class MonitorPanel(QWidget):
             self.gpu_label.setToolTip(gpu_text)
         if not self.paused and self.isVisible():  # hidden plots cost nothing
             self.redraw()
+            self._show_gpu_details(row)
+
+    def _show_gpu_details(self, row: dict) -> None:
+        text = gpu_details(row, self.gpu_index, self.model.gpu_driver, self.model.gpu_cuda) \
+            if self.model.gpu_count else ""
+        if self.gpu_details.text() != text:  # a new text re-lays out the panel: only on a change
+            self.gpu_details.setText(text)
+            self.gpu_details.setVisible(bool(text))
 
     def window_s(self) -> int:
         return WINDOWS[self.window_box.currentText()]

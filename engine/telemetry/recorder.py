@@ -11,12 +11,12 @@ from typing import Optional
 import numpy as np
 
 from engine.telemetry.engine_metrics import EngineMetricsSource, EngineSnapshot
-from engine.telemetry.gpu import GpuSnapshot, GpuSource
+from engine.telemetry.gpu import GpuProcess, GpuSnapshot, GpuSource
 from engine.telemetry.host import HostSource
 
 GPU_FIELDS = ("name", "gpu_util_pct", "mem_util_pct", "mem_used_bytes", "mem_total_bytes", "engine_mem_bytes",
               "temperature_c", "power_w", "power_limit_w", "sm_clock_mhz", "mem_clock_mhz", "pcie_tx_kbps",
-              "pcie_rx_kbps", "throttle")
+              "pcie_rx_kbps", "throttle", "processes")
 HOST_FIELDS = ("cpu_pct", "ram_used_bytes", "ram_total_bytes", "worker_rss_bytes", "worker_cpu_pct")
 ENGINE_FIELDS = tuple(f"engine_{name}" for name in EngineSnapshot.__dataclass_fields__)
 
@@ -25,10 +25,23 @@ def gpu_row(index: int, snap: Optional[GpuSnapshot]) -> dict:
     prefix = f"gpu{index}_"
     if snap is None:
         return {prefix + f: None for f in GPU_FIELDS}
-    row = {prefix + f: getattr(snap, f, None) for f in GPU_FIELDS if f not in ("engine_mem_bytes", "throttle")}
+    row = {prefix + f: getattr(snap, f, None) for f in GPU_FIELDS
+           if f not in ("engine_mem_bytes", "throttle", "processes")}
     row[prefix + "engine_mem_bytes"] = snap.engine_bytes()
     row[prefix + "throttle"] = None if snap.throttle is None else ("; ".join(snap.throttle) or "none")
+    row[prefix + "processes"] = describe_processes(snap.processes)
     return row
+
+
+def describe_processes(processes: Optional[list[GpuProcess]]) -> Optional[str]:
+    """"4321 (engine) 60.0 GiB; 4242 N/A": who holds the device's memory (None: not listed)."""
+    if processes is None:
+        return None
+    parts = []
+    for p in sorted(processes, key=lambda p: -(p.used_bytes or 0)):
+        used = "N/A" if p.used_bytes is None else f"{p.used_bytes / 2**30:.1f} GiB"
+        parts.append(f"{p.pid}{' (engine)' if p.is_engine else ''} {used}")
+    return "; ".join(parts) or "none"
 
 
 class Recorder:

@@ -94,14 +94,19 @@ def test_vram_split_on_the_gpu_holding_the_model_with_stand_in_gpu_rows(qtbot):
                "engine_prefix_cache_ram_bytes": 0.5 * gib}
         for g in (0, 1):
             row.update({f"gpu{g}_name": "H200", f"gpu{g}_mem_used_bytes": (3 + 14 * g) * gib,
-                        f"gpu{g}_mem_total_bytes": 140 * gib, f"gpu{g}_gpu_util_pct": 50.0})
-        model.gpu_count = 2
+                        f"gpu{g}_mem_total_bytes": 140 * gib, f"gpu{g}_gpu_util_pct": 50.0,
+                        f"gpu{g}_sm_clock_mhz": 1980, f"gpu{g}_pcie_tx_kbps": None, f"gpu{g}_throttle": "none",
+                        f"gpu{g}_processes": "4321 (engine) 17.0 GiB" if g else "none"})
+        model.gpu_count, model.gpu_driver, model.gpu_cuda = 2, "580.65", "13.0"
         model._on_row(row)
     assert panel.gpu_box.count() == 2
     weights = panel.curves["VRAM (GiB)"][2]
     assert weights.getData()[0] is None or len(weights.getData()[0]) == 0  # GPU 0 shown: not the model's
     panel.gpu_box.setCurrentIndex(1)
     assert list(weights.getData()[1]) == [14.0] * 5
+    details = panel.gpu_details.text()
+    assert "H200 · driver 580.65, CUDA 13.0 · SM 1980 MHz" in details and "PCIe TX N/A" in details
+    assert "processes: 4321 (engine) 17.0 GiB" in details and not panel.gpu_details.isHidden()
     assert panel.curves["VRAM (GiB)"][3].getData()[1][-1] == 2.0
     assert "weights" in panel.title_text("VRAM (GiB)") and "weights" not in panel.title_text("RAM (GiB)")
     low, high = panel.plots["VRAM (GiB)"].getViewBox().viewRange()[1]
