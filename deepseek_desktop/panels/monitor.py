@@ -266,9 +266,15 @@ class MonitorPanel(QWidget):
         if self.gpu_label.text() != gpu_text:
             self.gpu_label.setText(gpu_text)
             self.gpu_label.setToolTip(gpu_text)
-        if not self.paused and self.isVisible():  # hidden plots cost nothing
+        # Hidden plots cost nothing; wide windows are redrawn about once per pixel of time.
+        if not self.paused and self.isVisible() and row["time"] - self.newest >= self.redraw_every_s() * 0.99:
             self.redraw()
             self._show_gpu_details(row)
+
+    def redraw_every_s(self) -> float:
+        """Seconds between redraws: each sample up to 10 minutes shown; then one redraw per
+        1/600 of the window (60 min: every 6 s), since a plot ~600 px wide would not move sooner."""
+        return self.window_s() / 600 if self.window_s() > 600 else 0.0
 
     def _show_gpu_details(self, row: dict) -> None:
         text = gpu_details(row, self.gpu_index, self.model.gpu_driver, self.model.gpu_cuda) \

@@ -123,3 +123,19 @@ def test_plots_follow_the_app_theme(make_window):
     assert "#505050" in plot.getPlotItem().titleLabel.item.toHtml()  # the title is set again in the new colour
     window.set_theme("dark")
     assert plot.backgroundBrush().color().name() == "#000000"
+
+
+def test_wide_windows_redraw_once_per_pixel_of_time_not_every_sample(qtbot):
+    model = TelemetryModel()
+    panel = MonitorPanel(model)
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.window_box.setCurrentText("60 min")
+    drawn = []
+    for t in range(13):
+        model._on_row({"time": 5000.0 + t, "ram_used_bytes": 2**30, "cpu_pct": 1.0})
+        drawn.append(len(panel.curves["CPU (% of all cores)"][0].xData))  # the data set, before clipping to view
+    assert drawn == [1] * 6 + [7] * 6 + [13]  # every 6 s at 60 min
+    panel.window_box.setCurrentText("1 min")  # a change of window draws at once, then every sample
+    model._on_row({"time": 5013.0, "ram_used_bytes": 2**30, "cpu_pct": 1.0})
+    assert len(panel.curves["CPU (% of all cores)"][0].xData) == 14
