@@ -61,7 +61,8 @@ class TelemetryModel(QObject):
     _retarget = Signal(object)
     _interval = Signal(int)
 
-    def __init__(self, interval_s: float = 1.0, capacity: int = 3600, parent: Optional[QObject] = None):
+    def __init__(self, interval_s: float = 1.0, capacity: int = 7200, parent: Optional[QObject] = None):
+        """``capacity``: samples kept per series; 7,200 is an hour at the fastest interval, 0.5 s."""
         super().__init__(parent)
         self.buffer = SeriesBuffer(capacity)
         self.alerts = AlertWatch()

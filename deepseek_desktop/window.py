@@ -201,12 +201,18 @@ class MainWindow(QMainWindow):
         else:
             self.resize(1440, 900)
         self.show_panel(store.value("window/panel", "Chat"))
+        for box, key in ((self.monitor.window_box, "monitor/window"), (self.monitor.interval_box, "monitor/interval")):
+            value = store.value(key)
+            if isinstance(value, str) and box.findText(value) >= 0:  # a garbled value keeps the default
+                box.setCurrentText(value)
 
     def save_settings(self) -> None:
         store = settings()
         store.setValue("window/geometry", self.saveGeometry())
         store.setValue("window/panel", PANELS[self.nav.currentRow()])
         store.setValue("window/theme", self.theme)
+        store.setValue("monitor/window", self.monitor.window_box.currentText())
+        store.setValue("monitor/interval", self.monitor.interval_box.currentText())
         store.sync()
 
     # ------------------------------------------------------------------ engine

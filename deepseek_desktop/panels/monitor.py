@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 from deepseek_desktop.telemetry import TelemetryModel
 
 WINDOWS = {"1 min": 60, "5 min": 300, "15 min": 900, "60 min": 3600}
+SAMPLE_EVERY = {"0.5 s": 0.5, "1 s": 1.0, "2 s": 2.0, "5 s": 5.0}
 GIB = 2**30
 CORES = os.cpu_count() or 1
 COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8"]
@@ -162,6 +163,11 @@ class MonitorPanel(QWidget):
         self.window_box = QComboBox()
         self.window_box.addItems(list(WINDOWS))
         self.window_box.setCurrentText("5 min")
+        self.interval_box = QComboBox()
+        self.interval_box.addItems(list(SAMPLE_EVERY))
+        self.interval_box.setCurrentText("1 s")
+        self.interval_box.setToolTip("How often GPU, host and engine are sampled")
+        self.interval_box.currentTextChanged.connect(lambda text: self.model.set_interval(SAMPLE_EVERY[text]))
         self.gpu_box = QComboBox()
         self.pause_box = QCheckBox("Pause")
         self.detail_box = QCheckBox("Batching and cache")
@@ -175,7 +181,7 @@ class MonitorPanel(QWidget):
         # a long reason must not widen the window: it is cut, with the whole text in the tooltip
         self.gpu_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.readout = QLabel("")
-        for w in (QLabel("Window"), self.window_box, QLabel("GPU"), self.gpu_box, self.pause_box, self.detail_box,
+        for w in (QLabel("Window"), self.window_box, QLabel("every"), self.interval_box, QLabel("GPU"), self.gpu_box, self.pause_box, self.detail_box,
                   self.csv_button, self.png_button):
             bar.addWidget(w)
         bar.addWidget(self.gpu_label, 1)
