@@ -297,14 +297,19 @@ class MonitorPanel(QWidget):
 
     def model_device_kind(self) -> Optional[str]:
         """"cuda" or "cpu" while this engine has a model loaded (the weights/KV split is drawn on
-        that memory's plot); None otherwise. A model on another GPU than the one shown: None."""
-        device = self.model.last_row.get("engine_model_device")
+        that memory's plot); None otherwise, or when the model is on another GPU than the one shown."""
+        row = self.model.last_row
+        device = row.get("engine_model_device")
         if not device:
             return None
-        if device.startswith("cuda"):
-            index = int(device.partition(":")[2] or 0)
-            return "cuda" if index == self.gpu_index else None
-        return "cpu" if device == "cpu" else None
+        if not device.startswith("cuda"):
+            return "cpu" if device == "cpu" else None
+        # The GPU where NVML sees the engine's process holding memory: CUDA's numbering differs
+        # from NVML's under CUDA_VISIBLE_DEVICES. Only when NVML cannot list processes: the index.
+        holding = row.get(f"gpu{self.gpu_index}_engine_mem_bytes")
+        if holding is not None:
+            return "cuda" if holding > 0 else None
+        return "cuda" if int(device.partition(":")[2] or 0) == self.gpu_index else None
 
     def visible(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Every plotted series, and the totals the plots scale by, over the chosen window, in

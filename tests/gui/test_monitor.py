@@ -73,6 +73,11 @@ def test_alerts_reach_the_status_bar_and_the_logs_panel(make_window, qtbot):
     assert "VRAM above 90%" in window.statusBar().currentMessage()
 
 
+def points(curve) -> int:
+    """Samples a curve was given (pyqtgraph keeps None for an emptied curve)."""
+    return 0 if curve.xData is None else len(curve.xData)
+
+
 def test_round_tops_and_time_labels():
     from deepseek_desktop.panels.monitor import ago_label, round_top
 
@@ -113,6 +118,14 @@ def test_vram_split_on_the_gpu_holding_the_model_with_stand_in_gpu_rows(qtbot):
     assert high == pytest.approx(140 * 1.03, rel=0.01)  # the device's total is the top
     ram_weights = panel.curves["RAM (GiB)"][2].getData()[0]
     assert ram_weights is None or len(ram_weights) == 0
+    # Under CUDA_VISIBLE_DEVICES=1 the engine's cuda:0 is NVML's GPU 1: the GPU whose process
+    # list holds the engine decides, not the index.
+    for t in range(5, 7):
+        model._on_row({**row, "time": 1000.0 + t, "engine_model_device": "cuda:0",
+                       "gpu0_engine_mem_bytes": 0, "gpu1_engine_mem_bytes": 17 * gib})
+    assert points(weights) == 7  # still on GPU 1's plot
+    panel.gpu_box.setCurrentIndex(0)
+    assert points(weights) == 0
 
 
 def test_plots_follow_the_app_theme(make_window):
