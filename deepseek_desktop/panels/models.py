@@ -3,6 +3,8 @@ estimate for the chosen options before anything loads, and load / cancel / unloa
 
 from __future__ import annotations
 
+import re
+
 from typing import Optional
 
 from PySide6.QtCore import Qt, Signal
@@ -40,6 +42,8 @@ def progress_text(event: dict) -> str:
             f"{format_bytes(event.get('bytes_done'))} of {format_bytes(event.get('bytes_total'))} · "
             f"{format_eta(event.get('eta_s'))}")
 
+
+JOB_PERCENT = re.compile(r"\((\d{1,3})%\)$|(\d{1,3})%\|")
 
 class FoldersDialog(QDialog):
     def __init__(self, folders: list[str], hf_cache: bool, parent=None):
@@ -111,7 +115,7 @@ class ModelsPanel(QWidget):
         refresh.clicked.connect(self.library.scan)
         for button in (self.demo_button, self.import_button, folders, refresh):
             bar.addWidget(button)
-        self.job_bar = QProgressBar(maximum=0, maximumWidth=160)  # busy: the job reports steps, not bytes
+        self.job_bar = QProgressBar(maximum=0, maximumWidth=160)  # busy until a step reports a percentage
         self.job_bar.hide()
         self.job_label = QLabel()
         bar.addWidget(self.job_bar)
@@ -354,6 +358,12 @@ class ModelsPanel(QWidget):
             self.library.set_folders(dialog.folders(), dialog.hf_cache.isChecked())
 
     def _job_progress(self, line: str) -> None:
+        # "downloading …: 45.2 of 92.9 MB (49%)" or a tqdm bar ("… 64%|███▍ | 174/272"): a
+        # measured bar; other steps: busy
+        match = JOB_PERCENT.search(line)
+        self.job_bar.setMaximum(100 if match else 0)
+        if match:
+            self.job_bar.setValue(int(match[1] or match[2]))
         self.job_bar.show()
         self.demo_button.setEnabled(False)
         self.import_button.setEnabled(False)
