@@ -184,3 +184,40 @@ def test_job_progress_shows_a_measured_bar_for_bytes_and_tqdm_steps_else_busy(ma
     assert (panel.job_bar.maximum(), panel.job_bar.value()) == (100, 64)
     panel._job_progress("converting SmolLM2-135M-Instruct.Q4_1.gguf to safetensors in /x …")
     assert panel.job_bar.maximum() == 0  # busy: this step has no count
+
+
+def titles(window) -> list[str]:
+    items = window.chat.conversation_list
+    return sorted(items.item(i).text() for i in range(items.count()))
+
+
+def conversation_action(qtbot, window, title: str, action_text: str) -> None:
+    """Right-click a conversation in the list and choose ``action_text`` from its menu."""
+    from PySide6.QtWidgets import QMenu
+
+    items = window.chat.conversation_list
+    item = next(items.item(i) for i in range(items.count()) if items.item(i).text() == title)
+    items.customContextMenuRequested.emit(items.visualItemRect(item).center())
+    menu = window.chat.findChildren(QMenu)[-1]
+    qtbot.waitUntil(menu.isVisible, timeout=5_000)
+    next(a for a in menu.actions() if a.text() == action_text).trigger()
+    menu.close()
+
+
+def test_conversations_are_renamed_and_deleted_from_their_menu_and_stay_so(make_window, qtbot, monkeypatch):
+    from PySide6.QtWidgets import QInputDialog
+
+    window = make_window(engine=False)
+    window.session.new_conversation("First")
+    window.session.new_conversation("Second")  # the current one
+    qtbot.waitUntil(lambda: titles(window) == ["First", "Second"], timeout=10_000)
+    # The title dialog is modal: its answer is stood in for, the rest is the real menu and store.
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("Cats", True))
+    conversation_action(qtbot, window, "Second", "Rename…")
+    qtbot.waitUntil(lambda: titles(window) == ["Cats", "First"], timeout=10_000)
+    assert window.chat.title_label.text() == "Cats"
+    conversation_action(qtbot, window, "First", "Delete")
+    qtbot.waitUntil(lambda: titles(window) == ["Cats"], timeout=10_000)
+    window.close()
+    again = make_window(engine=False)
+    qtbot.waitUntil(lambda: titles(again) == ["Cats"], timeout=10_000)
