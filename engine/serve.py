@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
+import sys
 import threading
 import time
 
@@ -37,11 +40,28 @@ def _load_at_start(engine: Engine) -> None:
         pass  # already logged, published and reflected in the state
 
 
+def die_with_parent() -> bool:
+    """Linux: ask the kernel for SIGTERM when our parent dies (PR_SET_PDEATHSIG), at once and
+    even while Python is busy; the watch thread below stays as the portable fallback."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+PR_SET_PDEATHSIG = 1
+
+
 def _watch_parent(pid: int) -> None:
     """Exit when the desktop app that started us is gone, however it died (kill -9 included)."""
     import psutil
 
     is_our_parent = os.getppid() == pid
+    if is_our_parent:
+        die_with_parent()
 
     def gone() -> bool:
         if is_our_parent:  # reparented on its death: no race with the pid being reused
