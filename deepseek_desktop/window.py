@@ -423,6 +423,7 @@ class MainWindow(QMainWindow):
         self._health_timer.stop()
         self.session.stop()
         self.telemetry.stop()
+        self.library.stop_job()
         if self.engine is not None:
             self.engine.stop()
         self.store.close()

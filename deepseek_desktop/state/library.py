@@ -130,6 +130,17 @@ class ModelLibrary(QObject):
         self.job.start(sys.executable, ["-m", "engine", *args])
         return True
 
+    def stop_job(self) -> None:
+        """At quit: end a fetch or import still running, without its signals reaching a library
+        that is going away. Its output is staged and renamed into place, so nothing half-written
+        is left as a model."""
+        job, self.job = self.job, None
+        if job is None:
+            return
+        job.blockSignals(True)
+        job.kill()
+        job.waitForFinished(3000)
+
     def _job_stderr(self) -> None:
         for line in bytes(self.job.readAllStandardError()).decode("utf-8", "replace").splitlines():
             if line.strip():
