@@ -187,8 +187,11 @@ def test_monitor_cli_writes_one_row_per_sample_with_header(server, tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert 4 <= len(rows) <= 6
     assert float(rows[-1]["worker_rss_bytes"]) > 0 and rows[-1]["engine_requests_running"] == "0"
+    # where the served model's memory went: its weights on the CPU, no request holding KV now
+    assert rows[-1]["engine_model_device"] == "cpu" and float(rows[-1]["engine_weights_bytes"]) > 0.1e6
+    assert float(rows[-1]["engine_kv_cache_bytes"]) == 0
     if "GPU columns are N/A" in result.stderr:
-        assert rows[-1]["gpu0_mem_used_bytes"] == "N/A"
+        assert rows[-1]["gpu0_mem_used_bytes"] == "N/A" and rows[-1]["gpu0_processes"] == "N/A"
     bad = subprocess.run([sys.executable, "-m", "engine", "monitor", "--interval", "0.1", "--csv", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "between 0.5 and 5" in bad.stderr
