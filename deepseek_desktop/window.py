@@ -205,6 +205,9 @@ class MainWindow(QMainWindow):
             value = store.value(key)
             if isinstance(value, str) and box.findText(value) >= 0:  # a garbled value keeps the default
                 box.setCurrentText(value)
+        vram_alert = str(store.value("monitor/vram_alert", ""))
+        if vram_alert.isdigit():
+            self.monitor.vram_alert_box.setValue(int(vram_alert))  # clamped to the box's 50-100
 
     def save_settings(self) -> None:
         store = settings()
@@ -213,6 +216,7 @@ class MainWindow(QMainWindow):
         store.setValue("window/theme", self.theme)
         store.setValue("monitor/window", self.monitor.window_box.currentText())
         store.setValue("monitor/interval", self.monitor.interval_box.currentText())
+        store.setValue("monitor/vram_alert", self.monitor.vram_alert_box.value())
         store.sync()
 
     # ------------------------------------------------------------------ engine

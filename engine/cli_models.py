@@ -49,6 +49,8 @@ def add_commands(sub) -> None:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between samples (0.5 to 5)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     p.add_argument("--csv", required=True, help="file to write, one row per sample, with a header")
+    p.add_argument("--vram-alert", type=float, default=90.0,
+                   help="alert when a GPU's memory use reaches this percent (default 90)")
     p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("reshard", help="rewrite a checkpoint into shards of at most --chunk-size MB")
@@ -155,10 +157,13 @@ def cmd_monitor(args) -> int:
     if not 0.5 <= args.interval <= 5:
         print(f"error: --interval must be between 0.5 and 5 seconds, got {args.interval}", file=sys.stderr)
         return 2
+    if not 1 <= args.vram_alert <= 100:
+        print(f"error: --vram-alert must be a percent between 1 and 100, got {args.vram_alert}", file=sys.stderr)
+        return 2
     recorder = Recorder(args.url, args.api_key, args.worker_pid)
     if not recorder.gpu.available:
         print(f"note: GPU columns are N/A: {recorder.gpu.reason}", file=sys.stderr)
-    buffer, alerts = SeriesBuffer(), AlertWatch()
+    buffer, alerts = SeriesBuffer(), AlertWatch(vram_threshold=args.vram_alert / 100)
     columns = recorder.columns()
     started = time.monotonic()
     with open(args.csv, "w", newline="", buffering=1) as f:

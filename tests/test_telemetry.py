@@ -175,6 +175,8 @@ def test_alerts_vram_throttle_and_growing_worker_memory():
     kinds = {a.kind: a.since for a in started}
     assert kinds["gpu0-vram"] == 6.0 and kinds["gpu0-throttle"] == 31.0 and "worker-memory" in kinds
     assert set(watch.active) == {"gpu0-vram", "gpu0-throttle", "worker-memory"}
+    higher = AlertWatch(vram_threshold=0.95)  # 75 of 80 is 93.75%: under it
+    assert not higher.update({"time": 0.0, "gpu0_mem_used_bytes": 75, "gpu0_mem_total_bytes": 80}, SeriesBuffer())
 
 
 def test_monitor_cli_writes_one_row_per_sample_with_header(server, tmp_path):
@@ -195,3 +197,6 @@ def test_monitor_cli_writes_one_row_per_sample_with_header(server, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "engine", "monitor", "--interval", "0.1", "--csv", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "between 0.5 and 5" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "engine", "monitor", "--vram-alert", "0", "--csv", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--vram-alert must be a percent" in bad.stderr

@@ -16,8 +16,8 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.exporters import ImageExporter
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout,
-    QWidget,
+    QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox,
+    QVBoxLayout, QWidget,
 )
 
 from deepseek_desktop.telemetry import TelemetryModel
@@ -168,6 +168,10 @@ class MonitorPanel(QWidget):
         self.interval_box.setCurrentText("1 s")
         self.interval_box.setToolTip("How often GPU, host and engine are sampled")
         self.interval_box.currentTextChanged.connect(lambda text: self.model.set_interval(SAMPLE_EVERY[text]))
+        self.vram_alert_box = QSpinBox(minimum=50, maximum=100, suffix=" %", maximumWidth=72)
+        self.vram_alert_box.setValue(round(self.model.alerts.vram_threshold * 100))
+        self.vram_alert_box.setToolTip("Alert (status bar and Logs) when a GPU's memory use reaches this")
+        self.vram_alert_box.valueChanged.connect(lambda pct: setattr(self.model.alerts, "vram_threshold", pct / 100))
         self.gpu_box = QComboBox()
         self.pause_box = QCheckBox("Pause")
         self.detail_box = QCheckBox("Batching and cache")
@@ -177,19 +181,23 @@ class MonitorPanel(QWidget):
         self.csv_button.clicked.connect(lambda: self._ask_path("CSV", "telemetry.csv", self.export_csv))
         self.png_button = QPushButton("Export PNGs…")
         self.png_button.clicked.connect(self._ask_png_folder)
-        self.gpu_label = QLabel("")
-        # a long reason must not widen the window: it is cut, with the whole text in the tooltip
-        self.gpu_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.readout = QLabel("")
-        for w in (QLabel("Window"), self.window_box, QLabel("every"), self.interval_box, QLabel("GPU"), self.gpu_box, self.pause_box, self.detail_box,
+        for w in (QLabel("Window"), self.window_box, QLabel("every"), self.interval_box, QLabel("GPU"),
+                  self.gpu_box, QLabel("VRAM alert at"), self.vram_alert_box, self.pause_box, self.detail_box,
                   self.csv_button, self.png_button):
             bar.addWidget(w)
-        bar.addWidget(self.gpu_label, 1)
+        bar.addStretch(1)
         layout.addLayout(bar)
-        # The selected GPU's fixed facts and slow-moving state, as text: not worth a plot each.
+        # Under the toolbar: why there is no GPU telemetry, or the selected GPU's fixed facts and
+        # slow-moving state (not worth a plot each). A long reason must not widen the window: it
+        # is cut, with the whole text in the tooltip.
+        self.gpu_label = QLabel("")
+        self.gpu_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.gpu_label.hide()
         self.gpu_details = QLabel("")
         self.gpu_details.setWordWrap(True)
         self.gpu_details.hide()
+        layout.addWidget(self.gpu_label)
         layout.addWidget(self.gpu_details)
         grid = QGridLayout()
         shown = [title for title, spec in PLOTS.items() if not spec.detail]
@@ -272,6 +280,7 @@ class MonitorPanel(QWidget):
         if self.gpu_label.text() != gpu_text:
             self.gpu_label.setText(gpu_text)
             self.gpu_label.setToolTip(gpu_text)
+            self.gpu_label.setVisible(bool(gpu_text))
         # Hidden plots cost nothing; wide windows are redrawn about once per pixel of time.
         if not self.paused and self.isVisible() and row["time"] - self.newest >= self.redraw_every_s() * 0.99:
             self.redraw()

@@ -114,8 +114,9 @@ def test_an_unreadable_chat_history_is_kept_aside_and_a_new_one_started(make_win
 def test_a_garbled_settings_file_falls_back_to_defaults(make_window, app_data):
     app_data.mkdir(parents=True)
     (app_data / "settings.ini").write_text("[window]\ngeometry=nonsense\ntheme=purple\n[library]\nfolders={oops\n"
-                                          "[engine]\nlast_load=" + json.dumps("not a dict") + "\n[monitor]\nwindow=7 years\ninterval=0\n")
+                                          "[engine]\nlast_load=" + json.dumps("not a dict") + "\n[monitor]\nwindow=7 years\ninterval=0\nvram_alert=lots\n")
     window = make_window(engine=False)
     assert window.theme == "dark" and window.width() == 1440
     assert window.library.folders and window.last_load is None
     assert window.monitor.window_s() == 300 and window.monitor.interval_box.currentText() == "1 s"
+    assert window.telemetry.alerts.vram_threshold == 0.9
