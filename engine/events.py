@@ -36,6 +36,18 @@ class EventBus:
         for callback in callbacks:
             callback(event)
 
+    def close(self) -> None:
+        """End every subscriber's stream: the server is shutting down, and an open event stream
+        would hold its graceful shutdown until the timeout (the app's quit waited 5 s, then
+        killed the worker)."""
+        with self._lock:
+            queues = list(self._queues)
+        for loop, queue in queues:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+            except RuntimeError:  # that loop is already closed
+                pass
+
     def subscribe(self) -> asyncio.Queue:
         """A queue for the running event loop, primed with the current state (and progress)."""
         queue: asyncio.Queue = asyncio.Queue()

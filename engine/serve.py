@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 
+import uvicorn
+
 from engine.config import EngineConfig
 from engine.core import Engine
 from engine.logs import configure_logging
@@ -81,9 +83,19 @@ def _watch_parent(pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def run_server(config: EngineConfig) -> int:
-    import uvicorn
+class _Server(uvicorn.Server):
+    """Ends the event streams when asked to exit, so shutdown need not wait them out."""
 
+    def __init__(self, engine: Engine, config: uvicorn.Config):
+        super().__init__(config)
+        self.engine = engine
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        self.engine.events.close()
+
+
+def run_server(config: EngineConfig) -> int:
     from engine.server import create_app
 
     configure_logging(config.server.log_level)
@@ -103,7 +115,7 @@ def run_server(config: EngineConfig) -> int:
     log.info("listening on http://%s:%s", host, port, extra={"event": "listening", "host": host, "port": port})
     if config.model.path:
         _load_at_start(engine)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False,
-                                           log_level=config.server.log_level, timeout_graceful_shutdown=5))
+    server = _Server(engine, uvicorn.Config(app, log_config=None, access_log=False,
+                                            log_level=config.server.log_level, timeout_graceful_shutdown=5))
     server.run(sockets=[sock])
     return 0

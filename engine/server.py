@@ -252,6 +252,8 @@ async def _event_stream(engine: Engine) -> AsyncIterator[str]:
             except asyncio.TimeoutError:
                 yield ": keep-alive\n\n"  # lets proxies and clients see the stream is alive
                 continue
+            if event is None:  # the server is shutting down
+                return
             # No "event:" line: every event reaches EventSource's onmessage; "type" tells them apart.
             yield f"data: {json.dumps(event)}\n\n"
     finally:
