@@ -199,6 +199,12 @@ class MonitorPanel(QWidget):
         self.gpu_details.hide()
         layout.addWidget(self.gpu_label)
         layout.addWidget(self.gpu_details)
+        layout.addLayout(self._build_plots(), 1)
+        layout.addWidget(self.readout)
+        self.window_box.currentTextChanged.connect(lambda _: (self._set_window(), self.redraw()))
+        self.gpu_box.currentIndexChanged.connect(self._select_gpu)
+
+    def _build_plots(self) -> QGridLayout:
         grid = QGridLayout()
         shown = [title for title, spec in PLOTS.items() if not spec.detail]
         for i, (title, spec) in enumerate(PLOTS.items()):
@@ -226,10 +232,7 @@ class MonitorPanel(QWidget):
             self._set_title(title, readable=False)
         self._set_window()
         self.set_theme(self.theme)
-        layout.addLayout(grid, 1)
-        layout.addWidget(self.readout)
-        self.window_box.currentTextChanged.connect(lambda _: (self._set_window(), self.redraw()))
-        self.gpu_box.currentIndexChanged.connect(self._select_gpu)
+        return grid
 
     def set_theme(self, theme: str) -> None:
         self.theme = theme if theme in PLOT_THEMES else "dark"
