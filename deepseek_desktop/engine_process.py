@@ -15,13 +15,16 @@ import time
 from collections import deque
 from typing import Optional
 
-from PySide6.QtCore import QObject, QProcess, QTimer, Signal
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
 # Seconds to wait before each restart after a crash; a worker that ran this long is healthy again.
 BACKOFF_S = (1, 2, 4, 8, 16, 30)
 HEALTHY_AFTER_S = 60
 MAX_RESTARTS = len(BACKOFF_S)
 USAGE_ERROR = 2  # ``deepseek-engine`` exits 2 on a bad flag or configuration: restarting cannot help
+
+
+API_KEY_ENV = "DEEPSEEK_ENGINE_API_KEY"  # read by `deepseek-engine serve` when no --api-key is given
 
 
 class EngineProcess(QObject):
@@ -52,11 +55,18 @@ class EngineProcess(QObject):
         self._process.errorOccurred.connect(self._on_error)
 
     def arguments(self) -> list[str]:
-        args = ["-m", "engine", "serve", "--port", "0", "--api-key", self.api_key,
-                "--parent-pid", str(os.getpid()), *self.extra_args]
+        # The key goes in the environment, not the command line: other local users can read a
+        # process's arguments, and argparse took a key starting with "-" (1 in 64 of
+        # token_urlsafe's) for an option, so 1 launch in 64 ended in "engine failed".
+        args = ["-m", "engine", "serve", "--port", "0", "--parent-pid", str(os.getpid()), *self.extra_args]
         if self.model_path:
-            args += ["--model", self.model_path]
+            args.append(f"--model={self.model_path}")
         return args
+
+    def environment(self) -> QProcessEnvironment:
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert(API_KEY_ENV, self.api_key)
+        return env
 
     def start(self) -> None:
         if self._process.state() != QProcess.ProcessState.NotRunning:
@@ -66,6 +76,7 @@ class EngineProcess(QObject):
         self._buffer = b""
         self._started_at = time.monotonic()
         self._set_state("starting")
+        self._process.setProcessEnvironment(self.environment())
         self._process.start(sys.executable, self.arguments())
 
     def stop(self, grace_ms: int = 5000) -> None:

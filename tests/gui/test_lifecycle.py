@@ -10,6 +10,7 @@ import time
 import psutil
 from conftest import load_and_wait, wait_state
 
+from deepseek_desktop.engine_process import EngineProcess
 from helpers import ROOT
 
 
@@ -79,3 +80,22 @@ def test_quit_stops_the_worker_and_the_app_exits_cleanly(tmp_path, llama_dir):
     assert gui.returncode == 0, err[-3000:]
     assert "Fatal Python error" not in err
     assert workers and not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
+def test_the_worker_gets_its_key_from_the_environment_even_one_starting_with_a_dash(qtbot):
+    """token_urlsafe() starts with "-" once in 64; on the command line argparse took such a key for
+    an option and the worker exited 2 (the app said "engine failed"). The key also stays out of
+    the process list, where other local users could read it."""
+    import httpx
+
+    engine = EngineProcess(restart=False)
+    engine.api_key = "-" + engine.api_key
+    engine.start()
+    try:
+        qtbot.waitUntil(lambda: engine.url is not None, timeout=60_000)
+        assert engine.api_key not in " ".join(psutil.Process(engine.pid()).cmdline())
+        headers = {"Authorization": f"Bearer {engine.api_key}"}
+        assert httpx.get(engine.url + "/admin/status", headers=headers, timeout=10).status_code == 200
+        assert httpx.get(engine.url + "/admin/status", timeout=10).status_code == 401
+    finally:
+        engine.stop()
