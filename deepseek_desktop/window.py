@@ -56,6 +56,17 @@ def apply_theme(name: str) -> str:
     return name
 
 
+def headline(detail: str) -> str:
+    """One line for the status bar: "engine could not start (exited with code 2):" says little,
+    so the last line of the worker's stderr (usually the reason) follows it."""
+    lines = [line.strip() for line in detail.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[-1]}"
+    return lines[0]
+
+
 class MainWindow(QMainWindow):
     first_painted = Signal(float)  # time.time() of the first paint
 
@@ -366,7 +377,7 @@ class MainWindow(QMainWindow):
         self.state_label.style().unpolish(self.state_label)
         self.state_label.style().polish(self.state_label)
         if state in ("crashed", "failed") and detail:
-            self.state_label.setText(f"{text} — {detail.splitlines()[0]}")
+            self.state_label.setText(f"{text} — {headline(detail)}")
 
     def _on_process_state(self, state: str) -> None:
         if state == "failed":
