@@ -51,6 +51,8 @@ class ChatSession(QObject):
         self.handle: Optional[StreamHandle] = None
         self.query = ""
         self._save_timer = QTimer(self, interval=SAVE_EVERY_MS, timeout=self._save_reply)
+        # Messages whose last write failed (a full disk): written again with the next save.
+        self._unsaved: dict[str, dict] = {}
 
     @property
     def busy(self) -> bool:
@@ -94,6 +96,7 @@ class ChatSession(QObject):
             if self.busy:
                 self.stop()
             self._show(None, [])
+        self._forget_unsaved(conversation_id)
         self.store.delete_conversation(conversation_id)
         self.refresh()
 
@@ -149,6 +152,7 @@ class ChatSession(QObject):
 
     def _truncate(self, position: int) -> None:
         self.messages = [m for m in self.messages if m["position"] < position]
+        self._forget_unsaved(self.current["id"], position)
         self.store.truncate(self.current["id"], position)
         self.messages_reset.emit(self.messages)
 
@@ -156,7 +160,7 @@ class ChatSession(QObject):
         message = {"id": new_id(), "conversation_id": self.current["id"], "position": len(self.messages),
                    "content": "", "reasoning": "", "stats": {}, "created": time.time(), **fields}
         self.messages.append(message)
-        self.store.save_message(dict(message))
+        self._save(message)
         self.message_added.emit(message)
         return message
 
@@ -233,11 +237,28 @@ class ChatSession(QObject):
         self._save_timer.stop()
         reply["status"] = status
         reply["stats"] = {**reply.get("stats", {}), **stats}
-        self.store.save_message(dict(reply))
+        self._save(reply)
         self.message_updated.emit(reply)
         self.busy_changed.emit(False)
         self.refresh()
 
     def _save_reply(self) -> None:
         if self.reply is not None:
-            self.store.save_message(dict(self.reply))
+            self._save(self.reply)
+
+    def _save(self, message: dict) -> None:
+        """Write ``message`` and any earlier one whose write failed (the store reports each
+        failure: "chat history: database or disk is full"), so what is on screen reaches the disk
+        once there is room again."""
+        self._unsaved[message["id"]] = dict(message)
+        for snapshot in list(self._unsaved.values()):
+            self.store.save_message(snapshot, on_done=lambda _, s=snapshot: self._written(s))
+
+    def _written(self, snapshot: dict) -> None:
+        if self._unsaved.get(snapshot["id"]) is snapshot:  # no newer version waiting
+            del self._unsaved[snapshot["id"]]
+
+    def _forget_unsaved(self, conversation_id: str, from_position: int = 0) -> None:
+        """Deleted or truncated messages are not to come back with a retry."""
+        self._unsaved = {k: m for k, m in self._unsaved.items()
+                         if m["conversation_id"] != conversation_id or m["position"] < from_position}

@@ -121,3 +121,39 @@ def test_a_garbled_settings_file_falls_back_to_defaults(make_window, app_data):
     assert window.library.folders and window.last_load is None
     assert window.monitor.window_s() == 300 and window.monitor.interval_box.currentText() == "1 s"
     assert window.telemetry.alerts.vram_threshold == 0.9
+
+
+def run_on_store(qtbot, window, sql: str):
+    """One statement on the history's own connection, on its own thread (SQLite wants that)."""
+    result = []
+    window.store.call(lambda: window.store.store.db.execute(sql).fetchall(), on_done=result.append)
+    qtbot.waitUntil(lambda: bool(result), timeout=10_000)
+    return result[0]
+
+
+def test_a_full_disk_during_a_chat_loses_nothing_once_there_is_room(make_window, qtbot, llama_dir):
+    """SQLite's own "database or disk is full", reached by capping the file at its current size
+    (PRAGMA max_page_count): the real error path, without filling this machine's disk."""
+    window = make_window()
+    wait_state(qtbot, window, "idle")
+    load_and_wait(qtbot, window, llama_dir)
+    [[pages]] = run_on_store(qtbot, window, "PRAGMA page_count")
+    run_on_store(qtbot, window, f"PRAGMA max_page_count = {pages}")
+    long_message = "a paragraph that needs pages of its own. " * 150  # more than the file has room for
+    window.chat.composer.setPlainText(long_message)
+    window.chat.send()
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=30_000)
+    qtbot.waitUntil(lambda: any("disk is full" in r[2] for r in window.logs.rows()), timeout=10_000)
+    assert window.session.messages[0]["content"] == long_message.strip()  # still on screen
+    run_on_store(qtbot, window, "PRAGMA max_page_count = 1073741823")  # room again
+    window.chat.composer.setPlainText("hi")
+    window.chat.send()
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=30_000)
+    qtbot.waitUntil(lambda: not window.session._unsaved, timeout=10_000)
+    conversation = window.session.current["id"]
+    window.close()
+    again = make_window(engine=False)
+    saved = []
+    again.store.messages(conversation, on_done=saved.append)
+    qtbot.waitUntil(lambda: bool(saved), timeout=10_000)
+    assert [m["content"] for m in saved[0] if m["role"] == "user"] == [long_message.strip(), "hi"]
