@@ -4,6 +4,7 @@ back as Qt signals (see ``tasks.run_task``)."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from typing import Callable, Iterator, Optional
@@ -36,14 +37,32 @@ def _sse_data(lines: Iterator[str]) -> Iterator[dict]:
 
 
 class StreamHandle:
-    """Lets the GUI stop a stream: the worker thread checks it between pieces and closes the
-    connection, which the engine takes as a disconnect and stops generating."""
+    """Lets the GUI stop a stream at once: the connection's socket is shut down, which wakes a
+    read blocked in the worker thread (a stream can be silent for long: an idle event stream, a
+    long prompt's prefill) and which the engine takes as a disconnect and stops generating."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
+        self._socket: Optional[socket.socket] = None
+
+    def follow(self, response: httpx.Response) -> None:
+        """Called by the worker thread once the response has started."""
+        stream = response.extensions.get("network_stream")
+        self._socket = stream.get_extra_info("socket") if stream is not None else None
+        if self.stopped:  # stopped before the response began
+            self._interrupt()
 
     def stop(self) -> None:
         self._stop.set()
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        sock = self._socket
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed
+                pass
 
     @property
     def stopped(self) -> bool:
@@ -84,14 +103,19 @@ class EngineClient(QObject):
 
         def work(signals: TaskSignals):
             timeout = httpx.Timeout(10, read=None)
-            with httpx.stream("GET", self.url + "/admin/events", headers=self.headers, timeout=timeout) as r:
-                if r.status_code != 200:
-                    r.read()
-                    raise EngineError(_error_message(r))
-                for event in _sse_data(r.iter_lines()):
-                    if handle.stopped:
-                        break
-                    signals.chunk.emit(event)
+            try:
+                with httpx.stream("GET", self.url + "/admin/events", headers=self.headers, timeout=timeout) as r:
+                    if r.status_code != 200:
+                        r.read()
+                        raise EngineError(_error_message(r))
+                    handle.follow(r)
+                    for event in _sse_data(r.iter_lines()):
+                        if handle.stopped:
+                            break
+                        signals.chunk.emit(event)
+            except httpx.TransportError:
+                if not handle.stopped:  # stopping shuts the socket: that read error is the stop
+                    raise
             return None
         run_task(work, on_failed=on_failed, on_chunk=on_event, pool=self.stream_pool)
         return handle
@@ -109,8 +133,11 @@ class EngineClient(QObject):
                       "pieces": 0}
             try:
                 self._read_chat(body, handle, signals, result)
-            except httpx.TransportError as exc:  # the engine went away mid-reply: keep what came
-                result["interrupted"] = describe_error(exc)
+            except httpx.TransportError as exc:
+                if handle.stopped:  # stopping shuts the socket: that read error is the stop
+                    result["stopped"] = True
+                else:  # the engine went away mid-reply: keep what came
+                    result["interrupted"] = describe_error(exc)
             first, ended = result.pop("first"), time.monotonic()
             result["ttft_s"] = None if first is None else first - started
             result["decode_s"] = None if first is None else ended - first
@@ -124,6 +151,7 @@ class EngineClient(QObject):
             if r.status_code != 200:
                 r.read()
                 raise EngineError(_error_message(r))
+            handle.follow(r)
             for data in _sse_data(r.iter_lines()):
                 if handle.stopped:
                     result["stopped"] = True

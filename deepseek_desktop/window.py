@@ -436,6 +436,8 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         self.save_settings()
         self._health_timer.stop()
+        if self._events is not None:  # an attached engine keeps running: its stream must end here
+            self._events.stop()
         self.session.stop()
         self.telemetry.stop()
         self.library.stop_job()

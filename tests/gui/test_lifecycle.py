@@ -99,3 +99,22 @@ def test_the_worker_gets_its_key_from_the_environment_even_one_starting_with_a_d
         assert httpx.get(engine.url + "/admin/status", timeout=10).status_code == 401
     finally:
         engine.stop()
+
+
+def test_quit_while_attached_to_an_engine_that_keeps_running(tmp_path):
+    """The attached engine stays up, so its /admin/events stream stays open: quitting must end it
+    (it used to block the app's exit for good, waiting on the stream's thread)."""
+    from helpers import EngineServer
+
+    env = {**os.environ, "DEEPSEEK_DESKTOP_DATA": str(tmp_path / "data"), "QT_QPA_PLATFORM": "offscreen"}
+    with EngineServer(None).start(wait_ready=False) as srv:  # no model: listening is enough
+        gui = subprocess.Popen([sys.executable, "-m", "deepseek_desktop.app", "--engine-url", srv.url,
+                                "--api-key", srv.api_key, "--quit-after", "4"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = gui.communicate(timeout=40)
+        finally:
+            if gui.poll() is None:
+                gui.kill()
+        assert gui.returncode == 0, err[-3000:]
+        assert srv.proc.poll() is None  # the engine the app did not start is left running
