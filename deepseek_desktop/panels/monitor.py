@@ -237,6 +237,7 @@ class MonitorPanel(QWidget):
     def set_theme(self, theme: str) -> None:
         self.theme = theme if theme in PLOT_THEMES else "dark"
         background, text = PLOT_THEMES[self.theme]
+        device = self.model_device_kind()
         for title, plot in self.plots.items():
             plot.setBackground(background)
             for side in ("left", "bottom"):
@@ -244,7 +245,7 @@ class MonitorPanel(QWidget):
                 plot.getAxis(side).setTextPen(text)
             plot.getPlotItem().titleLabel.opts["color"] = text
             shown = self._titles.pop(title, None)  # set again, in the new colour
-            self._set_title(title, readable=shown is not None and not shown.endswith(NOT_AVAILABLE_MARK))
+            self._set_title(title, shown is not None and not shown.endswith(NOT_AVAILABLE_MARK), device)
 
     def _set_window(self) -> None:
         # One timeline, set on each plot: pyqtgraph's X-link aligns plots by their pixel position,
@@ -349,7 +350,7 @@ class MonitorPanel(QWidget):
                     curve.setData([], [])
                 readable = readable or has_values
             self._set_top(title, spec, peak, data)
-            self._set_title(title, readable)
+            self._set_title(title, readable, device)
 
     def _set_top(self, title: str, spec: PlotSpec, peak: float, data: dict) -> None:
         if isinstance(spec.top, str):
@@ -362,9 +363,9 @@ class MonitorPanel(QWidget):
             self._tops[title] = top
             self.plots[title].setYRange(0, top, padding=0.03)
 
-    def _set_title(self, title: str, readable: bool) -> None:
+    def _set_title(self, title: str, readable: bool, device: Optional[str] = None) -> None:
+        """``device``: where the model's memory is drawn (``model_device_kind``, read once per redraw)."""
         spec = PLOTS[title]
-        device = self.model_device_kind()
         lines = [(COLORS[j], line.legend) for j, line in enumerate(spec.lines) if line.on in (None, device)]
         # A source that reports nothing reads N/A in the title, never a flat line at 0.
         text = legend_html(title, lines) if readable else html.escape(title) + NOT_AVAILABLE_MARK
