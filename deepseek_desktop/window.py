@@ -125,7 +125,7 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.models = ModelsPanel(self.library, self.notifier)
         self.chat = ChatPanel(self.session, self.notifier, self.theme)
-        self.monitor = MonitorPanel(self.telemetry, theme=self.theme)
+        self.monitor = MonitorPanel(self.telemetry, theme=self.theme, notifier=self.notifier)
         self.logs = LogsPanel(self.notifier)
         self.panels = {"Models": self.models, "Chat": self.chat, "Monitor": self.monitor,
                        "Tuning": PlaceholderPanel("Tuning"), "Search": PlaceholderPanel("Search"), "Logs": self.logs}
@@ -212,22 +212,14 @@ class MainWindow(QMainWindow):
         else:
             self.resize(1440, 900)
         self.show_panel(store.value("window/panel", "Chat"))
-        for box, key in ((self.monitor.window_box, "monitor/window"), (self.monitor.interval_box, "monitor/interval")):
-            value = store.value(key)
-            if isinstance(value, str) and box.findText(value) >= 0:  # a garbled value keeps the default
-                box.setCurrentText(value)
-        vram_alert = str(store.value("monitor/vram_alert", ""))
-        if vram_alert.isdigit():
-            self.monitor.vram_alert_box.setValue(int(vram_alert))  # clamped to the box's 50-100
+        self.monitor.restore_settings(store)
 
     def save_settings(self) -> None:
         store = settings()
         store.setValue("window/geometry", self.saveGeometry())
         store.setValue("window/panel", PANELS[self.nav.currentRow()])
         store.setValue("window/theme", self.theme)
-        store.setValue("monitor/window", self.monitor.window_box.currentText())
-        store.setValue("monitor/interval", self.monitor.interval_box.currentText())
-        store.setValue("monitor/vram_alert", self.monitor.vram_alert_box.value())
+        self.monitor.save_settings(store)
         store.sync()
 
     # ------------------------------------------------------------------ engine

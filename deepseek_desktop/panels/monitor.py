@@ -15,11 +15,13 @@ from typing import Optional, Union
 import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.exporters import ImageExporter
+from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox,
     QVBoxLayout, QWidget,
 )
 
+from deepseek_desktop.notifier import Notifier
 from deepseek_desktop.telemetry import TelemetryModel
 
 WINDOWS = {"1 min": 60, "5 min": 300, "15 min": 900, "60 min": 3600}
@@ -143,9 +145,11 @@ def legend_html(title: str, lines: list[tuple[str, str]]) -> str:
 
 
 class MonitorPanel(QWidget):
-    def __init__(self, model: TelemetryModel, parent: Optional[QWidget] = None, theme: str = "dark"):
+    def __init__(self, model: TelemetryModel, parent: Optional[QWidget] = None, theme: str = "dark",
+                 notifier: Optional[Notifier] = None):
         super().__init__(parent)
         self.model = model
+        self.notifier = notifier
         self.theme = theme
         self.paused = False
         self.gpu_index = 0
@@ -178,7 +182,8 @@ class MonitorPanel(QWidget):
         self.detail_box.toggled.connect(self._show_detail)
         self.pause_box.toggled.connect(self._set_paused)
         self.csv_button = QPushButton("Export CSV…")
-        self.csv_button.clicked.connect(lambda: self._ask_path("CSV", "telemetry.csv", self.export_csv))
+        self.csv_button.clicked.connect(lambda: self._ask_path("CSV", "telemetry.csv",
+                                                               lambda path: self.export("CSV", path)))
         self.png_button = QPushButton("Export PNGs…")
         self.png_button.clicked.connect(self._ask_png_folder)
         self.readout = QLabel("")
@@ -405,9 +410,45 @@ class MonitorPanel(QWidget):
         for title, plot in self.plots.items():
             slug = re.sub(r"[^a-z0-9]+", "-", title.split(" (")[0].lower()).strip("-")
             path = Path(folder) / f"{slug}.png"
-            ImageExporter(plot.getPlotItem()).export(str(path))
+            if ImageExporter(plot.getPlotItem()).export(str(path)) is False:  # Qt says no more than that
+                raise OSError(f"could not write {path}")
             written.append(path)
         return written
+
+    def restore_settings(self, store: QSettings) -> None:
+        """Window, interval and VRAM alert of the last session; a garbled value keeps the default."""
+        for box, key in ((self.window_box, "monitor/window"), (self.interval_box, "monitor/interval")):
+            value = store.value(key)
+            if isinstance(value, str) and box.findText(value) >= 0:
+                box.setCurrentText(value)
+        vram_alert = str(store.value("monitor/vram_alert", ""))
+        if vram_alert.isdigit():
+            self.vram_alert_box.setValue(int(vram_alert))  # clamped to the box's 50-100
+
+    def save_settings(self, store: QSettings) -> None:
+        store.setValue("monitor/window", self.window_box.currentText())
+        store.setValue("monitor/interval", self.interval_box.currentText())
+        store.setValue("monitor/vram_alert", self.vram_alert_box.value())
+
+    def export(self, kind: str, path: Path) -> bool:
+        """``kind`` "CSV" (a file) or "PNG" (a folder); a path that cannot be written is said, not raised."""
+        try:
+            if kind == "CSV":
+                self.export_csv(path)
+                count = 1
+            else:
+                count = len(self.export_pngs(path))
+        except OSError as exc:
+            self._tell("error", f"exporting the Monitor's {kind} to {path} failed: {exc.strerror or exc}")
+            return False
+        self._tell("info", f"exported {count} file(s) to {path}")
+        return True
+
+    def _tell(self, level: str, message: str) -> None:
+        if self.notifier is not None:
+            self.notifier.post(level, message)
+        else:
+            self.readout.setText(message)
 
     def _ask_path(self, kind: str, default: str, action) -> None:
         path, _ = QFileDialog.getSaveFileName(self, f"Export {kind}", default)
@@ -417,4 +458,4 @@ class MonitorPanel(QWidget):
     def _ask_png_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export plots as PNG")
         if folder:
-            self.export_pngs(Path(folder))
+            self.export("PNG", Path(folder))

@@ -152,3 +152,14 @@ def test_wide_windows_redraw_once_per_pixel_of_time_not_every_sample(qtbot):
     panel.window_box.setCurrentText("1 min")  # a change of window draws at once, then every sample
     model._on_row({"time": 5013.0, "ram_used_bytes": 2**30, "cpu_pct": 1.0})
     assert len(panel.curves["CPU (% of all cores)"][0].xData) == 14
+
+
+def test_an_export_to_a_place_that_cannot_be_written_says_so(make_window, tmp_path):
+    window = make_window(engine=False)
+    monitor = window.monitor
+    assert not monitor.export("CSV", tmp_path / "no-such-folder" / "t.csv")
+    assert not monitor.export("PNG", tmp_path / "no-such-folder")
+    errors = [r[2] for r in window.logs.rows() if r[1] == "error"]
+    assert any("CSV" in e and "no-such-folder" in e and "failed" in e for e in errors)
+    assert any("PNG" in e and "could not write" in e for e in errors)
+    assert monitor.export("CSV", tmp_path / "t.csv") and (tmp_path / "t.csv").read_text().startswith("time,")
