@@ -56,6 +56,11 @@ def apply_theme(name: str) -> str:
     return name
 
 
+def _known(value) -> bool:
+    """A number, not N/A (None) nor NaN."""
+    return isinstance(value, (int, float)) and value == value
+
+
 def headline(detail: str) -> str:
     """One line for the status bar: "engine could not start (exited with code 2):" says little,
     so the last line of the worker's stderr (usually the reason) follows it."""
@@ -410,12 +415,13 @@ class MainWindow(QMainWindow):
 
     def _on_telemetry(self, row: dict) -> None:
         rate = row.get("engine_generation_tokens_per_s")
-        self.speed_label.setText(f"{rate:.1f} tok/s" if isinstance(rate, (int, float)) and rate == rate else "— tok/s")
-        gpu_used = row.get("gpu0_engine_mem_bytes")
+        self.speed_label.setText(f"{rate:.1f} tok/s" if _known(rate) else "— tok/s")
+        # The worker's memory on every GPU NVML lists it on (its model need not be on GPU 0).
+        on_gpus = [v for k, v in row.items() if k.startswith("gpu") and k.endswith("_engine_mem_bytes") and _known(v)]
         rss = row.get("worker_rss_bytes")
-        if isinstance(gpu_used, (int, float)) and gpu_used == gpu_used:
-            self.memory_label.setText(f"VRAM {format_bytes(int(gpu_used))}")
-        elif isinstance(rss, (int, float)) and rss == rss:
+        if sum(on_gpus) > 0:
+            self.memory_label.setText(f"VRAM {format_bytes(int(sum(on_gpus)))}")
+        elif _known(rss):
             self.memory_label.setText(f"RAM {format_bytes(int(rss))}")
 
     # ------------------------------------------------------------------ lifecycle

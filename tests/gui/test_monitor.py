@@ -163,3 +163,13 @@ def test_an_export_to_a_place_that_cannot_be_written_says_so(make_window, tmp_pa
     assert any("CSV" in e and "no-such-folder" in e and "failed" in e for e in errors)
     assert any("PNG" in e and "could not write" in e for e in errors)
     assert monitor.export("CSV", tmp_path / "t.csv") and (tmp_path / "t.csv").read_text().startswith("time,")
+
+
+def test_status_bar_memory_counts_the_engine_on_every_gpu_with_stand_in_gpu_rows(make_window):
+    window = make_window(engine=False)
+    gib = 2**30
+    row = {"time": 1.0, "worker_rss_bytes": 2 * gib, "gpu0_engine_mem_bytes": 0, "gpu1_engine_mem_bytes": 17 * gib}
+    window.telemetry.row_added.emit(row)
+    assert window.memory_label.text() == "VRAM 17.00 GiB"  # the model is on GPU 1, not GPU 0
+    window.telemetry.row_added.emit({**row, "gpu1_engine_mem_bytes": 0, "gpu0_engine_mem_bytes": None})
+    assert window.memory_label.text() == "RAM 2.00 GiB"  # no GPU memory held: the worker's RSS
