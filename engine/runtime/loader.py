@@ -50,7 +50,7 @@ class LoadedModel:
     def device_memory_bytes(self) -> float:
         if self.device.type == "cuda":
             return float(torch.cuda.memory_allocated(self.device))
-        return float(sum(p.numel() * p.element_size() for p in self.model.parameters()))
+        return float(self.weights_bytes)
 
 
 def resolve_device(device: str) -> torch.device:
