@@ -42,6 +42,9 @@ def _load_at_start(engine: Engine) -> None:
         pass  # already logged, published and reflected in the state
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def die_with_parent() -> bool:
     """Linux: ask the kernel for SIGTERM when our parent dies (PR_SET_PDEATHSIG), at once and
     even while Python is busy; the watch thread below stays as the portable fallback."""
@@ -52,9 +55,6 @@ def die_with_parent() -> bool:
         return libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
-
-
-PR_SET_PDEATHSIG = 1
 
 
 def _watch_parent(pid: int) -> None:

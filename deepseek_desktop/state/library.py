@@ -140,6 +140,7 @@ class ModelLibrary(QObject):
         job.blockSignals(True)
         job.kill()
         job.waitForFinished(3000)
+        job.deleteLater()
 
     def _job_stderr(self) -> None:
         for line in bytes(self.job.readAllStandardError()).decode("utf-8", "replace").splitlines():
@@ -151,6 +152,7 @@ class ModelLibrary(QObject):
         job, self.job = self.job, None
         if job is None:
             return
+        job.deleteLater()  # one QProcess per job, not kept for the app's life
         out = bytes(job.readAllStandardOutput()).decode("utf-8", "replace").strip().splitlines()
         if code == 0 and out:
             self.job_finished.emit(True, f"{what}: done", out[-1])
