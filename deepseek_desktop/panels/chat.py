@@ -86,7 +86,7 @@ class MessageWidget(QFrame):
         layout.addLayout(self.body_layout)
         self.chunks: list[MarkdownView] = []
         self.settled = 0  # characters of the content drawn in chunks that no longer change
-        self.body = self._new_chunk()
+        self._new_chunk()
         self.stats_label = QLabel()
         self.stats_label.setObjectName("message_stats")
         layout.addWidget(self.stats_label)
