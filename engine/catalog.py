@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
-
-from pydantic import BaseModel
 
 from engine.safetensors_meta import TORCH_NAMES, SafetensorsError, read_header
 from engine.transformers_support import gguf_architectures, unknown_architecture
@@ -23,7 +22,12 @@ _SKIP_DIRS = {"node_modules", "__pycache__", ".git", ".venv", "site-packages"}
 MLA_TYPES = {"deepseek_v2", "deepseek_v3", "kimi_k2"}
 
 
-class ModelEntry(BaseModel):
+@dataclass
+class ModelEntry:
+    """What the catalog knows of one model. A dataclass, not a pydantic model: the app lists
+    models at start-up and must not load pydantic for it (the fields are filled by this module
+    from files it has parsed, not from untrusted input that needs validating)."""
+
     name: str
     path: str
     format: str = "safetensors"        # safetensors | gguf
@@ -51,6 +55,11 @@ class ModelEntry(BaseModel):
     tensors: int = 0
     loadable: bool = False
     problem: Optional[str] = None
+
+    def model_dump(self, exclude_none: bool = False) -> dict[str, Any]:
+        """The fields as a dict, as pydantic's ``model_dump`` gave them (the CLI prints it as JSON)."""
+        fields = asdict(self)
+        return {k: v for k, v in fields.items() if v is not None} if exclude_none else fields
 
     def kv_elements_per_token(self) -> Optional[int]:
         """KV cache elements per token over all layers, as transformers stores them.
