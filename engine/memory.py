@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from engine.catalog import ModelEntry
+from engine.telemetry.gpu import gpu_memory
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8": 1, "int8": 1, "float64": 8}
 GPU_RESERVE = 600 * 2**20        # CUDA context + cuBLAS workspace + allocator slack, measured typical
@@ -142,17 +143,9 @@ def device_memory(device: str) -> DeviceMemory:
 
 
 def _nvml_memory(index: int, device: str) -> DeviceMemory:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
-            return DeviceMemory(device, int(info.total), int(info.free), "nvml")
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no nvidia-ml-py, no driver, no such GPU: N/A, never 0
-        return DeviceMemory(device, None, None, "unknown")
+    gpu = gpu_memory(index)  # no nvidia-ml-py, no driver, no such GPU: N/A, never 0
+    source = "unknown" if gpu.total_bytes is None else "nvml"
+    return DeviceMemory(device, gpu.total_bytes, gpu.free_bytes, source)
 
 
 def format_bytes(n: Optional[int]) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from engine.telemetry.engine_metrics import EngineMetricsSource, parse, quantile
-from engine.telemetry.gpu import GpuSource
+from engine.telemetry.gpu import GpuMemory, GpuSource, gpu_count, gpu_memory
 from engine.telemetry.recorder import AlertWatch, Recorder, SeriesBuffer, csv_value
 from helpers import ROOT
 
@@ -33,6 +33,9 @@ class StandInNvml:
     def nvmlInit(self):
         if self.init_error:
             raise self.init_error
+
+    def nvmlShutdown(self):
+        self.shutdowns = getattr(self, "shutdowns", 0) + 1
 
     def nvmlDeviceGetCount(self):
         return self.devices
@@ -56,7 +59,7 @@ class StandInNvml:
         return SimpleNamespace(gpu=87, memory=40)
 
     def nvmlDeviceGetMemoryInfo(self, h):
-        return SimpleNamespace(used=75 * 2**30, total=80 * 2**30)
+        return SimpleNamespace(used=75 * 2**30, free=5 * 2**30, total=80 * 2**30)
 
     def nvmlDeviceGetTemperature(self, h, sensor):
         return 71
@@ -99,6 +102,16 @@ def test_nvml_standin_unsupported_fields_are_na_never_zero():
 def test_nvml_standin_missing_driver_says_so():
     source = GpuSource(nvml=StandInNvml(1, init_error=RuntimeError("NVML Shared Library Not Found")))
     assert not source.available and "no NVIDIA driver" in source.reason and source.snapshot() == []
+
+
+def test_one_shot_readings_close_nvml_and_read_na_without_a_driver():
+    nvml = StandInNvml(1, devices=2)
+    assert gpu_count(nvml) == 2
+    assert gpu_memory(0, nvml) == GpuMemory(0, 80 * 2**30, 5 * 2**30)
+    assert nvml.shutdowns == 2  # every short reading shuts down the NVML it opened
+    broken = StandInNvml(1, init_error=RuntimeError("Driver Not Loaded"))
+    assert gpu_count(broken) == 0
+    assert gpu_memory(0, broken) == GpuMemory(0, None, None)  # N/A, never 0
 
 
 def test_real_nvml_on_this_machine_reports_what_it_finds():

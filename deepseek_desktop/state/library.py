@@ -13,20 +13,12 @@ from PySide6.QtCore import QObject, QProcess, Signal
 from deepseek_desktop.state.settings import read_json, write_json
 from deepseek_desktop.tasks import run_task
 from engine.paths import models_dir
+from engine.telemetry.gpu import gpu_count
 
 
 def gpu_devices() -> list[str]:
     """``cuda:N`` for each GPU NVML sees (the GUI has no torch to ask)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return [f"cuda:{i}" for i in range(pynvml.nvmlDeviceGetCount())]
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no driver, no GPU
-        return []
+    return [f"cuda:{i}" for i in range(gpu_count())]
 
 
 class ModelLibrary(QObject):

@@ -1,10 +1,18 @@
-"""NVIDIA GPUs through NVML (nvidia-ml-py). Each field the device does not report is N/A."""
+"""NVIDIA GPUs through NVML (nvidia-ml-py): the one module that opens NVML, for the engine and the
+app alike. Each field the device does not report is N/A (None), never 0.
+
+Torch-free and pydantic-free (the desktop app imports it at start-up); pynvml is imported only when
+a reading is taken. ``GpuSource`` holds NVML open for a sampler that reads every second;
+``gpu_count`` and ``gpu_memory`` open it for one short reading (NVML counts its inits, so their
+shutdown never closes a ``GpuSource``'s).
+"""
 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 log = logging.getLogger("engine.telemetry.gpu")
 
@@ -53,6 +61,58 @@ class GpuSnapshot:
         return None if any(u is None for u in used) else sum(used)
 
 
+@dataclass(frozen=True)
+class GpuMemory:
+    """One GPU's memory for the estimator's fits/tight verdict; None where NVML cannot tell."""
+
+    index: int
+    total_bytes: Optional[int] = None
+    free_bytes: Optional[int] = None
+
+
+def _import_nvml(nvml: Any = None) -> Any:
+    if nvml is not None:
+        return nvml
+    import pynvml  # lazily: the app starts without paying for it, and works without it
+
+    return pynvml
+
+
+@contextmanager
+def nvml_session(nvml: Any = None) -> Iterator[Any]:
+    """NVML initialised for the block and shut down after it.
+
+    Raises:
+        ImportError: nvidia-ml-py is not installed.
+        Exception: any NVML error (no driver, no library) from ``nvmlInit``.
+    """
+    nvml = _import_nvml(nvml)
+    nvml.nvmlInit()
+    try:
+        yield nvml
+    finally:
+        nvml.nvmlShutdown()
+
+
+def gpu_count(nvml: Any = None) -> int:
+    """How many GPUs NVML sees: 0 without nvidia-ml-py, a driver or a GPU."""
+    try:
+        with nvml_session(nvml) as n:
+            return int(n.nvmlDeviceGetCount())
+    except Exception:
+        return 0
+
+
+def gpu_memory(index: int, nvml: Any = None) -> GpuMemory:
+    """Total and free memory of GPU ``index``; both N/A when it cannot be read (no such GPU…)."""
+    try:
+        with nvml_session(nvml) as n:
+            info = n.nvmlDeviceGetMemoryInfo(n.nvmlDeviceGetHandleByIndex(index))
+            return GpuMemory(index, int(info.total), int(info.free))
+    except Exception:
+        return GpuMemory(index)
+
+
 class GpuSource:
     """Reads every NVIDIA GPU. ``available`` is False, with ``reason``, when there is no driver,
     no nvidia-ml-py or no GPU: everything else keeps working."""
@@ -68,11 +128,8 @@ class GpuSource:
 
     def _start(self) -> None:
         try:
-            if self._nvml is None:
-                import pynvml
-
-                self._nvml = pynvml
-            self._nvml.nvmlInit()
+            self._nvml = _import_nvml(self._nvml)
+            self._nvml.nvmlInit()  # held for the source's life: a sampler reads every second
             count = self._nvml.nvmlDeviceGetCount()
         except ImportError:
             self.reason = "nvidia-ml-py is not installed"
