@@ -8,9 +8,9 @@ from the same config without its ``quantization_config``.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
+
+from engine.staging import staged_folder
 
 log = logging.getLogger("engine.gguf")
 
@@ -55,17 +55,8 @@ def import_gguf(gguf_file: Path, out_dir: Path, dtype: str = "float32") -> Path:
     plain.tie_weights()
     plain.generation_config = quantized.generation_config
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as staging:
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.chmod(0o755)  # mkdtemp makes it private
-        staging.replace(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("imported %s", gguf_file, extra={"event": "import_gguf", "source": str(gguf_file), "out": str(out_dir)})
     return out_dir

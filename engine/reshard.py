@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 from engine.catalog import inspect_folder
 from engine.safetensors_meta import write_shards
+from engine.staging import staged_folder
 
 
 class ReshardError(RuntimeError):
@@ -30,23 +30,19 @@ def reshard(src: Path, out: Path, chunk_mb: float) -> Path:
         raise ReshardError("--out must be another folder than the model's own")
     if chunk_mb <= 0:
         raise ReshardError("--chunk-size must be positive")
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
-    try:
-        for item in src.iterdir():
-            if item.is_file() and not item.name.endswith(".safetensors") and not item.name.endswith(".safetensors.index.json"):
-                shutil.copy2(item, staging / item.name)
+    with staged_folder(out) as staging:
+        _copy_side_files(src, staging)
         tensors = {}
         for file in sorted(src.glob("*.safetensors")):
             with safe_open(str(file), framework="pt") as f:
                 for name in f.keys():
                     tensors[name] = f.get_tensor(name)
         write_shards(tensors, staging, int(chunk_mb * 2**20))
-        staging.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging.replace(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
+
+
+def _copy_side_files(src: Path, staging: Path) -> None:
+    """Config, tokenizer and the rest, but not the old shards or their index (rewritten)."""
+    for item in src.iterdir():
+        if item.is_file() and not item.name.endswith((".safetensors", ".safetensors.index.json")):
+            shutil.copy2(item, staging / item.name)

@@ -37,3 +37,19 @@ def test_reshard_refuses_a_broken_model(tmp_path):
     result = subprocess.run([sys.executable, "-m", "engine", "reshard", str(tmp_path), "--chunk-size", "1",
                              "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "not a model folder" in result.stderr
+
+
+def test_staged_folder_swaps_in_whole_or_leaves_the_old_folder(tmp_path):
+    import pytest
+
+    from engine.staging import staged_folder
+
+    target = tmp_path / "models" / "m"
+    with staged_folder(target) as staging:
+        (staging / "a.txt").write_text("new")
+    assert (target / "a.txt").read_text() == "new" and oct(target.stat().st_mode & 0o777) == "0o755"
+    with pytest.raises(RuntimeError), staged_folder(target) as staging:
+        (staging / "a.txt").write_text("half")
+        raise RuntimeError("job failed")
+    assert (target / "a.txt").read_text() == "new"
+    assert [p.name for p in target.parent.iterdir()] == ["m"]  # no staging folder left behind
