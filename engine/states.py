@@ -39,6 +39,8 @@ class ProcessState(str, Enum):
 class ConnectionState(str, Enum):
     """States only the app's session knows, besides the model's and the process's."""
 
+    NO_ENGINE = "no engine"      # the app neither started a worker nor was given a URL
+    CONNECTING = "connecting"    # attached by URL, no answer yet
     UNREACHABLE = "unreachable"  # an attached server that does not answer
 
     def __str__(self) -> str:
