@@ -9,13 +9,15 @@ import threading
 import time
 from typing import Callable, Optional
 
+from engine.states import ModelState
+
 
 class EventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queues: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
         self._callbacks: list[Callable[[dict], None]] = []
-        self.state: dict = {"type": "state", "state": "idle"}
+        self.state: dict = {"type": "state", "state": ModelState.IDLE}
         self.progress: Optional[dict] = None
 
     def publish(self, event: dict) -> None:
@@ -23,7 +25,7 @@ class EventBus:
         with self._lock:
             if event["type"] == "state":
                 self.state = event
-                if event["state"] != "loading":
+                if event["state"] != ModelState.LOADING:
                     self.progress = None
             elif event["type"] == "progress":
                 self.progress = event

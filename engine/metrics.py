@@ -10,12 +10,14 @@ from typing import Callable, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import ProcessCollector
 
+from engine.states import ModelState
+
 # Below 100 ms matters on a GPU (inter-token latency is a few ms); the top covers slow CPUs.
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
     0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0,
 )
-MODEL_STATES = ("idle", "loading", "ready", "unloading", "error")
+MODEL_STATES = tuple(ModelState)  # one engine_model_state series each; the label is the wire spelling
 
 
 class EngineMetrics:
@@ -67,11 +69,11 @@ class EngineMetrics:
             registry=r,
         )
         self.kv_cache_bytes.set_function(lambda: 0.0)
-        self.set_model_state("idle")
+        self.set_model_state(ModelState.IDLE)
 
-    def set_model_state(self, state: str) -> None:
+    def set_model_state(self, state: ModelState) -> None:
         for name in MODEL_STATES:
-            self.model_state.labels(state=name).set(1 if name == state else 0)
+            self.model_state.labels(state=name.value).set(1 if name == state else 0)
 
     def track_device_memory(self, read: Optional[Callable[[], float]]) -> None:
         self.device_memory.set_function(read or (lambda: 0.0))

@@ -25,7 +25,7 @@ def test_generate_text_yields_text_then_finish(engine):
 
 def test_health_reports_a_dead_generation_loop(engine):
     assert engine.health() == (True, "ok")
-    engine._generator.stop()
+    engine.scheduler.stop()
     assert engine.health() == (False, "generation loop is not running")
 
 

@@ -79,7 +79,10 @@ def size_manager(loaded: LoadedModel, batching: BatchingConfig):
 
 
 class ContinuousGenerator:
+    """Implements ``engine.scheduling.Scheduler`` on transformers' continuous-batching manager."""
+
     mode = "continuous"
+    warning: Optional[str] = None  # it never stands in for another mode
 
     def __init__(self, loaded: LoadedModel, metrics: EngineMetrics, batching: BatchingConfig, prefix_cache=None):
         self.loaded = loaded

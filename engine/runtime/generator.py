@@ -165,7 +165,7 @@ class RequestRun(StoppingCriteria):
 
 class QueuedGenerator:
     """Owns the generation thread; requests wait in a bounded queue. Subclasses decide how many
-    requests run together (``_serve``)."""
+    requests run together (``_serve``). Implements ``engine.scheduling.Scheduler``."""
 
     mode = "base"
     warning: Optional[str] = None  # set when this scheduler stands in for the mode asked for

@@ -10,9 +10,10 @@ from engine import paths
 from engine.config import BatchingConfig, CacheConfig
 from engine.metrics import EngineMetrics
 from engine.runtime.batcher import DynamicBatcher
-from engine.runtime.generator import QueuedGenerator, SequentialGenerator
+from engine.runtime.generator import SequentialGenerator
 from engine.runtime.loader import LoadedModel
 from engine.runtime.prefix_cache import PrefixCache, model_fingerprint
+from engine.scheduling import Scheduler
 
 log = logging.getLogger("engine.modes")
 
@@ -20,7 +21,7 @@ SCHEDULERS = {"dynamic": DynamicBatcher, "sequential": SequentialGenerator}
 
 
 def make_generator(loaded: LoadedModel, metrics: EngineMetrics, batching: BatchingConfig,
-                   prefix_cache: Optional[PrefixCache] = None) -> QueuedGenerator:
+                   prefix_cache: Optional[PrefixCache] = None) -> Scheduler:
     """The scheduler for ``batching.mode``. Continuous mode is probed first; where transformers'
     manager cannot run the model, dynamic batching serves instead and ``warning`` says why."""
     if batching.mode == "continuous":
