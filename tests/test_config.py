@@ -71,10 +71,11 @@ def test_serve_refuses_a_bad_config_file_with_exit_code_2(tmp_path):
 
 
 def test_flags_override_the_config_file(tmp_path):
-    from engine.cli import _serve_config, build_parser
+    from engine.cli import build_parser
+    from engine.cli.serve import serve_config
 
     f = tmp_path / "engine.toml"
     f.write_text('[model]\npath = "/m"\n[server]\nport = 9000\napi_key = "from-file"\n')
     args = build_parser().parse_args(["serve", "--config", str(f), "--port", "9100", "--dtype", "float16"])
-    config = _serve_config(args)
+    config = serve_config(args)
     assert (config.server.port, config.model.dtype, config.server.api_key) == (9100, "float16", "from-file")

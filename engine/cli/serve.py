@@ -1,16 +1,14 @@
-"""``deepseek-engine``: serve | models | inspect | reshard | import-gguf | fetch-demo."""
+"""``deepseek-engine serve``: the worker's HTTP server, configured from a TOML file and flags."""
 
 from __future__ import annotations
 
-import argparse
-import sys
+import os
 from pathlib import Path
-from typing import Optional
 
 from engine.config import ConfigError, EngineConfig
 
 
-def _add_serve(sub) -> None:
+def add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
     p.add_argument("--config", help="TOML file (EngineConfig); flags below override it")
     p.add_argument("--model", help="model folder, or 'demo' for the fetched demo model")
@@ -29,12 +27,15 @@ def _add_serve(sub) -> None:
     p.add_argument("--metrics-public", action="store_true", default=None, help="serve /metrics without the key")
     p.add_argument("--log-level", help="debug | info | warning | error")
     p.add_argument("--parent-pid", type=int, help="exit when this process ends (the desktop app sets it)")
-    p.set_defaults(func=_cmd_serve)
+    p.set_defaults(func=cmd_serve)
 
 
-def _serve_config(args) -> EngineConfig:
-    import os
+def serve_config(args) -> EngineConfig:
+    """The TOML file (if any), then the flags given on top of it.
 
+    Raises:
+        ConfigError: a refused value, or ``--model demo`` before the demo model was fetched.
+    """
     from engine.paths import demo_model_dir
 
     config = EngineConfig.from_toml(args.config) if args.config else EngineConfig()
@@ -63,77 +64,7 @@ def _serve_config(args) -> EngineConfig:
     })
 
 
-def _cmd_serve(args) -> int:
-    from engine.serve import run_server
+def cmd_serve(args) -> int:
+    from engine.serve import run_server  # the server stack, and torch behind it, only for serve
 
-    return run_server(_serve_config(args))
-
-
-def _add_fetch_demo(sub) -> None:
-    p = sub.add_parser("fetch-demo", help="fetch SmolLM2-135M-Instruct and convert it; prints its folder last")
-    p.add_argument("--dir", help="folder to put it in (default: the user's data folder)")
-    p.set_defaults(func=_cmd_fetch_demo)
-
-
-def _cmd_fetch_demo(args) -> int:
-    from engine.demo import DemoFetchError, fetch_demo
-
-    def progress(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    try:
-        path, present = fetch_demo(Path(args.dir) if args.dir else None, log=progress)
-    except DemoFetchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"demo model already present in {path}" if present else f"demo model ready in {path}")
-    print(path)
-    return 0
-
-
-def _add_import_gguf(sub) -> None:
-    p = sub.add_parser("import-gguf", help="convert a GGUF file into a safetensors model folder")
-    p.add_argument("file", help="the .gguf file")
-    p.add_argument("--out", required=True, help="the model folder to write")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.set_defaults(func=_cmd_import_gguf)
-
-
-def print_made_folder(make, expected_error: type[Exception]) -> int:
-    """Run a command that writes a model folder: its path on stdout, or the error on stderr."""
-    try:
-        out = make()
-    except expected_error as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(out)
-    return 0
-
-
-def _cmd_import_gguf(args) -> int:
-    from engine.gguf_import import GGUFImportError, import_gguf
-
-    return print_made_folder(lambda: import_gguf(Path(args.file), Path(args.out), args.dtype), GGUFImportError)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepseek-engine", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_serve(sub)
-    _add_fetch_demo(sub)
-    _add_import_gguf(sub)
-    from engine import cli_models
-
-    cli_models.add_commands(sub)
-    return parser
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"error: invalid configuration: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_server(serve_config(args))

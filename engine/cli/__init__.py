@@ -1,0 +1,48 @@
+"""``deepseek-engine``, the worker's command line; one module per group of commands:
+
+    serve      serve.py     the OpenAI-compatible HTTP server
+    models     models.py    list models in folders, the Hugging Face cache and .gguf files
+    inspect    models.py    a model's catalog entry and memory estimate
+    bench      bench.py     load-test any OpenAI-compatible server
+    monitor    monitor.py   record GPU, host and engine telemetry to CSV
+    fetch-demo, import-gguf, reshard
+               jobs.py      jobs that write a model folder
+
+Only ``serve`` and the jobs import torch, and only when they run: ``--help`` and the torch-free
+commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional
+
+from engine.cli import bench, jobs, models, monitor, serve
+from engine.config import ConfigError
+
+DESCRIPTION = "deepseek-engine: serve | models | inspect | bench | monitor | fetch-demo | import-gguf | reshard."
+
+# In the order ``deepseek-engine --help`` lists them.
+COMMANDS = (serve.add_serve, jobs.add_fetch_demo, jobs.add_import_gguf, models.add_models, models.add_inspect,
+            bench.add_bench, monitor.add_monitor, jobs.add_reshard)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepseek-engine", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run one command; its exit code (2 for a refused configuration, 130 on Ctrl-C)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

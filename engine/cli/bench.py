@@ -1,0 +1,67 @@
+"""``deepseek-engine bench``: load-test any OpenAI-compatible server (torch-free unless
+``--baseline`` runs the model in-process)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="load-test any OpenAI-compatible server (streaming)")
+    p.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--api-key")
+    p.add_argument("--model", help="model id (default: the first in /v1/models)")
+    p.add_argument("--concurrency", default="1,2,4,8", help="comma-separated levels")
+    p.add_argument("--requests", type=int, default=16, help="requests per level")
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--output-tokens", type=int, default=64)
+    p.add_argument("--shared-prefix-tokens", type=int, default=0)
+    p.add_argument("--baseline", metavar="MODEL_PATH", help="also run in-process generate on this model")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--csv", metavar="FILE", help="write one row per concurrency level")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    import asyncio
+    import csv
+
+    from engine import bench
+
+    try:
+        levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+        if not levels or min(levels) < 1:
+            raise ValueError
+    except ValueError:
+        print(f"error: --concurrency must be positive integers separated by commas, got {args.concurrency!r}",
+              file=sys.stderr)
+        return 2
+    try:
+        model = args.model or bench.first_model(args.url, args.api_key)
+    except Exception as exc:  # connection refused, 401, no model: say which
+        print(f"error: cannot reach a model at {args.url}: {exc}", file=sys.stderr)
+        return 1
+    reports = []
+    for level in levels:
+        reports.append(asyncio.run(bench.run_level(
+            args.url, args.api_key, model, level, args.requests, args.prompt_tokens, args.output_tokens,
+            args.shared_prefix_tokens, progress=bench.progress_bar(f"concurrency {level:3d}"))))
+    baseline = None
+    if args.baseline:
+        print("running the in-process baseline …", file=sys.stderr)
+        baseline = bench.baseline_generate(args.baseline, args.prompt_tokens, args.output_tokens, max(levels))
+    print(f"model {model} at {args.url}: {args.requests} requests per level, ~{args.prompt_tokens} prompt "
+          f"tokens, {args.output_tokens} output tokens")
+    print(bench.format_table(reports, baseline))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": model, "url": args.url, "baseline": baseline,
+                                               "levels": [r.__dict__ for r in reports]}, indent=2))
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            rows = [r.row() for r in reports]
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0 if all(r.ok == r.requests for r in reports) else 1

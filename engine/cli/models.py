@@ -1,0 +1,76 @@
+"""``deepseek-engine models | inspect``: the catalog and the memory estimate on the command line
+(torch-free: both read config.json and the safetensors headers only)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from engine.catalog import ModelEntry, inspect_path, list_models
+from engine.memory import estimate, format_bytes
+
+
+def add_models(sub) -> None:
+    p = sub.add_parser("models", help="list models in folders, the Hugging Face cache and .gguf files")
+    p.add_argument("--dir", action="append", default=[], help="folder to scan (repeatable)")
+    p.add_argument("--no-hf-cache", action="store_true", help="leave out the Hugging Face cache")
+    p.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    p.set_defaults(func=cmd_models)
+
+
+def add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="a model's catalog entry and memory estimate")
+    p.add_argument("path")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--context", type=int, help="tokens per sequence (default: the model's context length)")
+    p.add_argument("--kv-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "float8"])
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N: whose free memory to compare with")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+
+def _row(e: ModelEntry) -> str:
+    params = f"{e.params / 1e9:.2f}B" if e.params and e.params >= 1e8 else (f"{e.params / 1e6:.1f}M" if e.params else "?")
+    status = "ok" if e.loadable else f"NO: {e.problem}"
+    return f"{e.name[:40]:40} {str(e.architecture)[:26]:26} {params:>8} {format_bytes(e.size_bytes):>11} " \
+           f"{str(e.dtype):9} {str(e.context_length):>7}  {status}"
+
+
+def cmd_models(args) -> int:
+    entries = list_models([Path(d) for d in args.dir], hf_cache=not args.no_hf_cache)
+    if args.json:
+        print(json.dumps([e.model_dump() for e in entries], indent=2))
+        return 0
+    print(f"{'name':40} {'architecture':26} {'params':>8} {'size':>11} {'dtype':9} {'context':>7}  loadable")
+    for entry in entries:
+        print(_row(entry))
+    if not entries:
+        print("no models found", file=sys.stderr)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    entry = inspect_path(Path(args.path))
+    result = {"model": entry.model_dump()}
+    try:
+        result["estimate"] = estimate(entry, args.dtype, args.batch, args.context, args.kv_dtype, args.device).as_dict()
+    except ValueError as exc:
+        result["estimate"] = None
+        result["estimate_error"] = str(exc)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0 if entry.loadable else 1
+    for key, value in entry.model_dump(exclude_none=True).items():
+        print(f"{key:18} {value}")
+    est = result["estimate"]
+    if est:
+        print(f"\nmemory for {est['dtype']}, batch {est['batch']}, context {est['context']}, KV {est['kv_dtype']}:")
+        for part in ("weights", "kv_cache", "activation", "reserve", "total"):
+            print(f"  {part:12} {format_bytes(est[part + '_bytes']):>12}")
+        print(f"  {est['device']} free: {format_bytes(est['device_free_bytes'])} of "
+              f"{format_bytes(est['device_total_bytes'])} -> {est['verdict']}")
+    else:
+        print(f"\nno estimate: {result['estimate_error']}")
+    return 0 if entry.loadable else 1
