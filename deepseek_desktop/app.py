@@ -31,16 +31,31 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def start_after_first_paint(window: MainWindow, engine: EngineProcess, at_latest_ms: int = 1000) -> None:
+    """Start the worker once the window is drawn: its own start-up (a Python process importing
+    its server) would otherwise take a core from the first paint. ``at_latest_ms``: a window
+    that is never painted (minimised) does not hold the engine back longer than that."""
+    started = []
+
+    def start() -> None:
+        if not started and window.isVisible():  # not once the window is closed
+            started.append(True)
+            engine.start()
+    fallback = QTimer(window, singleShot=True, interval=at_latest_ms, timeout=start)
+    fallback.start()
+    # Queued: the paint that emitted first_painted finishes before the process is forked.
+    window.first_painted.connect(lambda _when: QTimer.singleShot(0, start))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     app = QApplication(sys.argv[:1])
     app.setApplicationName("DeepSeek Desktop")
-    engine = None
-    if not args.engine_url:
-        engine = EngineProcess()
-        engine.start()
+    engine = EngineProcess() if not args.engine_url else None
     load = {"path": args.model} if args.model else None
     window = MainWindow(engine, args.engine_url, args.api_key, load_on_start=load)
+    if engine is not None:
+        start_after_first_paint(window, engine)
     if args.report_startup:
         window.first_painted.connect(lambda t: print(json.dumps({"event": "first_paint", "time": t}), flush=True))
     if args.panel:

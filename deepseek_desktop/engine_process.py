@@ -1,4 +1,4 @@
-"""EngineProcess: owns the worker (``deepseek-engine serve``) as a QProcess.
+"""EngineProcess: owns the worker (``deepseek-engine serve``), run as a ``ChildProcess``.
 
 It gives the worker a free port (the worker binds port 0 and logs the one it got), a random API
 key and the GUI's pid to watch (so a killed GUI leaves no worker behind), forwards its JSON log
@@ -15,7 +15,10 @@ import time
 from collections import deque
 from typing import Optional
 
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from deepseek_desktop.child_process import ChildProcess, Outcome
+from engine.states import ProcessState
 
 # Seconds to wait before each restart after a crash; a worker that ran this long is healthy again.
 BACKOFF_S = (1, 2, 4, 8, 16, 30)
@@ -31,7 +34,7 @@ class EngineProcess(QObject):
     listening = Signal(str)          # base URL, on each (re)start
     log_line = Signal(dict)          # one parsed JSON log line of the worker
     finished = Signal(str)           # why it stopped, with the tail of its stderr
-    state_changed = Signal(str)      # "starting", "running", "crashed", "failed", "stopped"
+    state_changed = Signal(str)      # a ProcessState: starting, running, crashed, failed, stopped
     restart_scheduled = Signal(float)  # seconds until the next start
 
     def __init__(self, model_path: Optional[str] = None, parent: Optional[QObject] = None,
@@ -40,19 +43,20 @@ class EngineProcess(QObject):
         self.model_path = model_path
         self.api_key = secrets.token_urlsafe(24)
         self.url: Optional[str] = None
-        self.state = "stopped"
+        self.state = ProcessState.STOPPED
         self.restart_enabled = restart
         self.restarts = 0            # crashes in a row (reset once a worker stays up)
         self.extra_args = list(extra_args or [])
-        self.tail: deque[str] = deque(maxlen=40)
-        self._buffer = b""
         self._started_at = 0.0
-        self._stopping = False
         self._restart_timer = QTimer(self, singleShot=True, timeout=self.start)
-        self._process = QProcess(self)
-        self._process.readyReadStandardError.connect(self._read_stderr)
-        self._process.finished.connect(self._on_finished)
-        self._process.errorOccurred.connect(self._on_error)
+        self._child = ChildProcess(self, tail_lines=40)
+        self._child.line.connect(self._on_line)
+        self._child.ended.connect(self._on_ended)
+
+    @property
+    def tail(self) -> deque[str]:
+        """The worker's last stderr lines."""
+        return self._child.tail
 
     def arguments(self) -> list[str]:
         # The key goes in the environment, not the command line: other local users can read a
@@ -63,42 +67,33 @@ class EngineProcess(QObject):
             args.append(f"--model={self.model_path}")
         return args
 
-    def environment(self) -> QProcessEnvironment:
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert(API_KEY_ENV, self.api_key)
-        return env
+    def environment(self) -> dict[str, str]:
+        """Added to the app's own environment."""
+        return {API_KEY_ENV: self.api_key}
 
     def start(self) -> None:
-        if self._process.state() != QProcess.ProcessState.NotRunning:
+        if self._child.running():
             return
-        self._stopping = False
         self.url = None
-        self._buffer = b""
         self._started_at = time.monotonic()
-        self._set_state("starting")
-        self._process.setProcessEnvironment(self.environment())
-        self._process.start(sys.executable, self.arguments())
+        self._set_state(ProcessState.STARTING)
+        self._child.start(sys.executable, self.arguments(), self.environment())
 
     def stop(self, grace_ms: int = 5000) -> None:
         """Terminate, then kill after ``grace_ms``; no restart follows."""
-        self._stopping = True
         self._restart_timer.stop()
-        if self._process.state() != QProcess.ProcessState.NotRunning:
-            self._process.terminate()
-            if not self._process.waitForFinished(grace_ms):
-                self._process.kill()
-                self._process.waitForFinished(2000)
-        self._set_state("stopped")
+        self._child.stop(grace_ms)
+        self._set_state(ProcessState.STOPPED)
 
     def restart_now(self) -> None:
         self._restart_timer.stop()
         self.start()
 
     def pid(self) -> int:
-        return int(self._process.processId())
+        return self._child.pid()
 
     def running(self) -> bool:
-        return self._process.state() != QProcess.ProcessState.NotRunning
+        return self._child.running()
 
     def stderr_tail(self, lines: int = 6) -> str:
         """The worker's last lines, messages only (its log lines are JSON)."""
@@ -111,54 +106,46 @@ class EngineProcess(QObject):
                 out.append(text)
         return "\n".join(out)
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: ProcessState) -> None:
         if state != self.state:
             self.state = state
-            self.state_changed.emit(state)
+            self.state_changed.emit(state.value)
 
-    def _read_stderr(self) -> None:
-        self._buffer += bytes(self._process.readAllStandardError())
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for raw in lines:
-            text = raw.decode("utf-8", "replace").strip()
-            if not text:
-                continue
-            self.tail.append(text)
-            try:
-                entry = json.loads(text)
-            except json.JSONDecodeError:
-                continue
-            if entry.get("event") == "listening":
-                self.url = f"http://{entry['host']}:{entry['port']}"
-                self._set_state("running")
-                self.listening.emit(self.url)
-            self.log_line.emit(entry)
-
-    def _on_finished(self, code: int, status) -> None:
-        self._read_stderr()
-        if self._stopping:
-            self.finished.emit(f"engine stopped (exit code {code})")
+    def _on_line(self, text: str) -> None:
+        try:
+            entry = json.loads(text)
+        except json.JSONDecodeError:
             return
-        crashed = status == QProcess.ExitStatus.CrashExit
-        what = "crashed" if crashed else f"exited with code {code}"
+        if not isinstance(entry, dict):
+            return
+        if entry.get("event") == "listening":
+            self.url = f"http://{entry['host']}:{entry['port']}"
+            self._set_state(ProcessState.RUNNING)
+            self.listening.emit(self.url)
+        self.log_line.emit(entry)
+
+    def _on_ended(self, outcome: Outcome) -> None:
+        if outcome.stopped:
+            self.finished.emit(f"engine stopped (exit code {outcome.code})")
+            return
+        if outcome.start_error:
+            self.finished.emit(f"engine failed to start: {outcome.start_error}")
+            self._after_death()
+            return
+        what = outcome.describe()
         if self.url is None:
             what = f"could not start ({what})"
         self.finished.emit(f"engine {what}:\n{self.stderr_tail()}")
-        self._after_death(give_up=self.url is None and not crashed and code == USAGE_ERROR)
-
-    def _on_error(self, error) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
-            self.finished.emit(f"engine failed to start: {self._process.errorString()}")
-            self._after_death()
+        self._after_death(give_up=self.url is None and not outcome.crashed and outcome.code == USAGE_ERROR)
 
     def _after_death(self, give_up: bool = False) -> None:
         if time.monotonic() - self._started_at >= HEALTHY_AFTER_S:
             self.restarts = 0
         if give_up or not self.restart_enabled or self.restarts >= MAX_RESTARTS:
-            self._set_state("failed")
+            self._set_state(ProcessState.FAILED)
             return
         delay = BACKOFF_S[self.restarts]
         self.restarts += 1
-        self._set_state("crashed")
+        self._set_state(ProcessState.CRASHED)
         self.restart_scheduled.emit(float(delay))
         self._restart_timer.start(int(delay * 1000))

@@ -1,15 +1,25 @@
 """TelemetryModel: samples GPU, host and engine off the GUI thread into ring buffers and tells
-the panels a new row is there (no widgets). Alerts go out through ``alert``."""
+the panels a new row is there (no widgets). Alerts go out through ``alert``.
+
+The samplers (numpy, httpx, psutil, NVML) are imported with the first sample, on the sampler's
+thread, not while the first window is drawn.
+"""
 
 from __future__ import annotations
 
 import atexit
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import shiboken6
-from PySide6.QtCore import QMetaObject, QObject, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QMetaObject, QObject, QSettings, Qt, QThread, QTimer, Signal, Slot
 
-from engine.telemetry.recorder import AlertWatch, Recorder, SeriesBuffer
+if TYPE_CHECKING:
+    from engine.telemetry.recorder import AlertWatch, Recorder, SeriesBuffer
+
+# The Monitor's choices; the sampling interval and the VRAM alert are kept under these keys.
+SAMPLE_EVERY = {"0.5 s": 0.5, "1 s": 1.0, "2 s": 2.0, "5 s": 5.0}
+INTERVAL_KEY, VRAM_ALERT_KEY = "monitor/interval", "monitor/vram_alert"
+VRAM_ALERT_PCT = (50, 100)  # the range the Monitor's box offers
 
 
 class _Sampler(QObject):
@@ -50,6 +60,8 @@ class _Sampler(QObject):
     @Slot()
     def sample(self) -> None:
         if self.recorder is None:
+            from engine.telemetry.recorder import Recorder
+
             url, key, pid = self._target
             self.recorder = Recorder(url, key, pid)
         self.sampled.emit(self.recorder.sample())
@@ -64,8 +76,11 @@ class TelemetryModel(QObject):
     def __init__(self, interval_s: float = 1.0, capacity: int = 7200, parent: Optional[QObject] = None):
         """``capacity``: samples kept per series; 7,200 is an hour at the fastest interval, 0.5 s."""
         super().__init__(parent)
-        self.buffer = SeriesBuffer(capacity)
-        self.alerts = AlertWatch()
+        self.capacity = capacity
+        self.interval_s = interval_s
+        self._buffer: Optional[SeriesBuffer] = None
+        self._alerts: Optional[AlertWatch] = None
+        self._vram_threshold = 0.9  # the alerts' until they exist
         self.last_row: dict = {}
         self.gpu_count = 0
         self.gpu_reason: Optional[str] = None
@@ -78,6 +93,22 @@ class TelemetryModel(QObject):
         self._sampler.sampled.connect(self._on_row)
         self._retarget.connect(self._sampler.retarget)
         self._interval.connect(self._sampler.set_interval)
+
+    @property
+    def buffer(self) -> SeriesBuffer:
+        if self._buffer is None:
+            from engine.telemetry.recorder import SeriesBuffer
+
+            self._buffer = SeriesBuffer(self.capacity)
+        return self._buffer
+
+    @property
+    def alerts(self) -> AlertWatch:
+        if self._alerts is None:
+            from engine.telemetry.recorder import AlertWatch
+
+            self._alerts = AlertWatch(vram_threshold=self._vram_threshold)
+        return self._alerts
 
     def start(self) -> None:
         self._thread.start()
@@ -95,7 +126,25 @@ class TelemetryModel(QObject):
         self._retarget.emit((url, api_key, worker_pid))
 
     def set_interval(self, seconds: float) -> None:
-        self._interval.emit(int(max(0.5, min(5.0, seconds)) * 1000))
+        self.interval_s = max(0.5, min(5.0, seconds))
+        self._interval.emit(int(self.interval_s * 1000))
+
+    def restore_settings(self, store: QSettings) -> None:
+        """The interval and VRAM alert of the last session; a garbled value keeps the default."""
+        interval = store.value(INTERVAL_KEY)
+        if isinstance(interval, str) and interval in SAMPLE_EVERY:
+            self.set_interval(SAMPLE_EVERY[interval])
+        vram_alert = str(store.value(VRAM_ALERT_KEY, ""))
+        if vram_alert.isdigit():
+            low, high = VRAM_ALERT_PCT
+            self._vram_threshold = min(high, max(low, int(vram_alert))) / 100
+            if self._alerts is not None:
+                self._alerts.vram_threshold = self._vram_threshold
+
+    def save_settings(self, store: QSettings) -> None:
+        store.setValue(INTERVAL_KEY, next((text for text, s in SAMPLE_EVERY.items() if s == self.interval_s), "1 s"))
+        threshold = self._alerts.vram_threshold if self._alerts is not None else self._vram_threshold
+        store.setValue(VRAM_ALERT_KEY, round(threshold * 100))
 
     @Slot(dict)
     def _on_row(self, row: dict) -> None:

@@ -3,7 +3,7 @@ It draws ``ChatSession``; streaming replies are re-rendered at most every 50 ms.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QKeyEvent
@@ -14,7 +14,11 @@ from PySide6.QtWidgets import (
 )
 
 from deepseek_desktop.state.chat import DEFAULT_SETTINGS, ChatSession, stats_text
-from deepseek_desktop.widgets.markdown import MarkdownView
+from deepseek_desktop.state.engine_session import EngineSession, load_percent, progress_text
+
+if TYPE_CHECKING:  # markdown-it and Pygments are imported with the first message, not at start-up
+    from deepseek_desktop.state.library import ModelLibrary
+    from deepseek_desktop.widgets.markdown import MarkdownView
 
 RENDER_EVERY_MS = 50
 STATUS_TEXT = {
@@ -44,9 +48,16 @@ def chunk_end(text: str, start: int, size: int = CHUNK_CHARS) -> Optional[int]:
 
 
 class MessageWidget(QFrame):
-    def __init__(self, message: dict, panel: "ChatPanel"):
+    """One message. It tells its panel what the user asked for through signals."""
+
+    edit_requested = Signal(dict)    # the message, to be edited in the composer
+    regenerate_requested = Signal()
+    code_copied = Signal()
+
+    def __init__(self, message: dict, theme: str = "dark"):
         super().__init__()
         self.message = message
+        self.theme = theme
         self.setObjectName("message_user" if message["role"] == "user" else "message_assistant")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 8, 12, 8)
@@ -62,25 +73,26 @@ class MessageWidget(QFrame):
         header.addWidget(self.copy_button)
         if message["role"] == "user":
             self.edit_button = QToolButton(text="Edit", autoRaise=True)
-            self.edit_button.clicked.connect(lambda: panel.begin_edit(self.message))
+            self.edit_button.clicked.connect(lambda: self.edit_requested.emit(self.message))
             header.addWidget(self.edit_button)
         else:
             self.regenerate_button = QToolButton(text="Regenerate", autoRaise=True)
-            self.regenerate_button.clicked.connect(panel.regenerate)
+            self.regenerate_button.clicked.connect(lambda: self.regenerate_requested.emit())
             header.addWidget(self.regenerate_button)
         layout.addLayout(header)
         self.reasoning_toggle = QToolButton(checkable=True, autoRaise=True)
         self.reasoning_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.reasoning_toggle.setArrowType(Qt.ArrowType.RightArrow)
         self.reasoning_toggle.toggled.connect(self._show_reasoning)
-        self.reasoning_view = MarkdownView(panel.theme)
+        from deepseek_desktop.widgets.markdown import MarkdownView
+
+        self.reasoning_view = MarkdownView(theme)
         self.reasoning_view.setObjectName("reasoning")
         self.reasoning_view.hide()
         layout.addWidget(self.reasoning_toggle)
         layout.addWidget(self.reasoning_view)
         # The text is drawn in chunks split at paragraph breaks: while a reply streams only its
         # last chunk is re-rendered, so a long reply costs no more per update than a short one.
-        self._panel = panel
         self.body_layout = QVBoxLayout()
         self.body_layout.setSpacing(0)
         layout.addLayout(self.body_layout)
@@ -93,8 +105,10 @@ class MessageWidget(QFrame):
         self.refresh()
 
     def _new_chunk(self) -> MarkdownView:
-        view = MarkdownView(self._panel.theme)
-        view.copied.connect(lambda _: self._panel.notifier.info("code block copied"))
+        from deepseek_desktop.widgets.markdown import MarkdownView
+
+        view = MarkdownView(self.theme)
+        view.copied.connect(lambda _: self.code_copied.emit())
         self.body_layout.addWidget(view)
         self.chunks.append(view)
         return view
@@ -287,7 +301,25 @@ class ChatPanel(QWidget):
         layout.addWidget(self.cta_status)
         return self.cta
 
-    # -- state from the window
+    # -- what the engine session and the library say
+    def follow(self, engine: EngineSession, library: ModelLibrary) -> None:
+        """Show whether a model is served, a load's progress, and the demo fetch's steps (its
+        button is here) in the call to action; from now, and as it is now."""
+        engine.model_changed.connect(lambda model_id, hint: self.set_model_ready(model_id is not None, hint))
+        engine.load_progress.connect(self.show_load_progress)
+        library.job_progress.connect(self.cta_status.setText)
+        library.job_finished.connect(lambda _ok, message, _path: self.cta_status.setText(message))
+        self.set_model_ready(engine.model_id is not None, engine.model_hint())
+
+    def set_theme(self, theme: str) -> None:
+        """For code blocks drawn from now on (a drawn one keeps its colours, as before)."""
+        self.theme = theme
+        for widget in self.widgets.values():
+            widget.theme = theme
+
+    def show_load_progress(self, event: dict) -> None:
+        self.cta_status.setText(f"Loading {load_percent(event):.0f}% — {progress_text(event)}")
+
     def set_model_ready(self, ready: bool, detail: str = "") -> None:
         self.cta.setVisible(not ready)
         self.cta_status.setText(detail)
@@ -345,7 +377,10 @@ class ChatPanel(QWidget):
         QTimer.singleShot(0, self._scroll_to_end)
 
     def _add_message(self, message: dict, scroll: bool = True) -> None:
-        widget = MessageWidget(message, self)
+        widget = MessageWidget(message, self.theme)
+        widget.edit_requested.connect(self.begin_edit)
+        widget.regenerate_requested.connect(self.regenerate)
+        widget.code_copied.connect(lambda: self.notifier.info("code block copied"))
         self.widgets[message["id"]] = widget
         self.message_layout.insertWidget(self.message_layout.count() - 1, widget)
         if self.session.current:

@@ -14,7 +14,9 @@ from PySide6.QtWidgets import (
     QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
+from deepseek_desktop.state.engine_session import EngineSession, progress_text
 from deepseek_desktop.state.library import ModelLibrary
+from engine.states import ModelState
 from engine.memory import format_bytes
 
 COLUMNS = ["Name", "Architecture", "Parameters", "Size", "Dtype", "Context", "Loadable"]
@@ -28,19 +30,6 @@ def format_params(n: Optional[int]) -> str:
         if n >= scale:
             return f"{n / scale:.1f}{unit}"
     return str(n)
-
-
-def format_eta(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "ETA …"
-    return f"ETA {seconds:.0f} s" if seconds < 120 else f"ETA {seconds / 60:.1f} min"
-
-
-def progress_text(event: dict) -> str:
-    """"shard 2 of 8 · 120 MiB of 280 MiB · ETA 3 s"."""
-    return (f"shard {event.get('shard', 0)} of {event.get('shards', 0)} · "
-            f"{format_bytes(event.get('bytes_done'))} of {format_bytes(event.get('bytes_total'))} · "
-            f"{format_eta(event.get('eta_s'))}")
 
 
 JOB_PERCENT = re.compile(r"\((\d{1,3})%\)$|(\d{1,3})%\|")
@@ -100,6 +89,9 @@ class ModelsPanel(QWidget):
         library.estimate_failed.connect(lambda m: self._set_verdict("unknown", m))
         library.job_progress.connect(self._job_progress)
         library.job_finished.connect(self._job_finished)
+        if library.entries:  # scanned before this panel was first shown
+            self._fill_table(library.entries)
+        library.start()
 
     # -- layout
     def _build(self) -> None:
@@ -298,20 +290,20 @@ class ModelsPanel(QWidget):
             self.progress_label.setText(progress_text(event))
         elif kind == "state":
             state = event.get("state")
-            self.loading = state == "loading"
-            if state == "loading":
+            self.loading = state == ModelState.LOADING
+            if state == ModelState.LOADING:
                 self._loading_path = event.get("path")
                 self.progress.setValue(0)
                 self.progress_label.setText(f"loading {event.get('path', '')}…")
                 self.result_label.clear()
-            elif state == "ready":
+            elif state == ModelState.READY:
                 self.loaded_path = event.get("path") or self._loading_path or self.loaded_path
                 if event.get("memory_bytes") is not None:
                     self.progress.setValue(1000)
                     self.progress_label.setText(f"loaded in {event.get('load_s', 0):.1f} s on {event.get('device')} "
                                                 f"({event.get('dtype')})")
                     self.result_label.setText(self._predicted_vs_actual(event))
-            elif state in ("idle", "error"):
+            elif state in (ModelState.IDLE, ModelState.ERROR):
                 self.loaded_path = None
                 if event.get("cancelled"):
                     self.progress_label.setText("load cancelled")
@@ -325,6 +317,19 @@ class ModelsPanel(QWidget):
         predicted, actual = event.get("estimated_bytes"), event.get("memory_bytes")
         ratio = f" ({actual / predicted:.2f}× the estimate)" if predicted and actual else ""
         return f"Weights in memory: predicted {format_bytes(predicted)}, actual {format_bytes(actual)}{ratio}"
+
+    def follow(self, engine: EngineSession) -> None:
+        """Load, cancel and unload go to ``engine``; its events drive the progress and the
+        buttons, from now and as they are now."""
+        self.load_requested.connect(engine.load)
+        self.cancel_requested.connect(engine.cancel_load)
+        self.unload_requested.connect(engine.unload)
+        engine.engine_event.connect(self.on_engine_event)
+        engine.available_changed.connect(self.set_engine_available)
+        engine.loaded_path.connect(self.set_loaded_path)
+        if engine.last_state_event is not None:
+            self.on_engine_event(engine.last_state_event)
+        self.set_engine_available(engine.available)
 
     def set_engine_available(self, available: bool) -> None:
         self.engine_available = available

@@ -22,10 +22,9 @@ from PySide6.QtWidgets import (
 )
 
 from deepseek_desktop.notifier import Notifier
-from deepseek_desktop.telemetry import TelemetryModel
+from deepseek_desktop.telemetry import SAMPLE_EVERY, TelemetryModel
 
 WINDOWS = {"1 min": 60, "5 min": 300, "15 min": 900, "60 min": 3600}
-SAMPLE_EVERY = {"0.5 s": 0.5, "1 s": 1.0, "2 s": 2.0, "5 s": 5.0}
 GIB = 2**30
 CORES = os.cpu_count() or 1
 COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8"]
@@ -416,19 +415,17 @@ class MonitorPanel(QWidget):
         return written
 
     def restore_settings(self, store: QSettings) -> None:
-        """Window, interval and VRAM alert of the last session; a garbled value keeps the default."""
-        for box, key in ((self.window_box, "monitor/window"), (self.interval_box, "monitor/interval")):
-            value = store.value(key)
-            if isinstance(value, str) and box.findText(value) >= 0:
-                box.setCurrentText(value)
-        vram_alert = str(store.value("monitor/vram_alert", ""))
-        if vram_alert.isdigit():
-            self.vram_alert_box.setValue(int(vram_alert))  # clamped to the box's 50-100
+        """The window of the last session (a garbled value keeps the default); the interval and
+        the VRAM alert are the model's, which restored them at launch."""
+        value = store.value("monitor/window")
+        if isinstance(value, str) and self.window_box.findText(value) >= 0:
+            self.window_box.setCurrentText(value)
+        interval = next((text for text, s in SAMPLE_EVERY.items() if s == self.model.interval_s), None)
+        if interval is not None:
+            self.interval_box.setCurrentText(interval)
 
     def save_settings(self, store: QSettings) -> None:
         store.setValue("monitor/window", self.window_box.currentText())
-        store.setValue("monitor/interval", self.interval_box.currentText())
-        store.setValue("monitor/vram_alert", self.vram_alert_box.value())
 
     def export(self, kind: str, path: Path) -> bool:
         """``kind`` "CSV" (a file) or "PNG" (a folder); a path that cannot be written is said, not raised."""

@@ -4,13 +4,15 @@ through the engine client and writes every change to the store; the panel only d
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from deepseek_desktop.client import EngineClient, StreamHandle
 from deepseek_desktop.notifier import Notifier
 from deepseek_desktop.state.chat_store import StoreThread, new_id
+
+if TYPE_CHECKING:  # httpx comes with the engine session's first attach, not at start-up
+    from deepseek_desktop.client import EngineClient, StreamHandle
 
 DEFAULT_SETTINGS = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 0}  # 0: what the context leaves
 SAVE_EVERY_MS = 1000  # a streaming reply is written this often, and when it ends

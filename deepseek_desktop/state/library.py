@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import QObject, QProcess, Signal
+from PySide6.QtCore import QObject, Signal
 
+from deepseek_desktop.child_process import ChildProcess, Outcome
 from deepseek_desktop.state.settings import read_json, write_json
 from deepseek_desktop.tasks import run_task
 from engine.paths import models_dir
@@ -38,12 +39,10 @@ class ModelLibrary(QObject):
         self.hf_cache: bool = read_json("library/hf_cache", True) is not False
         self.entries: list = []
         self.devices = ["auto", "cpu"]
-        # NVML's start-up can take a while where there are GPUs: not on the GUI thread at launch.
-        run_task(lambda _: gpu_devices(), self._on_gpus)
-        self.job: Optional[QProcess] = None
-        self._job_lines: list[str] = []
+        self.job: Optional[ChildProcess] = None
         self._estimate_serial = 0
         self._scan_serial = 0
+        self._gpus_asked = False
 
     # -- folders
     def set_folders(self, folders: list[str], hf_cache: bool) -> None:
@@ -51,6 +50,16 @@ class ModelLibrary(QObject):
         write_json("library/folders", self.folders)
         write_json("library/hf_cache", hf_cache)
         self.scan()
+
+    def start(self) -> None:
+        """The first scan and the GPU list, when the Models panel is first shown: not while the
+        first window is drawn."""
+        if not self._gpus_asked:
+            self._gpus_asked = True
+            # NVML's start-up can take a while where there are GPUs: not on the GUI thread.
+            run_task(lambda _: gpu_devices(), self._on_gpus)
+        if self._scan_serial == 0:
+            self.scan()
 
     def scan(self) -> None:
         """Answers through ``entries_changed``; only the latest scan's answer counts (an earlier
@@ -112,12 +121,10 @@ class ModelLibrary(QObject):
         if self.job is not None:
             self.job_progress.emit("another job is still running")
             return False
-        self.job = QProcess(self)
-        self._job_lines = []
-        self.job.readyReadStandardError.connect(self._job_stderr)
-        self.job.finished.connect(lambda code, _status: self._job_done(code, what))
-        self.job.errorOccurred.connect(lambda _error: self._job_done(-1, what) if self.job and
-                                       self.job.state() == QProcess.ProcessState.NotRunning else None)
+        # One ChildProcess per job (deleted when it ends), long enough a tail to find its error line.
+        self.job = ChildProcess(self, tail_lines=500)
+        self.job.line.connect(self.job_progress)
+        self.job.ended.connect(lambda outcome: self._job_done(outcome, what))
         self.job_progress.emit(f"{what}…")
         self.job.start(sys.executable, ["-m", "engine", *args])
         return True
@@ -129,27 +136,20 @@ class ModelLibrary(QObject):
         job, self.job = self.job, None
         if job is None:
             return
-        job.blockSignals(True)
-        job.kill()
-        job.waitForFinished(3000)
+        job.stop(grace_ms=0, quiet=True)
         job.deleteLater()
 
-    def _job_stderr(self) -> None:
-        for line in bytes(self.job.readAllStandardError()).decode("utf-8", "replace").splitlines():
-            if line.strip():
-                self._job_lines.append(line.strip())
-                self.job_progress.emit(line.strip())
-
-    def _job_done(self, code: int, what: str) -> None:
+    def _job_done(self, outcome: Outcome, what: str) -> None:
         job, self.job = self.job, None
         if job is None:
             return
-        job.deleteLater()  # one QProcess per job, not kept for the app's life
-        out = bytes(job.readAllStandardOutput()).decode("utf-8", "replace").strip().splitlines()
-        if code == 0 and out:
+        job.deleteLater()
+        out = outcome.stdout.strip().splitlines()
+        if outcome.ok and out:
             self.job_finished.emit(True, f"{what}: done", out[-1])
             self.scan()
         else:
-            why = next((line for line in reversed(self._job_lines) if line.startswith("error")),
-                       self._job_lines[-1] if self._job_lines else f"exit code {code}")
+            lines = list(job.tail)
+            why = next((line for line in reversed(lines) if line.startswith("error")),
+                       lines[-1] if lines else outcome.describe())
             self.job_finished.emit(False, f"{what} failed: {why}", "")

@@ -95,8 +95,8 @@ def test_an_engine_that_cannot_start_says_why_and_is_not_restarted_in_a_loop(qtb
     engine.start()
     qtbot.waitUntil(lambda: window.engine_state == "failed", timeout=60_000)
     assert engine.restarts == 0
-    assert "batching.max_queue" in window.state_label.toolTip()
-    assert "max_queue" in window.state_label.text()  # the reason on the status bar, not just "code 2:"
+    assert "batching.max_queue" in window.statusBar().state_label.toolTip()
+    assert "max_queue" in window.statusBar().state_label.text()  # the reason on the status bar, not just "code 2:"
     assert any("could not start" in r[2] and "max_queue" in r[2] for r in window.logs.rows())
 
 

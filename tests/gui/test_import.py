@@ -42,8 +42,8 @@ def test_quitting_during_an_import_ends_it_quietly(make_window, qtbot, demo_gguf
     window = make_window(engine=False)
     assert window.library.import_gguf(str(demo_gguf))
     job = window.library.job
-    qtbot.waitUntil(lambda: job.processId() > 0, timeout=10_000)
-    pid = job.processId()
+    qtbot.waitUntil(lambda: job.pid() > 0, timeout=10_000)
+    pid = job.pid()
     window.close()
     import psutil
 

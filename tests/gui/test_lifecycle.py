@@ -32,7 +32,7 @@ def test_a_worker_killed_mid_reply_is_reported_restarted_and_the_history_kept(ma
     assert cut["status"] == "interrupted" and len(cut["content"]) > 10
     assert "interrupted" in chat.widgets[cut["id"]].status_label.text()
     qtbot.waitUntil(lambda: window.engine_state == "crashed", timeout=20_000)
-    assert "crashed" in window.state_label.text()
+    assert "crashed" in window.statusBar().state_label.text()
     assert any(r[1] == "error" and "engine" in r[2] for r in window.logs.rows())
 
     # Restarted after the back-off, with the model that was loaded.

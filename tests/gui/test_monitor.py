@@ -170,6 +170,6 @@ def test_status_bar_memory_counts_the_engine_on_every_gpu_with_stand_in_gpu_rows
     gib = 2**30
     row = {"time": 1.0, "worker_rss_bytes": 2 * gib, "gpu0_engine_mem_bytes": 0, "gpu1_engine_mem_bytes": 17 * gib}
     window.telemetry.row_added.emit(row)
-    assert window.memory_label.text() == "VRAM 17.00 GiB"  # the model is on GPU 1, not GPU 0
+    assert window.statusBar().memory_label.text() == "VRAM 17.00 GiB"  # the model is on GPU 1, not GPU 0
     window.telemetry.row_added.emit({**row, "gpu1_engine_mem_bytes": 0, "gpu0_engine_mem_bytes": None})
-    assert window.memory_label.text() == "RAM 2.00 GiB"  # no GPU memory held: the worker's RSS
+    assert window.statusBar().memory_label.text() == "RAM 2.00 GiB"  # no GPU memory held: the worker's RSS

@@ -35,11 +35,11 @@ def test_the_gui_process_never_imports_torch(tmp_path):
 
 def test_window_opens_at_once_and_says_the_engine_is_starting(make_window, qtbot):
     window = make_window()
-    assert window.state_label.text() == "starting engine…"
+    assert window.statusBar().state_label.text() == "starting engine…"
     assert window.chat.cta.isVisible() and "demo model" in window.chat.demo_button.text()
     assert [window.nav.item(i).text() for i in range(window.nav.count())] == PANELS
     wait_state(qtbot, window, "idle")
-    assert window.state_label.text() == "idle — no model"
+    assert window.statusBar().state_label.text() == "idle — no model"
     window.chat.choose_button.click()  # "Choose a model…" leads to the Models panel
     assert window.stack.currentWidget() is window.models
 
@@ -59,7 +59,7 @@ def test_load_shows_estimate_progress_and_predicted_vs_actual_memory(make_window
     assert progress and progress[-1] == 1000
     assert "shard 1 of 1" in window.models.progress_label.text() or "loaded in" in window.models.progress_label.text()
     assert "predicted" in window.models.result_label.text() and "actual" in window.models.result_label.text()
-    assert window.state_label.text() == "ready" and window.model_label.text() == "tiny-llama"
+    assert window.statusBar().state_label.text() == "ready" and window.statusBar().model_label.text() == "tiny-llama"
     assert not window.chat.cta.isVisible()
     assert any(r[0] == "engine" and "ready" in r[2] for r in window.logs.rows())
     window.models.unload_button.click()
@@ -76,7 +76,7 @@ def test_cancel_stops_a_load_midway(make_window, qtbot, big_model_dir):
     window.models.load_button.click()
     qtbot.waitUntil(lambda: "shard" in window.models.progress_label.text(), timeout=60_000)
     assert window.models.cancel_button.isEnabled()
-    assert window.state_label.text().startswith("loading")
+    assert window.statusBar().state_label.text().startswith("loading")
     window.models.cancel_button.click()
     qtbot.waitUntil(lambda: window.engine_state in ("idle", "ready"), timeout=60_000)
     if window.engine_state == "idle":  # else the load beat the cancel (the engine answers 409)
@@ -144,7 +144,7 @@ def test_chat_streams_stops_regenerates_edits_and_persists(make_window, qtbot, l
 def test_attaches_to_a_running_engine_by_url_and_key(make_window, qtbot, server):
     window = make_window(engine=False, url=server.url, api_key=server.api_key)
     qtbot.waitUntil(lambda: window.model_id == "tiny-llama" and window.engine_state == "ready", timeout=30_000)
-    assert window.state_label.text() == "ready"
+    assert window.statusBar().state_label.text() == "ready"
     bad = make_window(engine=False, url=server.url, api_key="wrong-key")
     qtbot.waitUntil(lambda: any("API key" in r[2] or "401" in r[2] for r in bad.logs.rows()), timeout=30_000)
     assert bad.model_id is None

@@ -1,0 +1,79 @@
+"""StatusBar: the engine's state, the served model, the worker's memory and speed, and the last
+warning or error for a few seconds. It observes the engine session, the telemetry and the
+notifier; nobody writes into it."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from PySide6.QtWidgets import QLabel, QStatusBar, QWidget
+
+from deepseek_desktop.notifier import Notice, Notifier
+from deepseek_desktop.state.engine_session import EngineSession, load_percent
+
+NOTICE_SHOWN_MS = 8000
+STATE_TEXT = {"starting": "starting engine…", "running": "engine started", "idle": "idle — no model",
+              "loading": "loading…", "ready": "ready", "error": "load failed", "unloading": "unloading…",
+              "crashed": "engine crashed", "failed": "engine failed", "stopped": "engine stopped"}
+WITH_REASON = ("crashed", "failed")  # the reason follows the state on the bar itself
+
+
+def headline(detail: str) -> str:
+    """One line for the status bar: "engine could not start (exited with code 2):" says little,
+    so the last line of the worker's stderr (usually the reason) follows it."""
+    lines = [line.strip() for line in detail.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[-1]}"
+    return lines[0]
+
+
+def _known(value) -> bool:
+    """A number, not N/A (None) nor NaN."""
+    return isinstance(value, (int, float)) and value == value
+
+
+class StatusBar(QStatusBar):
+    def __init__(self, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.state_label = QLabel()
+        self.state_label.setObjectName("engine_state")
+        self.model_label = QLabel("no model")
+        self.memory_label = QLabel("memory N/A")
+        self.speed_label = QLabel("0.0 tok/s")
+        for label in (self.state_label, self.model_label, self.memory_label, self.speed_label):
+            self.addPermanentWidget(label)
+
+    def observe(self, session: EngineSession, telemetry, notifier: Notifier) -> None:
+        """``telemetry``: a ``TelemetryModel`` (its rows give memory and speed)."""
+        session.state_changed.connect(self.show_state)
+        session.model_changed.connect(lambda model_id, _hint: self.model_label.setText(model_id or "no model"))
+        session.load_progress.connect(lambda event: self.state_label.setText(f"loading {load_percent(event):.0f}%"))
+        telemetry.row_added.connect(self.show_telemetry)
+        notifier.posted.connect(self.show_notice)
+
+    def show_state(self, state: str, detail: str = "") -> None:
+        text = STATE_TEXT.get(state, state)
+        self.state_label.setText(f"{text} — {headline(detail)}" if state in WITH_REASON and detail else text)
+        self.state_label.setToolTip(detail)
+        self.state_label.setProperty("state", state)  # the theme colours the label by state
+        self.state_label.style().unpolish(self.state_label)
+        self.state_label.style().polish(self.state_label)
+
+    def show_notice(self, notice: Notice) -> None:
+        if notice.level in ("warning", "error") and notice.source != "engine":
+            self.showMessage(notice.text, NOTICE_SHOWN_MS)
+
+    def show_telemetry(self, row: dict) -> None:
+        from engine.memory import format_bytes
+
+        rate = row.get("engine_generation_tokens_per_s")
+        self.speed_label.setText(f"{rate:.1f} tok/s" if _known(rate) else "— tok/s")
+        # The worker's memory on every GPU NVML lists it on (its model need not be on GPU 0).
+        on_gpus = [v for k, v in row.items() if k.startswith("gpu") and k.endswith("_engine_mem_bytes") and _known(v)]
+        rss = row.get("worker_rss_bytes")
+        if sum(on_gpus) > 0:
+            self.memory_label.setText(f"VRAM {format_bytes(int(sum(on_gpus)))}")
+        elif _known(rss):
+            self.memory_label.setText(f"RAM {format_bytes(int(rss))}")
