@@ -107,3 +107,20 @@ def test_metrics_split_the_models_memory_into_weights_and_live_kv(llama_dir, mod
     finally:
         engine.unload()
     assert "engine_model_weights_bytes" not in parse(engine.metrics.render().decode())
+
+
+@pytest.mark.parametrize("mode", ["sequential", "dynamic", "continuous"])
+def test_load_returns_its_outcome_and_every_scheduler_meets_the_protocol(llama_dir, mode):
+    from engine.scheduling import Scheduler, ServedModel
+    from engine.states import ModelState
+
+    engine = Engine(EngineConfig.from_dict({"model": {"path": str(llama_dir)}, "batching": {"mode": mode}}))
+    outcome = engine.load()
+    try:
+        assert outcome.loaded and outcome.model is engine.loaded and outcome.state == ModelState.READY
+        assert not (outcome.cancelled or outcome.timed_out) and engine.wait_load(0) == outcome
+        assert isinstance(engine.loaded, ServedModel) and isinstance(engine.scheduler, Scheduler)
+        assert engine.scheduler.mode == mode and engine.scheduler.warning is None
+        assert engine.cancel_load_and_wait(1) is None  # nothing is loading: nothing to cancel
+    finally:
+        engine.unload()
