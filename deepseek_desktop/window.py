@@ -70,7 +70,7 @@ class MainWindow(QMainWindow):
         self.store.warning.connect(self.notifier.warning)
         self.telemetry = TelemetryModel(parent=self)
         self.telemetry.alert.connect(self._on_alert)
-        self.library = ModelLibrary(self)
+        self.library = ModelLibrary(self.notifier, self)
         self.library.job_finished.connect(self._on_job_finished)
         self.engine_session = EngineSession(self.notifier, engine, url, api_key, load_on_start, self)
         self.engine_session.attached.connect(self.telemetry.attach)

@@ -84,7 +84,6 @@ class ModelsPanel(QWidget):
         self.last_estimate = None
         self._build()
         library.entries_changed.connect(self._fill_table)
-        library.scan_failed.connect(lambda m: notifier.error(f"model scan failed: {m}"))
         library.estimate_ready.connect(self._show_estimate)
         library.estimate_failed.connect(lambda m: self._set_verdict("unknown", m))
         library.job_progress.connect(self._job_progress)
@@ -379,4 +378,3 @@ class ModelsPanel(QWidget):
         self.demo_button.setEnabled(True)
         self.import_button.setEnabled(True)
         self.job_label.setText(message)
-        (self.notifier.info if ok else self.notifier.error)(message)

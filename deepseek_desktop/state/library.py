@@ -11,6 +11,7 @@ from typing import Optional
 from PySide6.QtCore import QObject, Signal
 
 from deepseek_desktop.child_process import ChildProcess, Outcome
+from deepseek_desktop.notifier import Notifier
 from deepseek_desktop.state.settings import read_json, write_json
 from deepseek_desktop.tasks import run_task
 from engine.paths import models_dir
@@ -31,8 +32,12 @@ class ModelLibrary(QObject):
     job_finished = Signal(bool, str, str)  # ok, message, model folder
     devices_changed = Signal(object)       # ["auto", "cpu", "cuda:0", …]
 
-    def __init__(self, parent=None):
+    def __init__(self, notifier: Optional[Notifier] = None, parent=None):
+        """``notifier``: where a job's outcome and a failed scan are said (whatever panel is shown)."""
         super().__init__(parent)
+        if notifier is not None:
+            self.scan_failed.connect(lambda m: notifier.error(f"model scan failed: {m}"))
+            self.job_finished.connect(lambda ok, message, _path: (notifier.info if ok else notifier.error)(message))
         folders = read_json("library/folders", None)
         valid = isinstance(folders, list) and all(isinstance(f, str) for f in folders)
         self.folders: list[str] = folders if valid else [str(models_dir())]
