@@ -106,35 +106,15 @@ class Engine:
         return outcome
 
     def cancel_load(self) -> bool:
-        """Stop the running load between two tensors; False when nothing is loading."""
+        """Stop the running load between two tensors; False when nothing is loading. Then
+        ``wait_load`` tells whether it took effect (``cancelled``), or the load, past its last
+        tensor, completed all the same."""
         return self._lifecycle.cancel()
 
     def wait_load(self, timeout: Optional[float] = None) -> Optional[LoadOutcome]:
         """The latest load's outcome once it has ended; None while it still runs after
         ``timeout`` seconds, or when no load has run."""
         return self._lifecycle.wait(timeout)
-
-    def cancel_load_and_wait(self, timeout: float) -> Optional[LoadOutcome]:
-        """Cancel the running load and wait for how it ended.
-
-        Returns:
-            None when no load was running; else its outcome: ``cancelled``, or, when the cancel
-            came after its last tensor, the model it loaded all the same.
-        Raises:
-            TimeoutError: the load had not stopped within ``timeout`` seconds.
-        """
-        if not self.cancel_load():
-            return None
-        outcome = self.wait_load(timeout)
-        if outcome is None:
-            raise TimeoutError(f"the load had not stopped {timeout:g} s after the cancel")
-        return outcome
-
-    @property
-    def last_load_cancelled(self) -> bool:
-        """Whether the latest load was stopped by ``cancel_load`` (prefer ``cancel_load_and_wait``)."""
-        outcome = self._lifecycle.outcome
-        return outcome is not None and outcome.cancelled
 
     def unload(self) -> None:
         """Stop serving after the requests already queued, and free the model."""
