@@ -96,7 +96,7 @@ class _Server(uvicorn.Server):
 
 
 def run_server(config: EngineConfig) -> int:
-    from engine.server import create_app
+    from engine.api import create_app
 
     configure_logging(config.server.log_level)
     if config.server.parent_pid:

@@ -1,0 +1,115 @@
+"""Every error the server sends is OpenAI-shaped: ``{"error": {"message", "type", "param", "code"}}``.
+
+``APIError`` carries one from a route; the handlers here turn validation failures, unknown routes,
+wrong methods and bugs into the same shape. ``documented`` lists a route's errors for OpenAPI.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from engine.protocol import ErrorDetail, ErrorResponse
+
+log = logging.getLogger("engine.server")
+
+# What each status means on this server, for the OpenAPI document.
+MEANINGS = {
+    400: "The request is malformed or asks for what the engine cannot do (the message names the field)",
+    401: "Missing or wrong API key (send it as 'Authorization: Bearer <key>')",
+    404: "No such model (or model folder)",
+    409: "Conflicts with a load in progress, or with none",
+    429: "Too many requests waiting; retry after the Retry-After seconds",
+    500: "Generation failed inside the engine",
+    503: "No model is ready (none loaded, loading, or failed to load)",
+    504: "The request ran past batching.request_timeout_s",
+}
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, error_type: str = "invalid_request_error",
+                 param: Optional[str] = None, code: Optional[str] = None,
+                 headers: Optional[dict[str, str]] = None):
+        super().__init__(message)
+        self.status, self.message, self.error_type = status, message, error_type
+        self.param, self.code, self.headers = param, code, headers
+
+
+def error_body(message: str, error_type: str, param: Optional[str] = None, code: Any = None) -> dict:
+    return ErrorResponse(error=ErrorDetail(message=message, type=error_type, param=param, code=code)).model_dump()
+
+
+def error_response(status: int, message: str, error_type: str = "invalid_request_error",
+                   param: Optional[str] = None, code: Any = None,
+                   headers: Optional[dict[str, str]] = None) -> JSONResponse:
+    return JSONResponse(error_body(message, error_type, param, code), status_code=status, headers=headers)
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route that may answer ``statuses`` with an OpenAI error."""
+    return {status: {"model": ErrorResponse, "description": MEANINGS[status],
+                     **({"headers": RETRY_AFTER} if status == 429 else {})} for status in statuses}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    return error_response(exc.status, exc.message, exc.error_type, exc.param, exc.code, exc.headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A 400 naming every refused field and value (FastAPI's own answer is a 422 of another shape)."""
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return error_response(400, f"the request body is not valid JSON: {first.get('msg')}")
+    parts, param = [], None
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        field = ".".join(loc) or "body"
+        param = param or field
+        msg = err.get("msg", "").removeprefix("Value error, ")
+        shown = "" if err.get("type") == "missing" else f" (got {err.get('input')!r:.80})"
+        parts.append(f"{field}: {msg}{shown}")
+    return error_response(400, "invalid request: " + "; ".join(parts), param=param)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    status = exc.status_code
+    message = {404: f"no route {request.method} {request.url.path}",
+               405: f"method {request.method} is not allowed on {request.url.path}"}.get(status, str(exc.detail))
+    headers = dict(exc.headers or {})
+    if status == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return error_response(status, message, "invalid_request_error" if status < 500 else "server_error",
+                          headers=headers or None)
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes on this path: Starlette names only the first route's
+    (``/admin/config`` has a GET route and a PUT route), and routers nest."""
+    routes = request.app.router.routes
+    return ", ".join(method for method in HTTP_METHODS
+                     if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s", request.url.path)
+    return error_response(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
