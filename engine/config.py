@@ -59,7 +59,8 @@ class BatchingConfig(_Section):
     max_wait_ms: float = Field(50.0, ge=0, le=10_000, description="dynamic: how long a batch may wait to fill")
     max_batch_tokens: Optional[int] = Field(
         None, ge=16, description="continuous: token budget per step (default: 512 on a CPU, 4096 on a GPU)")
-    page_size: Optional[int] = Field(None, ge=1, le=4096, description="continuous: tokens per KV page (default 32 CPU, 256 GPU)")
+    # At least 4: transformers' continuous batching refuses smaller pages (a 500 at run time before).
+    page_size: Optional[int] = Field(None, ge=4, le=4096, description="continuous: tokens per KV page (default 32 CPU, 256 GPU)")
     num_blocks: Optional[int] = Field(None, ge=1, description="continuous: KV blocks (default: sized from kv_memory_share)")
     kv_memory_share: float = Field(0.1, gt=0, le=0.9, description="continuous: share of free memory for the paged KV cache")
     block_sharing: bool = Field(True, description="continuous: share KV blocks of common prefixes")
