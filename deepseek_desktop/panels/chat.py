@@ -6,152 +6,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QGuiApplication, QKeyEvent
+from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout, QInputDialog, QLabel, QLineEdit, QListWidget,
     QListWidgetItem, QMenu, QPlainTextEdit, QPushButton, QScrollArea, QSpinBox, QSplitter, QToolButton,
     QVBoxLayout, QWidget,
 )
 
-from deepseek_desktop.state.chat import DEFAULT_SETTINGS, ChatSession, stats_text
+from deepseek_desktop.state.chat import DEFAULT_SETTINGS, ChatSession
 from deepseek_desktop.state.engine_session import EngineSession, load_percent, progress_text
+from deepseek_desktop.widgets.message import MessageWidget
 
-if TYPE_CHECKING:  # markdown-it and Pygments are imported with the first message, not at start-up
+if TYPE_CHECKING:
     from deepseek_desktop.state.library import ModelLibrary
-    from deepseek_desktop.widgets.markdown import MarkdownView
 
 RENDER_EVERY_MS = 50
-STATUS_TEXT = {
-    "streaming": "", "done": "", "stopped": "stopped",
-    "interrupted": "interrupted — the engine stopped mid-reply; the text so far is kept",
-    "error": "not answered",
-}
-
-
-CHUNK_CHARS = 2000
-
-
-def chunk_end(text: str, start: int, size: int = CHUNK_CHARS) -> Optional[int]:
-    """Where the chunk starting at ``start`` can end, once the text runs past ``start + size``:
-    the last paragraph break in it outside a code block; failing that, the last line break, then
-    the last space (a very long paragraph is drawn as two: cheaper than redrawing it whole for
-    every token). None while the text is shorter, or inside one long code block."""
-    if len(text) - start <= size:
-        return None
-    for separator in ("\n\n", "\n", " "):
-        cut = text.rfind(separator, start + 1, start + size)
-        while cut > start:
-            if text.count("```", 0, cut) % 2 == 0:
-                return cut + len(separator)
-            cut = text.rfind(separator, start + 1, cut)
-    return None
-
-
-class MessageWidget(QFrame):
-    """One message. It tells its panel what the user asked for through signals."""
-
-    edit_requested = Signal(dict)    # the message, to be edited in the composer
-    regenerate_requested = Signal()
-    code_copied = Signal()
-
-    def __init__(self, message: dict, theme: str = "dark"):
-        super().__init__()
-        self.message = message
-        self.theme = theme
-        self.setObjectName("message_user" if message["role"] == "user" else "message_assistant")
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(12, 8, 12, 8)
-        header = QHBoxLayout()
-        self.role_label = QLabel("You" if message["role"] == "user" else "Model")
-        self.role_label.setObjectName("message_role")
-        self.status_label = QLabel()
-        self.status_label.setObjectName("message_status")
-        header.addWidget(self.role_label)
-        header.addWidget(self.status_label, 1)
-        self.copy_button = QToolButton(text="Copy", autoRaise=True)
-        self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.message["content"]))
-        header.addWidget(self.copy_button)
-        if message["role"] == "user":
-            self.edit_button = QToolButton(text="Edit", autoRaise=True)
-            self.edit_button.clicked.connect(lambda: self.edit_requested.emit(self.message))
-            header.addWidget(self.edit_button)
-        else:
-            self.regenerate_button = QToolButton(text="Regenerate", autoRaise=True)
-            self.regenerate_button.clicked.connect(lambda: self.regenerate_requested.emit())
-            header.addWidget(self.regenerate_button)
-        layout.addLayout(header)
-        self.reasoning_toggle = QToolButton(checkable=True, autoRaise=True)
-        self.reasoning_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.reasoning_toggle.setArrowType(Qt.ArrowType.RightArrow)
-        self.reasoning_toggle.toggled.connect(self._show_reasoning)
-        from deepseek_desktop.widgets.markdown import MarkdownView
-
-        self.reasoning_view = MarkdownView(theme)
-        self.reasoning_view.setObjectName("reasoning")
-        self.reasoning_view.hide()
-        layout.addWidget(self.reasoning_toggle)
-        layout.addWidget(self.reasoning_view)
-        # The text is drawn in chunks split at paragraph breaks: while a reply streams only its
-        # last chunk is re-rendered, so a long reply costs no more per update than a short one.
-        self.body_layout = QVBoxLayout()
-        self.body_layout.setSpacing(0)
-        layout.addLayout(self.body_layout)
-        self.chunks: list[MarkdownView] = []
-        self.settled = 0  # characters of the content drawn in chunks that no longer change
-        self._new_chunk()
-        self.stats_label = QLabel()
-        self.stats_label.setObjectName("message_stats")
-        layout.addWidget(self.stats_label)
-        self.refresh()
-
-    def _new_chunk(self) -> MarkdownView:
-        from deepseek_desktop.widgets.markdown import MarkdownView
-
-        view = MarkdownView(self.theme)
-        view.copied.connect(lambda _: self.code_copied.emit())
-        self.body_layout.addWidget(view)
-        self.chunks.append(view)
-        return view
-
-    def rendered_markdown(self) -> str:
-        return "".join(view.markdown for view in self.chunks)
-
-    def _show_reasoning(self, shown: bool) -> None:
-        """Collapsed by default; rendered only while open."""
-        self.reasoning_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
-        self.reasoning_view.setVisible(shown)
-        if shown:
-            self.reasoning_view.set_markdown(self.message.get("reasoning") or "")
-
-    def refresh(self) -> None:
-        m = self.message
-        reasoning = m.get("reasoning") or ""
-        self.reasoning_toggle.setVisible(bool(reasoning))
-        if reasoning:
-            thinking = m.get("status") == "streaming" and not m.get("content")
-            self.reasoning_toggle.setText("Thinking…" if thinking else f"Reasoning ({len(reasoning.split())} words)")
-            if self.reasoning_toggle.isChecked() and self.reasoning_view.markdown != reasoning:
-                self.reasoning_view.set_markdown(reasoning)
-        content = m.get("content") or ("…" if m.get("status") == "streaming" else "")
-        if len(content) < self.settled:  # replaced, not grown (never in practice): start over
-            for view in self.chunks[1:]:
-                view.deleteLater()
-            self.chunks, self.settled = self.chunks[:1], 0
-        while (cut := chunk_end(content, self.settled)) is not None:
-            self.chunks[-1].set_markdown(content[self.settled:cut])
-            self.settled = cut
-            self._new_chunk()
-        tail = content[self.settled:]
-        if self.chunks[-1].markdown != tail:
-            self.chunks[-1].set_markdown(tail)
-        status = STATUS_TEXT.get(m.get("status", "done"), "")
-        error = (m.get("stats") or {}).get("error")
-        self.status_label.setText(f"{status}: {error}" if status and error else status)
-        self.status_label.setProperty("status", m.get("status"))
-        self.stats_label.setText(stats_text(m.get("stats") or {}) if m["role"] == "assistant" else "")
-        self.stats_label.setVisible(bool(self.stats_label.text()))
-
-
 class Composer(QPlainTextEdit):
     """Enter sends, Shift+Enter starts a new line, Escape cancels an edit."""
 

@@ -10,12 +10,16 @@ from PySide6.QtWidgets import QLabel, QStatusBar, QWidget
 
 from deepseek_desktop.notifier import Notice, Notifier
 from deepseek_desktop.state.engine_session import EngineSession, load_percent
+from engine.states import ModelState, ProcessState
 
 NOTICE_SHOWN_MS = 8000
-STATE_TEXT = {"starting": "starting engine…", "running": "engine started", "idle": "idle — no model",
-              "loading": "loading…", "ready": "ready", "error": "load failed", "unloading": "unloading…",
-              "crashed": "engine crashed", "failed": "engine failed", "stopped": "engine stopped"}
-WITH_REASON = ("crashed", "failed")  # the reason follows the state on the bar itself
+# Keyed by the enums, which hash and compare as their spelling: the signal carries the string.
+STATE_TEXT = {ProcessState.STARTING: "starting engine…", ProcessState.RUNNING: "engine started",
+              ModelState.IDLE: "idle — no model", ModelState.LOADING: "loading…", ModelState.READY: "ready",
+              ModelState.ERROR: "load failed", ModelState.UNLOADING: "unloading…",
+              ProcessState.CRASHED: "engine crashed", ProcessState.FAILED: "engine failed",
+              ProcessState.STOPPED: "engine stopped"}
+WITH_REASON = (ProcessState.CRASHED, ProcessState.FAILED)  # the reason follows the state on the bar itself
 
 
 def headline(detail: str) -> str:

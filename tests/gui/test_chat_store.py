@@ -60,7 +60,7 @@ def test_a_reply_still_streaming_when_the_app_died_reopens_as_interrupted(tmp_pa
 
 
 def test_long_replies_are_drawn_in_chunks_that_end_at_paragraph_breaks_outside_code():
-    from deepseek_desktop.panels.chat import chunk_end
+    from deepseek_desktop.widgets.message import chunk_end
 
     para = "word " * 100 + "\n\n"            # 502 characters
     code = "```\n" + "x = 1\n\n" * 300 + "```\n\n"  # a code block with blank lines inside
