@@ -129,6 +129,12 @@ def read_events(response, until, limit: int = 10000) -> list[dict]:
     return events
 
 
+def fetch_demo(base: Path, env: Optional[dict] = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m engine fetch-demo --dir base``, its output captured."""
+    return subprocess.run([sys.executable, "-m", "engine", "fetch-demo", "--dir", str(base)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
 def demo_model() -> Path:
     """The demo model's folder, fetched (and converted) if absent."""
     out = subprocess.run([sys.executable, "-m", "engine", "fetch-demo"], cwd=ROOT, check=True,
@@ -138,15 +144,62 @@ def demo_model() -> Path:
 
 def reference_greedy(model_dir, prompt, max_new_tokens):
     """What transformers' own ``model.generate`` answers, greedily, for one prompt alone."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    return GreedyReference()(model_dir, prompt, max_new_tokens)
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    inputs = tokenizer(prompt, return_tensors="pt")
-    with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+class GreedyReference:
+    """``reference_greedy`` that loads each model once and remembers each answer: the batching and
+    generation tests ask for the same answers in many cases (the ``greedy_reference`` fixture
+    keeps one for the session)."""
+
+    def __init__(self):
+        self._models: dict[str, tuple] = {}
+        self._answers: dict[tuple, str] = {}
+
+    def __call__(self, model_dir, prompt: str, max_new_tokens: int) -> str:
+        key = (str(model_dir), prompt, max_new_tokens)
+        if key not in self._answers:
+            self._answers[key] = self._generate(*key)
+        return self._answers[key]
+
+    def _generate(self, model_dir: str, prompt: str, max_new_tokens: int) -> str:
+        import torch
+
+        tokenizer, model = self._load(model_dir)
+        inputs = tokenizer(prompt, return_tensors="pt")
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def _load(self, model_dir: str) -> tuple:
+        if model_dir not in self._models:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            self._models[model_dir] = (AutoTokenizer.from_pretrained(model_dir),
+                                       AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32))
+        return self._models[model_dir]
+
+
+class WorkerPool:
+    """Engine servers kept running for the session, one per (model, arguments): tests that only
+    send requests and read what they answer share one instead of each starting its own (a start
+    imports torch and loads the model: seconds on a small machine)."""
+
+    def __init__(self):
+        self._servers: dict[tuple, EngineServer] = {}
+
+    def get(self, model: Path, *args: str) -> EngineServer:
+        key = (str(model), *args)
+        server = self._servers.get(key)
+        if server is None or server.proc.poll() is not None:
+            self._servers[key] = server = EngineServer(model, extra_args=args).start()
+        return server
+
+    def stop_all(self) -> None:
+        for server in self._servers.values():
+            server.stop()
+        self._servers.clear()
 
 
 def _parse(line: str) -> Optional[dict]:

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from helpers import EngineServer, reference_greedy
+from helpers import EngineServer
 
 PROMPTS = ["Hello", "The capital of France is", "def add(a, b):", "Emoji: 🙂 and Zürich, naïve café résumé"]
 LENGTHS = [3, 24, 12, 18]  # rows finish at different steps and leave the batch
@@ -23,49 +23,55 @@ def concurrent_completions(srv, model_id):
         return list(pool.map(one, zip(PROMPTS, LENGTHS)))
 
 
+def batching_worker(worker_pool, folder, mode):
+    """One server per model and mode for the session: the generation tests ask the dynamic ones too."""
+    return worker_pool.get(folder, "--batching-mode", mode, "--max-wait-ms", "300")
+
+
 @pytest.mark.parametrize("mode", ["continuous", "dynamic", "sequential"])
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "deepseek_v3"])
-def test_concurrent_greedy_equals_generate_alone(tiny_model, arch, mode):
+def test_concurrent_greedy_equals_generate_alone(tiny_model, greedy_reference, worker_pool, arch, mode):
     folder = tiny_model(arch)
-    expected = [reference_greedy(folder, p, n) for p, n in zip(PROMPTS, LENGTHS)]
-    args = ["--batching-mode", mode, "--max-wait-ms", "300"]
-    with EngineServer(folder, extra_args=args) as srv:
-        concurrent_completions(srv, folder.name)  # first round warms up and teaches "company"
-        assert concurrent_completions(srv, folder.name) == expected
-        status = httpx.get(srv.url + "/admin/status", headers=srv.headers).json()
-        if mode == "continuous" and arch == "deepseek_v3":
-            # transformers' paged cache cannot hold MLA's unequal K/V dims: the probe falls back.
-            assert status["batching_mode"] == "dynamic"
-            assert "continuous batching cannot run" in status["batching_warning"]
-            assert any(e.get("event") == "batching_fallback" for e in srv.logs())
-            return
-        assert status["batching_mode"] == mode and status["batching_warning"] is None
-        if mode != "continuous":
-            batches = srv.metric("engine_batch_size_count")
-            requests = srv.metric("engine_batch_size_sum")
-            if mode == "dynamic":
-                assert requests / batches > 1, "concurrent requests were never decoded together"
-            else:
-                assert requests == batches
+    expected = [greedy_reference(folder, p, n) for p, n in zip(PROMPTS, LENGTHS)]
+    srv = batching_worker(worker_pool, folder, mode)
+    concurrent_completions(srv, folder.name)  # first round warms up and teaches "company"
+    assert concurrent_completions(srv, folder.name) == expected
+    status = httpx.get(srv.url + "/admin/status", headers=srv.headers).json()
+    if mode == "continuous" and arch == "deepseek_v3":
+        # transformers' paged cache cannot hold MLA's unequal K/V dims: the probe falls back.
+        assert status["batching_mode"] == "dynamic"
+        assert "continuous batching cannot run" in status["batching_warning"]
+        assert any(e.get("event") == "batching_fallback" for e in srv.logs())
+        return
+    assert status["batching_mode"] == mode and status["batching_warning"] is None
+    if mode != "continuous":
+        batches = srv.metric("engine_batch_size_count")
+        requests = srv.metric("engine_batch_size_sum")
+        if mode == "dynamic":
+            assert requests / batches > 1, "concurrent requests were never decoded together"
+        else:
+            assert requests == batches
 
 
-def test_dynamic_sampling_with_seed_is_reproducible_in_a_batch(tiny_model):
+def test_dynamic_sampling_with_seed_is_reproducible_in_a_batch(tiny_model, worker_pool):
     folder = tiny_model("qwen2")
-    with EngineServer(folder, extra_args=["--max-wait-ms", "300"]) as srv:
-        def sample(seed):
-            r = httpx.post(srv.url + "/v1/completions", headers=srv.headers, timeout=60, json={
-                "model": folder.name, "prompt": "Hello", "max_tokens": 12, "temperature": 1.0, "seed": seed})
-            return r.json()["choices"][0]["text"]
-        with ThreadPoolExecutor(4) as pool:
-            first = list(pool.map(sample, [1, 2, 1, 2]))
-        assert first[0] == first[2] and first[1] == first[3] and first[0] != first[1]
+    srv = batching_worker(worker_pool, folder, "dynamic")  # dynamic is the default mode
+
+    def sample(seed):
+        r = httpx.post(srv.url + "/v1/completions", headers=srv.headers, timeout=60, json={
+            "model": folder.name, "prompt": "Hello", "max_tokens": 12, "temperature": 1.0, "seed": seed})
+        return r.json()["choices"][0]["text"]
+    with ThreadPoolExecutor(4) as pool:
+        first = list(pool.map(sample, [1, 2, 1, 2]))
+    assert first[0] == first[2] and first[1] == first[3] and first[0] != first[1]
 
 
-def test_requests_join_a_running_batch_and_still_match_generate(tiny_model):
+def test_requests_join_a_running_batch_and_still_match_generate(tiny_model, greedy_reference):
     folder = tiny_model("llama")
     long_prompt, late = "The capital of France is", ["Hello", "def add(a, b):", "Zürich"]
-    expected_long = reference_greedy(folder, long_prompt, 200)
-    expected_late = [reference_greedy(folder, p, 10) for p in late]
+    expected_long = greedy_reference(folder, long_prompt, 200)
+    expected_late = [greedy_reference(folder, p, 10) for p in late]
+    # Its own server: the join counter read at the end must count this test's requests only.
     with EngineServer(folder) as srv:
         body = {"model": folder.name, "prompt": long_prompt, "max_tokens": 200, "temperature": 0, "stream": True}
         with httpx.stream("POST", srv.url + "/v1/completions", headers=srv.headers, json=body, timeout=60) as r:
@@ -86,17 +92,17 @@ def test_requests_join_a_running_batch_and_still_match_generate(tiny_model):
         assert srv.metric("engine_batch_joins_total") >= 1
 
 
-def test_continuous_mode_refuses_what_it_cannot_do_exactly(tiny_model):
+def test_continuous_mode_refuses_what_it_cannot_do_exactly(tiny_model, worker_pool):
     folder = tiny_model("llama")
-    with EngineServer(folder, extra_args=["--batching-mode", "continuous"]) as srv:
-        for extra in ({"frequency_penalty": 1.0}, {"repetition_penalty": 1.3}, {"seed": 3, "temperature": 0.8}):
-            r = httpx.post(srv.url + "/v1/completions", headers=srv.headers, timeout=60,
-                           json={"model": folder.name, "prompt": "Hi", "max_tokens": 3, **extra})
-            assert r.status_code == 400 and "batching.mode to 'dynamic'" in r.json()["error"]["message"]
-        r = httpx.post(srv.url + "/v1/completions", headers=srv.headers, timeout=60, json={
-            "model": folder.name, "prompt": "Hi", "max_tokens": 3, "temperature": 0.8, "top_p": 0.9, "top_k": 20,
-            "ignore_eos": True})
-        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+    srv = batching_worker(worker_pool, folder, "continuous")  # max_wait_ms plays no part in continuous
+    for extra in ({"frequency_penalty": 1.0}, {"repetition_penalty": 1.3}, {"seed": 3, "temperature": 0.8}):
+        r = httpx.post(srv.url + "/v1/completions", headers=srv.headers, timeout=60,
+                       json={"model": folder.name, "prompt": "Hi", "max_tokens": 3, **extra})
+        assert r.status_code == 400 and "batching.mode to 'dynamic'" in r.json()["error"]["message"]
+    r = httpx.post(srv.url + "/v1/completions", headers=srv.headers, timeout=60, json={
+        "model": folder.name, "prompt": "Hi", "max_tokens": 3, "temperature": 0.8, "top_p": 0.9, "top_k": 20,
+        "ignore_eos": True})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
 
 
 def test_continuous_mode_stops_for_a_client_that_left_and_for_the_deadline(long_model_dir):

