@@ -83,8 +83,7 @@ class Engine:
             LoadInProgress: another load is running.
         """
         model, load = model or self.config.model, load or self.config.load
-        if self.loading:
-            raise LoadInProgress("a model is already loading; cancel it first (POST /admin/cancel-load)")
+        self._lifecycle.check_not_loading()  # before validating: a load running is the first answer
         try:
             entry = self.validate(model)
         except ModelProblem as exc:

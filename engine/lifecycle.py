@@ -134,14 +134,20 @@ class ModelLifecycle:
     def loading(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def check_not_loading(self) -> None:
+        """Raises:
+            LoadInProgress: a load is running.
+        """
+        if self.loading:
+            raise LoadInProgress("a model is already loading; cancel it first (POST /admin/cancel-load)")
+
     def start_load(self, model: ModelConfig, load: LoadConfig, entry: ModelEntry) -> None:
         """Load ``model`` on a background thread; its outcome lands in ``outcome``.
 
         Raises:
             LoadInProgress: another load is running.
         """
-        if self.loading:
-            raise LoadInProgress("a model is already loading; cancel it first (POST /admin/cancel-load)")
+        self.check_not_loading()
         self._cancel.clear()
         self._thread = threading.Thread(target=self._run_load, args=(model, load, entry),
                                         name="model-load", daemon=True)
