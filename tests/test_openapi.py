@@ -1,7 +1,7 @@
-"""The OpenAPI document tells the truth: schemathesis reads /openapi.json from a live worker,
-sends generated requests (valid and invalid) to every route, and checks each answer's status,
-content type, headers and body against the document. The routes that change the engine's
-state run in a second pass, on a worker of their own."""
+"""The OpenAPI document tells the truth: schemathesis takes the document a live worker serves at
+/openapi.json, sends generated requests (valid and invalid) to every route of that worker, and
+checks each answer's status, content type, headers and body against it. The routes that change
+the engine's state run in a second pass, on a worker of their own."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ MAX_EXAMPLES = 25
 
 
 def schema_of_the_worker():
-    """The document a worker with an API key serves, made in-process at collection time (the
-    pytest plugin parametrizes then, before any worker runs); the first test checks that the
-    live worker serves this very document."""
+    """The document a worker with an API key serves, made in-process at collection time: the
+    pytest plugin parametrizes then, before any worker runs (its fixture-based loader fails under
+    pytest 9.2, which dropped ``Node._nodeid``). The first test checks that the live worker serves
+    this very document."""
     config = schemathesis.Config.from_dict({
         "auth": {"openapi": {"bearer": {"bearer": API_KEY}}},
         "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
