@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -76,13 +84,82 @@ class CacheConfig(_Section):
     dir: Optional[str] = Field(None, description="disk tier folder (default: the user's cache folder)")
 
 
+class RateLimit(_Section):
+    """A token bucket: ``burst`` requests at once, refilled at ``requests_per_s``; optionally a
+    second bucket of ``tokens_per_min`` prompt + completion tokens (0: no token limit)."""
+
+    requests_per_s: float = Field(..., gt=0, le=1_000_000, description="requests refilled per second")
+    burst: int = Field(..., ge=1, le=1_000_000, description="requests allowed at once (the bucket's size)")
+    tokens_per_min: int = Field(0, ge=0, description="prompt + completion tokens per minute (0: no token limit)")
+
+
+ROLES = ("admin", "inference", "monitor")
+SECRET_MASK = "********"
+
+
+class KeyConfig(_Section):
+    """One named API key: the key itself, the variable holding it, or its SHA-256."""
+
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="shown in logs and metrics")
+    key: Optional[str] = Field(None, min_length=8, description="the key itself (prefer key_env or key_sha256)")
+    key_env: Optional[str] = Field(None, min_length=1, description="environment variable holding the key")
+    key_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="hex SHA-256 of the key")
+    role: Literal["admin", "inference", "monitor"] = Field(
+        "inference", description="admin: every route; inference: /v1/*, /metrics, gRPC inference; "
+                                 "monitor: /metrics, GET /v1/models, gRPC ListModels")
+    rate_limit: Optional[RateLimit] = Field(None, description="this key's own limit (default: [server.rate_limit])")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> "KeyConfig":
+        given = [name for name in ("key", "key_env", "key_sha256") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"key {self.name!r}: give exactly one of key, key_env, key_sha256 (got "
+                             f"{', '.join(given) or 'none'})")
+        return self
+
+    @field_serializer("key", "key_sha256", when_used="json-unless-none")
+    def _mask(self, value: str, info) -> str:
+        # Shown masked wherever the configuration goes out as JSON (GET /admin/config, logs);
+        # only writing a TOML file (``to_toml``) asks for the real value.
+        return value if (info.context or {}).get("reveal_secrets") else SECRET_MASK
+
+
+class CircuitConfig(_Section):
+    """When generation fails for ``failure_ratio`` of at least ``min_requests`` requests within
+    ``window_s``, new requests are refused at once for ``cooldown_s``, then one probe is let through."""
+
+    failure_ratio: float = Field(0.5, gt=0, le=1, description="share of failed requests that opens the circuit")
+    min_requests: int = Field(10, ge=1, description="requests the window must hold before it may open")
+    window_s: float = Field(30.0, gt=0, le=3600, description="rolling window of request outcomes")
+    cooldown_s: float = Field(30.0, gt=0, le=3600, description="open this long before a probe is let through")
+
+
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    grpc_port: Optional[int] = Field(None, ge=0, le=65535,
+                                     description="gRPC (deepseek.v1.Inference) on the same host; off unless set")
     api_key: Optional[str] = Field(None, description="required as a Bearer token on every route but /health")
+    keys: list[KeyConfig] = Field(default_factory=list, description="named keys with roles ([[server.keys]])")
+    rate_limit: Optional[RateLimit] = Field(None, description="default per-key (or per-address) limit; absent: none")
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     metrics_public: bool = Field(False, description="serve /metrics without the API key")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     parent_pid: Optional[int] = Field(None, description="exit when this process dies (set by the desktop app)")
+
+    @field_validator("keys")
+    @classmethod
+    def _unique_names(cls, keys: list[KeyConfig]) -> list[KeyConfig]:
+        names = [k.name for k in keys]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise ValueError(f"key names must be unique: {', '.join(doubled)} appear more than once")
+        return keys
+
+
+# Fault injection (tests of the circuit breaker and of per-request isolation) is read from this
+# environment variable only: a configuration file that tries to set it is refused.
+FAULTS_ENV = "DEEPSEEK_ENGINE_FAULTS"
 
 
 class EngineConfig(_Section):
@@ -91,6 +168,16 @@ class EngineConfig(_Section):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_faults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            sections = [data] + [v for v in data.values() if isinstance(v, dict)]
+            if any(key in section for section in sections for key in ("faults", "fault_injection")):
+                raise ValueError(f"fault injection cannot be set in a configuration: it is for tests, "
+                                 f"through the {FAULTS_ENV} environment variable only")
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EngineConfig":
@@ -125,7 +212,7 @@ class EngineConfig(_Section):
 
     def to_toml(self) -> str:
         # TOML has no null: unset optional values are left out and read back as their default.
-        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True, context={"reveal_secrets": True}))
 
     def write_toml(self, path: str | Path) -> None:
         """Write atomically: a crash mid-write never leaves a truncated config."""
@@ -156,7 +243,9 @@ def format_validation_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         field = ".".join(str(part) for part in err["loc"])
-        if err["type"] == "extra_forbidden":
+        if not field:  # a refusal of the whole configuration
+            lines.append(err["msg"].removeprefix("Value error, "))
+        elif err["type"] == "extra_forbidden":
             lines.append(f"{field}: unknown key (not a setting of this section)")
         elif err["type"] == "missing":
             lines.append(f"{field}: required")

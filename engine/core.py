@@ -263,6 +263,7 @@ class Engine:
         sink,
         starts_in_reasoning: bool = False,
         request_id: Optional[str] = None,
+        protocol: str = "library",
     ) -> GenerationRequest:
         """Queue a generation; events arrive through ``sink`` on the generation thread.
 
@@ -280,6 +281,7 @@ class Engine:
             sink=sink,
             starts_in_reasoning=starts_in_reasoning,
             timeout_s=self.config.batching.request_timeout_s,
+            protocol=protocol,
         )
         scheduler.submit(request)
         return request

@@ -17,7 +17,8 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
     0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0,
 )
-MODEL_STATES = tuple(ModelState)  # one engine_model_state series each; the label is the wire spelling
+MODEL_STATES = tuple(ModelState)
+CIRCUIT_STATES = ("closed", "open", "half_open")  # engine.service.circuit's states  # one engine_model_state series each; the label is the wire spelling
 
 
 class EngineMetrics:
@@ -28,8 +29,15 @@ class EngineMetrics:
         self.requests_running = Gauge("engine_requests_running", "Requests being generated now", registry=r)
         self.requests_waiting = Gauge("engine_requests_waiting", "Requests queued, not yet started", registry=r)
         self.requests_total = Counter(
-            "engine_requests", "Generation requests finished, by outcome", ["outcome"], registry=r
+            "engine_requests", "Generation requests finished, by outcome and protocol (rest, grpc, library)",
+            ["outcome", "protocol"], registry=r
         )
+        self.rate_limited = Counter(
+            "engine_rate_limited", "Requests refused by a rate limit, by key name (anonymous: per address)",
+            ["key"], registry=r)
+        self.circuit_state = Gauge(
+            "engine_circuit_state", "1 for the circuit breaker's current state (closed, open, half_open), 0 for the others",
+            ["state"], registry=r)
         self.prompt_tokens = Counter("engine_prompt_tokens", "Prompt tokens processed", registry=r)
         self.generation_tokens = Counter("engine_generation_tokens", "Tokens generated", registry=r)
         def latency(name: str, documentation: str) -> Histogram:
@@ -74,6 +82,10 @@ class EngineMetrics:
     def set_model_state(self, state: ModelState) -> None:
         for name in MODEL_STATES:
             self.model_state.labels(state=name.value).set(1 if name == state else 0)
+
+    def set_circuit_state(self, state: str) -> None:
+        for name in CIRCUIT_STATES:
+            self.circuit_state.labels(state=name).set(1 if name == state else 0)
 
     def track_device_memory(self, read: Optional[Callable[[], float]]) -> None:
         self.device_memory.set_function(read or (lambda: 0.0))

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model, field_validator
 
-from engine.config import BatchingConfig, CacheConfig, LoadConfig, ModelConfig, ServerConfig
+from engine.config import BatchingConfig, CacheConfig, CircuitConfig, LoadConfig, ModelConfig, RateLimit, ServerConfig
 from engine.states import ModelState
 
 MAX_STOP_SEQUENCES = 4
@@ -319,11 +319,23 @@ class Health(_Response):
     state: ModelState
 
 
+class PublicKey(_Response):
+    """A named key as the API shows it: never the key (nor its hash)."""
+
+    name: str
+    role: Literal["admin", "inference", "monitor"]
+    key_env: Optional[str] = Field(None, description="the environment variable it was read from, if any")
+    rate_limit: Optional[RateLimit] = None
+
+
 def _public_server_fields() -> dict[str, Any]:
-    return {name: (field.annotation, field) for name, field in ServerConfig.model_fields.items() if name != "api_key"}
+    fields: dict[str, Any] = {name: (field.annotation, field) for name, field in ServerConfig.model_fields.items()
+                              if name not in ("api_key", "keys")}
+    fields["keys"] = (list[PublicKey], Field(default_factory=list))
+    return fields
 
 
-# The server section as the API shows it: the key is never sent back.
+# The server section as the API shows it: no key is ever sent back.
 PublicServerConfig = create_model("PublicServerConfig", __base__=_Response, **_public_server_fields())
 
 
@@ -337,8 +349,25 @@ class PublicConfig(_Response):
     server: PublicServerConfig  # type: ignore[valid-type]
 
 
+class KeyRateLimit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., description="a key of [[server.keys]]")
+    rate_limit: Optional[RateLimit] = Field(..., description="its own limit; null: the default one")
+
+
+class ServerChanges(BaseModel):
+    """What of ``[server]`` changes at run time: the rate limits and the circuit breaker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_limit: Optional[RateLimit] = Field(None, description="the default limit; null: none")
+    keys: Optional[list[KeyRateLimit]] = Field(None, json_schema_extra=_never_null)
+    circuit: Optional[CircuitConfig] = Field(None, json_schema_extra=_never_null)
+
+
 class ConfigChanges(BaseModel):
-    """``PUT /admin/config``: settings applied without reloading weights; any subset of either section.
+    """``PUT /admin/config``: settings applied without reloading weights; any subset of the sections.
 
     Documents the body only: the route reads it as it comes, so that a section that needs a
     reload or a restart (model, load, server) is refused with a message saying so.
@@ -348,6 +377,29 @@ class ConfigChanges(BaseModel):
 
     batching: Optional[BatchingConfig] = Field(None, json_schema_extra=_never_null)
     cache: Optional[CacheConfig] = Field(None, json_schema_extra=_never_null)
+    server: Optional[ServerChanges] = Field(None, json_schema_extra=_never_null)
+
+
+class CircuitStatus(_Response):
+    """The circuit breaker over generation failures (``[server.circuit]``)."""
+
+    state: Literal["closed", "open", "half_open"]
+    reason: Optional[str]
+    recent_requests: int = Field(description="outcomes in the rolling window (while closed)")
+    recent_failures: int
+    failure_ratio: float
+    min_requests: int
+    window_s: float
+    cooldown_s: float
+
+
+class BatchLimitStatus(_Response):
+    """Requests decoded together: lowered for a while after the device ran out of memory."""
+
+    configured: int
+    current: int
+    lowered_for_s: Optional[float] = Field(description="seconds until the configured limit is back; null: not lowered")
+    reason: Optional[str]
 
 
 class AdminStatus(_Response):
@@ -365,6 +417,8 @@ class AdminStatus(_Response):
     dtype: Optional[str]
     context_length: Optional[int]
     memory_bytes: Optional[int]
+    circuit: CircuitStatus
+    batch_limit: Optional[BatchLimitStatus] = Field(description="null: no model, or a scheduler without one")
 
 
 class LoadAccepted(_Response):
@@ -391,5 +445,5 @@ class EngineEvent(_Response):
 
     model_config = ConfigDict(extra="allow")
 
-    type: Literal["state", "progress", "error"]
+    type: Literal["state", "progress", "error", "circuit"]
     ts: float

@@ -36,6 +36,7 @@ class TextEvent:
 
     content: str = ""
     reasoning: str = ""
+    token_ids: list[int] = field(default_factory=list)  # generated since the previous event
 
 
 @dataclass
@@ -45,6 +46,7 @@ class FinishEvent:
     completion_tokens: int
     time_to_first_token_s: Optional[float]
     duration_s: float
+    token_ids: list[int] = field(default_factory=list)  # generated but not yet sent with text
 
 
 @dataclass
@@ -65,6 +67,7 @@ class GenerationRequest:
     sink: Callable[[Event], None]
     starts_in_reasoning: bool = False
     timeout_s: Optional[float] = None
+    protocol: str = "library"  # rest | grpc | library: the label of engine_requests_total
     arrival: float = field(default_factory=time.monotonic)
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
 

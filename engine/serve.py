@@ -101,10 +101,16 @@ def run_server(config: EngineConfig) -> int:
     configure_logging(config.server.log_level)
     if config.server.parent_pid:
         _watch_parent(config.server.parent_pid)
-    if not config.server.api_key:
+    if not config.server.api_key and not config.server.keys:
         log.warning("no API key set: every client on %s may use this server", config.server.host)
     engine = Engine(config)
-    app = create_app(engine)
+    service = _service(engine)
+    if service is None:
+        return 2
+    app = create_app(engine, service)
+    grpc_server = _start_grpc(engine, service)
+    if grpc_server is False:
+        return 1
     try:
         sock = _bind(config.server.host, config.server.port)
     except OSError as exc:
@@ -118,4 +124,43 @@ def run_server(config: EngineConfig) -> int:
     server = _Server(engine, uvicorn.Config(app, log_config=None, access_log=False,
                                             log_level=config.server.log_level, timeout_graceful_shutdown=5))
     server.run(sockets=[sock])
+    if grpc_server is not None:
+        grpc_server.stop()
     return 0
+
+
+def _service(engine: Engine):
+    """Keys, rate limits and circuit breaker, shared by REST and gRPC; None when a key's
+    variable is missing or the fault-injection variable cannot be read (both logged)."""
+    from engine.config import ConfigError
+    from engine.service import Service
+    from engine.service.faults import FaultInjector, FaultSpecError
+
+    try:
+        faults = FaultInjector.from_env()
+        service = Service(engine.config.server, engine.metrics, engine.events)
+    except (ConfigError, FaultSpecError) as exc:
+        log.error("%s", exc, extra={"event": "config_error"})
+        return None
+    if faults.active:
+        log.warning("fault injection is on: %s (tests only)", faults.describe(),
+                    extra={"event": "faults", "faults": faults.describe()})
+    return service
+
+
+def _start_grpc(engine: Engine, service):
+    """deepseek.v1.Inference on ``[server] grpc_port`` (None: off; False: could not bind)."""
+    server = engine.config.server
+    if server.grpc_port is None:
+        return None
+    from engine.grpc.server import GrpcServer  # grpcio only when gRPC is on
+
+    try:
+        grpc_server = GrpcServer(engine, service, server.host, server.grpc_port).start()
+    except (OSError, RuntimeError) as exc:
+        log.error("cannot listen on %s:%s for gRPC: %s", server.host, server.grpc_port, exc,
+                  extra={"event": "bind_failed", "protocol": "grpc"})
+        return False
+    log.info("gRPC listening on %s:%s", server.host, grpc_server.port,
+             extra={"event": "grpc_listening", "host": server.host, "grpc_port": grpc_server.port})
+    return grpc_server

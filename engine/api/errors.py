@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from engine.protocol import ErrorDetail, ErrorResponse
+from engine.service.errors import ServiceError, describe_validation_errors
 
 log = logging.getLogger("engine.server")
 
@@ -23,22 +24,20 @@ log = logging.getLogger("engine.server")
 MEANINGS = {
     400: "The request is malformed or asks for what the engine cannot do (the message names the field)",
     401: "Missing or wrong API key (send it as 'Authorization: Bearer <key>')",
+    403: "The key's role may not use this route (the message names the role)",
     404: "No such model (or model folder)",
     409: "Conflicts with a load in progress, or with none",
-    429: "Too many requests waiting; retry after the Retry-After seconds",
+    429: "Over the key's rate limit, or too many requests waiting; retry after the Retry-After seconds",
     500: "Generation failed inside the engine",
-    503: "No model is ready (none loaded, loading, or failed to load)",
+    503: "No model is ready (none loaded, loading, or failed to load), or the circuit breaker is open"
+         " (then with Retry-After)",
     504: "The request ran past batching.request_timeout_s",
 }
 
 
-class APIError(Exception):
-    def __init__(self, status: int, message: str, error_type: str = "invalid_request_error",
-                 param: Optional[str] = None, code: Optional[str] = None,
-                 headers: Optional[dict[str, str]] = None):
-        super().__init__(message)
-        self.status, self.message, self.error_type = status, message, error_type
-        self.param, self.code, self.headers = param, code, headers
+class APIError(ServiceError):
+    """A route's refusal; ``engine.service.errors.ServiceError`` from the shared layer is answered
+    the same way."""
 
 
 def error_body(message: str, error_type: str, param: Optional[str] = None, code: Any = None) -> dict:
@@ -52,23 +51,35 @@ def error_response(status: int, message: str, error_type: str = "invalid_request
 
 
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+# OpenAI's rate-limit headers: on every answer to a caller that has a limit (the -tokens trio
+# when it has a token limit).
+RATE_LIMIT_HEADERS = {
+    f"x-ratelimit-{kind}-{unit}": {"description": description.format(unit=unit), "schema": schema}
+    for unit in ("requests", "tokens")
+    for kind, description, schema in (
+        ("limit", "{unit} allowed at once (the bucket's size; tokens: per minute)", {"type": "string", "pattern": "^[0-9]+$"}),
+        ("remaining", "{unit} left now", {"type": "string", "pattern": "^[0-9]+$"}),
+        ("reset", "time until the bucket of {unit} is full again, e.g. 20ms, 1.5s, 6m0s", {"type": "string"}),
+    )
+}
+RETRY_STATUSES = (429, 503)
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The ``responses`` of a route that may answer ``statuses`` with an OpenAI error."""
     return {status: {"model": ErrorResponse, "description": MEANINGS[status],
-                     **({"headers": RETRY_AFTER} if status == 429 else {})} for status in statuses}
+                     **({"headers": RETRY_AFTER} if status in RETRY_STATUSES else {})} for status in statuses}
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(ServiceError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
 
 
-async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-    return error_response(exc.status, exc.message, exc.error_type, exc.param, exc.code, exc.headers)
+async def _api_error(request: Request, exc: ServiceError) -> JSONResponse:
+    return error_response(exc.status, exc.message, exc.error_type, exc.param, exc.code, exc.headers or None)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -77,15 +88,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         return error_response(400, f"the request body is not valid JSON: {first.get('msg')}")
-    parts, param = [], None
-    for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        field = ".".join(loc) or "body"
-        param = param or field
-        msg = err.get("msg", "").removeprefix("Value error, ")
-        shown = "" if err.get("type") == "missing" else f" (got {err.get('input')!r:.80})"
-        parts.append(f"{field}: {msg}{shown}")
-    return error_response(400, "invalid request: " + "; ".join(parts), param=param)
+    message, param = describe_validation_errors(errors)
+    return error_response(400, message, param=param)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -61,8 +61,9 @@ def usage(finish: FinishEvent) -> Usage:
 class Reply:
     """Builds the OpenAI bodies of one chat or text completion, and logs it once when it ends."""
 
-    def __init__(self, request_id: str, model: str, chat: bool, path: str):
+    def __init__(self, request_id: str, model: str, chat: bool, path: str, key: Optional[str] = None):
         self.id, self.model, self.chat, self.path = request_id, model, chat, path
+        self.key = key  # the API key's name (never the key)
         self.created = now()
         self.started = time.monotonic()
 
@@ -99,7 +100,7 @@ class Reply:
 
     def log(self, status: int, outcome: str, finish: Optional[FinishEvent] = None) -> None:
         fields: dict[str, Any] = {"event": "request", "method": "POST", "path": self.path, "status": status,
-                                  "request_id": self.id, "model": self.model, "outcome": outcome,
+                                  "request_id": self.id, "model": self.model, "outcome": outcome, "key": self.key,
                                   "duration_ms": round((time.monotonic() - self.started) * 1000, 1)}
         if finish is not None:
             fields.update(prompt_tokens=finish.prompt_tokens, completion_tokens=finish.completion_tokens,

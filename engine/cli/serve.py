@@ -18,6 +18,7 @@ def add_serve(sub) -> None:
     p.add_argument("--max-context", type=int, help="cap the context length")
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--grpc-port", type=int, help="also serve gRPC (deepseek.v1.Inference) on this port (0: a free one)")
     p.add_argument("--api-key", help="required as 'Authorization: Bearer KEY' (env: DEEPSEEK_ENGINE_API_KEY)")
     p.add_argument("--batching-mode", help="dynamic | sequential")
     p.add_argument("--max-batch-size", type=int, help="requests decoded together")
@@ -52,6 +53,7 @@ def serve_config(args) -> EngineConfig:
         "model.max_context": args.max_context,
         "server.host": args.host,
         "server.port": args.port,
+        "server.grpc_port": args.grpc_port,
         "server.api_key": args.api_key or (None if config.server.api_key else os.environ.get("DEEPSEEK_ENGINE_API_KEY")),
         "server.metrics_public": args.metrics_public,
         "server.log_level": args.log_level,

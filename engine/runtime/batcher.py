@@ -11,20 +11,24 @@ engine waits up to ``max_wait_ms`` for company only when the previous batch had 
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Optional
 
 import torch
 from transformers import DynamicCache
-from transformers.generation.logits_process import (
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
 
 from engine.requests import GenerationRequest
-from engine.runtime.generator import OpenAIPenalties, QueuedGenerator, RequestRun, cache_argument, kv_layers
+from engine.runtime.generator import (
+    QueuedGenerator,
+    RequestRun,
+    cache_argument,
+    inject_model_faults,
+    kv_layers,
+    sampling_processors,
+)
+
+log = logging.getLogger("engine.batcher")
 
 
 class _Row:
@@ -35,17 +39,7 @@ class _Row:
         request = run.request
         p = request.params
         self.tokens = list(request.prompt_ids)
-        self.processors = []
-        if p.repetition_penalty != 1.0:
-            self.processors.append(RepetitionPenaltyLogitsProcessor(p.repetition_penalty))
-        if p.frequency_penalty or p.presence_penalty:
-            self.processors.append(OpenAIPenalties(len(request.prompt_ids), p.frequency_penalty, p.presence_penalty))
-        if not p.greedy:
-            self.processors.append(TemperatureLogitsWarper(p.temperature))
-            if p.top_k > 0:
-                self.processors.append(TopKLogitsWarper(p.top_k))
-            if p.top_p < 1.0:
-                self.processors.append(TopPLogitsWarper(p.top_p))
+        self.processors = sampling_processors(p, len(request.prompt_ids))
         self.reads_history = p.repetition_penalty != 1.0 or bool(p.frequency_penalty or p.presence_penalty)
         self.plain_greedy = p.greedy and not self.processors
         self.generator: Optional[torch.Generator] = None
@@ -63,6 +57,8 @@ class _Row:
         if self.generator is None:
             return int(scores.argmax(dim=-1))
         probs = torch.softmax(scores, dim=-1)
+        if not torch.isfinite(probs).all():  # every score -inf: the model's own logits were NaN
+            raise FloatingPointError("the model produced no finite scores for this request")
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
 
@@ -78,7 +74,7 @@ class DynamicBatcher(QueuedGenerator):
         if first is None:
             return []
         batch = [first]
-        limit = self.batching.max_batch_size
+        limit = self.batch_limit.current()
         while len(batch) < limit:  # whatever is already waiting joins
             request = self._take(block=False)
             if request is None:
@@ -114,7 +110,7 @@ class DynamicBatcher(QueuedGenerator):
                 if not batch.rows:
                     return
                 batch.forward()
-                room = self.batching.max_batch_size - len(batch.rows)
+                room = self.batch_limit.current() - len(batch.rows)
                 newcomers = []
                 while len(newcomers) < room:  # join at the next step, not the next batch
                     request = self._take(block=False)
@@ -124,7 +120,23 @@ class DynamicBatcher(QueuedGenerator):
                 if newcomers:
                     self.metrics.batch_size.observe(len(batch.rows) + len(newcomers))
                     self.metrics.batch_joins.inc(len(newcomers))
-                    batch.admit(self._rows(newcomers))
+                    self._admit_newcomers(batch, newcomers)
+
+    def _admit_newcomers(self, batch: "_Batch", requests: list[GenerationRequest]) -> None:
+        """Prefill late arrivals beside the running rows; a failure there fails the newcomers
+        alone (their prefill is separate, the running rows' KV is untouched until it succeeds).
+        Out of memory is the batch's: it goes up to the loop, which lowers the batch limit."""
+        rows = self._rows(requests)
+        try:
+            batch.admit(rows)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            log.exception("prefill of requests joining a batch failed",
+                          extra={"request_ids": [r.request_id for r in requests]})
+            for row in rows:
+                if row not in batch.rows:
+                    row.run.fail(f"generation failed: {type(exc).__name__}: {exc}")
 
     def _rows(self, requests: list[GenerationRequest]) -> list[_Row]:
         return [_Row(self.start_run(request), self.loaded.device) for request in requests]
@@ -180,6 +192,7 @@ class _Batch:
         ids = torch.tensor([[pad] * (longest - len(r.tokens)) + r.tokens for r in rows], device=self.device)
         mask = torch.tensor([[0] * (longest - len(r.tokens)) + [1] * len(r.tokens) for r in rows], device=self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        inject_model_faults([r.run.request for r in rows])
         logits = model(input_ids=ids[:, cached:], attention_mask=mask, position_ids=positions[:, cached:],
                        use_cache=True, logits_to_keep=1, **{self.cache_arg: cache}).logits[:, -1, :]
         if self.cache is None:
@@ -199,25 +212,44 @@ class _Batch:
         self.logits = torch.cat([self.logits, logits])
 
     def sample_and_emit(self) -> None:
-        """One token per row from the pending logits; finished rows leave."""
+        """One token per row from the pending logits; finished rows leave. An error in one
+        row's sampling, stop handling, text or stream fails that row alone: it leaves the
+        batch, and the others decode on with the same tokens as without it."""
         self.step = []
         greedy = self.logits.argmax(dim=-1).tolist()  # one call for every plain greedy row
-        for row, row_logits, best in zip(self.rows, self.logits, greedy):
-            token = best if row.plain_greedy else row.next_token(row_logits)
-            row.tokens.append(token)
-            row.run.on_token(token)
+        failed: set[int] = set()
+        for i, (row, row_logits, best) in enumerate(zip(self.rows, self.logits, greedy)):
+            try:
+                token = best if row.plain_greedy else row.next_token(row_logits)
+                row.tokens.append(token)
+                row.run.on_token(token)
+            except Exception as exc:
+                self._fail_row(row, exc)
+                failed.add(i)
+                token = 0  # never forwarded: the row leaves below
             self.step.append(token)
-        keep = [i for i, row in enumerate(self.rows) if not row.run.poll()]
+        keep = []
         for i, row in enumerate(self.rows):
-            if i not in keep:
-                row.run.finish()
-                self._keep_prefix(i, row)
+            try:
+                if i not in failed and not row.run.poll():
+                    keep.append(i)
+                elif i not in failed:
+                    row.run.finish()
+                    self._keep_prefix(i, row)
+            except Exception as exc:
+                self._fail_row(row, exc)
         if len(keep) < len(self.rows):  # drop the finished rows' KV and places
             index = torch.tensor(keep, device=self.device, dtype=torch.long)
             self.cache.batch_select_indices(index)
             self.mask, self.positions = self.mask[index], self.positions[index]
             self.rows = [self.rows[i] for i in keep]
             self.step = [self.step[i] for i in keep]
+
+    @staticmethod
+    def _fail_row(row: _Row, exc: Exception) -> None:
+        log.warning("request %s failed alone: %s: %s", row.run.request.request_id, type(exc).__name__, exc,
+                    extra={"event": "request_failed", "request_id": row.run.request.request_id})
+        row.run.fail(f"generation failed: {type(exc).__name__}: {exc}")
 
     def _keep_prefix(self, index: int, row: _Row) -> None:
         """Give the prefix cache a finished row's prompt KV. Done when the row leaves, after its
@@ -233,5 +265,6 @@ class _Batch:
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=-1)
         self.positions = self.positions + 1
         ids = torch.tensor(self.step, device=self.device).unsqueeze(-1)
+        inject_model_faults([row.run.request for row in self.rows])
         self.logits = self.loaded.model(input_ids=ids, attention_mask=self.mask, position_ids=self.positions,
                                         use_cache=True, **{self.cache_arg: self.cache}).logits[:, -1, :]

@@ -29,6 +29,8 @@ from engine.runtime.loader import LoadedModel
 
 log = logging.getLogger("engine.continuous")
 
+MIN_TEMPERATURE = 1e-4
+
 
 class ContinuousUnsupported(RuntimeError):
     """The manager cannot serve this model; the message says why."""
@@ -152,7 +154,9 @@ class ContinuousGenerator:
 
     def _sampling_kwargs(self, p) -> dict:
         """Greedy is top-k 1: only the arg-max survives, so sampling returns it."""
-        if p is None or p.greedy:
+        if p is None or p.greedy or p.temperature < MIN_TEMPERATURE:
+            # Below MIN_TEMPERATURE sampling is the arg-max (its limit) and the manager's division
+            # by the temperature would overflow into NaN.
             return {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
         return {"temperature": p.temperature, "top_p": p.top_p,
                 "top_k": p.top_k if p.top_k > 0 else self.loaded.model.config.vocab_size}
@@ -170,7 +174,14 @@ class ContinuousGenerator:
             if result is not None:
                 run = self._runs.get(result.request_id)
                 if run is not None:
-                    self._deliver(run, result, seen)
+                    try:
+                        self._deliver(run, result, seen)
+                    except Exception as exc:  # this request's text or stream: it fails alone
+                        log.warning("request %s failed alone: %s: %s", result.request_id, type(exc).__name__, exc,
+                                    extra={"event": "request_failed", "request_id": result.request_id})
+                        self._manager.cancel_request(result.request_id)
+                        seen.pop(result.request_id, None)
+                        run.fail(f"generation failed: {type(exc).__name__}: {exc}")
             for run in list(self._runs.values()):  # clients gone, deadlines passed
                 run.poll()  # marks a request past its deadline as timed out
                 if run.request.cancelled or run.timed_out:

@@ -16,6 +16,11 @@ from typing import Callable, Optional
 
 import torch
 from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria
+from transformers.generation.logits_process import (
+    RepetitionPenaltyLogitsProcessor,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from engine.config import BatchingConfig
 from engine.metrics import EngineMetrics
@@ -28,6 +33,8 @@ from engine.requests import (
 )
 from engine.runtime.loader import LoadedModel
 from engine.runtime.prefix_cache import PrefixCache
+from engine.service.backoff import BatchLimit
+from engine.service.faults import FAULTS
 from engine.textstream import IncrementalDetokenizer, ReasoningSplitter, StopMatcher
 
 log = logging.getLogger("engine.generator")
@@ -52,6 +59,62 @@ class OpenAIPenalties(LogitsProcessor):
         return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
 
 
+class FiniteScores(LogitsProcessor):
+    """NaN becomes -inf and +inf the largest finite score: a penalty that overflowed (a
+    repetition_penalty of 1e-38 divides a logit by it) leaves a distribution sampling can take."""
+
+    def __call__(self, input_ids, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return torch.nan_to_num(scores, nan=float("-inf"), posinf=torch.finfo(scores.dtype).max)
+
+
+class StableTemperature(LogitsProcessor):
+    """``(scores - max) / T``: the same distribution as ``scores / T``, but every score stays at
+    most 0 and the best at exactly 0, so a temperature of 1e-300 gives the arg-max instead of
+    inf - inf = NaN (transformers' warper divides first)."""
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+
+    def __call__(self, input_ids, scores: torch.FloatTensor) -> torch.FloatTensor:
+        shifted = scores - scores.max(dim=-1, keepdim=True).values
+        return torch.nan_to_num(shifted / self.temperature, nan=float("-inf"))
+
+
+def sampling_processors(params, prompt_length: int) -> list[LogitsProcessor]:
+    """Penalties, then (when sampling) temperature, top-k and top-p, numerically safe for every
+    value the request schema admits; the same steps in sequential and dynamic mode."""
+    processors: list[LogitsProcessor] = []
+    if params.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+    if params.frequency_penalty or params.presence_penalty:
+        processors.append(OpenAIPenalties(prompt_length, params.frequency_penalty, params.presence_penalty))
+    if processors:
+        processors.append(FiniteScores())
+    if not params.greedy:
+        if params.temperature != 1.0:
+            processors.append(StableTemperature(params.temperature))
+        if params.top_k > 0:
+            processors.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            processors.append(TopPLogitsWarper(params.top_p))
+    return processors
+
+
+class InjectedFault(RuntimeError):
+    """Raised where ``DEEPSEEK_ENGINE_FAULTS`` asks (tests only)."""
+
+
+def inject_model_faults(requests: list[GenerationRequest]) -> None:
+    """The faults of a model step shared by ``requests`` (off unless the variable is set)."""
+    if not FAULTS.active:
+        return
+    sizes = [r.params.max_new_tokens for r in requests]
+    if FAULTS.trip_any("oom", sizes):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected fault: oom)")
+    if FAULTS.trip_any("model_step", sizes):
+        raise InjectedFault("injected fault: model_step")
+
+
 class RequestRun(StoppingCriteria):
     """Streamer and stopping criterion of one running request."""
 
@@ -71,6 +134,8 @@ class RequestRun(StoppingCriteria):
         self.hit_eos = False
         self.timed_out = False
         self._ended = False
+        self._settled = False  # its last event (finish or failure) has gone out
+        self._pending_ids: list[int] = []  # generated, not yet sent with an event
 
     # -- streamer protocol (called by generate)
     def put(self, value: torch.Tensor) -> None:
@@ -101,8 +166,11 @@ class RequestRun(StoppingCriteria):
     def on_token(self, token_id: int) -> None:
         if self.hit_eos or self.stops.stopped:
             return
+        if FAULTS.active and FAULTS.trip("sample", self.request.params.max_new_tokens):
+            raise InjectedFault("injected fault: sample")
         now = time.monotonic()
         self.completion_tokens += 1
+        self._pending_ids.append(token_id)
         self.metrics.generation_tokens.inc()
         if self.first_token_at is None:
             self.first_token_at = now
@@ -118,7 +186,11 @@ class RequestRun(StoppingCriteria):
 
     def _emit(self, reasoning: str, content: str) -> None:
         if reasoning or content:
-            self.request.sink(TextEvent(content=content, reasoning=reasoning))
+            self.request.sink(TextEvent(content=content, reasoning=reasoning, token_ids=self._take_ids()))
+
+    def _take_ids(self) -> list[int]:
+        ids, self._pending_ids = self._pending_ids, []
+        return ids
 
     @property
     def done(self) -> bool:
@@ -134,25 +206,35 @@ class RequestRun(StoppingCriteria):
         return "length"
 
     def fail(self, message: str) -> None:
-        self.metrics.requests_total.labels(outcome="error").inc()
-        self.request.sink(ErrorEvent(message))
+        """End this request with an error; the others decoding beside it are not touched."""
+        if self._settled:
+            return
+        self._settled = True
         self._on_release(self)
+        self.metrics.requests_total.labels(outcome="error", protocol=self.request.protocol).inc()
+        try:
+            self.request.sink(ErrorEvent(message))
+        except Exception:  # the client's side is gone (its event loop closed): nothing to tell
+            log.debug("could not deliver an error event", exc_info=True)
 
     def finish(self) -> None:
         """Flush held-back text and send the request's last event."""
+        if self._settled:
+            return
+        self._settled = True
         self._on_release(self)
         self.end()
         ended = time.monotonic()
         request = self.request
         if self.timed_out:
-            self.metrics.requests_total.labels(outcome="timeout").inc()
+            self.metrics.requests_total.labels(outcome="timeout", protocol=request.protocol).inc()
             request.sink(ErrorEvent(
                 f"request ran past batching.request_timeout_s = {request.timeout_s:g} s "
                 f"after {self.completion_tokens} tokens", status_code=504, error_type="timeout",
             ))
             return
         reason = self.finish_reason()
-        self.metrics.requests_total.labels(outcome=reason).inc()
+        self.metrics.requests_total.labels(outcome=reason, protocol=request.protocol).inc()
         self.metrics.e2e.observe(ended - request.arrival)
         request.sink(FinishEvent(
             finish_reason=reason,
@@ -160,6 +242,7 @@ class RequestRun(StoppingCriteria):
             completion_tokens=self.completion_tokens,
             time_to_first_token_s=None if self.first_token_at is None else self.first_token_at - request.arrival,
             duration_s=ended - request.arrival,
+            token_ids=self._take_ids(),
         ))
 
 
@@ -180,6 +263,8 @@ class QueuedGenerator:
         self._stopping = False
         self._active: dict[int, RequestRun] = {}
         self.live_cache: Optional[DynamicCache] = None  # the KV of what is generating now
+        # Requests decoded together; lowered for a while after an out-of-memory failure.
+        self.batch_limit = BatchLimit(batching.max_batch_size)
         self._thread = threading.Thread(target=self._loop, name="generation-loop", daemon=True)
         self._thread.start()
 
@@ -219,7 +304,7 @@ class QueuedGenerator:
             self.metrics.requests_waiting.dec()
             if not request.cancelled:
                 return request
-            self.metrics.requests_total.labels(outcome="cancelled").inc()
+            self.metrics.requests_total.labels(outcome="cancelled", protocol=request.protocol).inc()
         return None
 
     def start_run(self, request: GenerationRequest) -> RequestRun:
@@ -262,11 +347,25 @@ class QueuedGenerator:
             try:
                 self._serve(requests)
             except Exception as exc:  # the loop must outlive any one batch
-                log.exception("generation failed", extra={"request_ids": [r.request_id for r in requests]})
-                for run in list(self._active.values()):
-                    run.fail(_describe_failure(exc))
+                runs = list(self._active.values())
+                log.exception("generation failed", extra={"request_ids": [r.request.request_id for r in runs]})
+                message = self._describe_failure(exc, len(runs))
+                for run in runs:  # that batch's requests, and no others: those queued go on
+                    run.fail(message)
                 if self.loaded.device.type == "cuda":
                     torch.cuda.empty_cache()
+
+    def _describe_failure(self, exc: Exception, batch: int) -> str:
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            before = self.batch_limit.current()
+            after = self.batch_limit.lower(batch, f"out of memory in a batch of {batch}")
+            log.warning("out of memory: batch limit %s -> %s for %.0f s", before, after, self.batch_limit.backoff_s,
+                        extra={"event": "batch_limit", "before": before, "after": after,
+                               "for_s": self.batch_limit.backoff_s})
+            return (f"the device ran out of memory decoding a batch of {batch} request(s); they failed, and the "
+                    f"engine now decodes at most {after} together (was {before}) for "
+                    f"{self.batch_limit.backoff_s:.0f} s; retry shortly")
+        return f"generation failed: {type(exc).__name__}: {exc}"
 
     def _next_batch(self) -> list[GenerationRequest]:
         raise NotImplementedError
@@ -299,20 +398,17 @@ class SequentialGenerator(QueuedGenerator):
             pad_token_id=self.loaded.tokenizer.pad_token_id
             if self.loaded.tokenizer.pad_token_id is not None
             else (self.loaded.eos_token_ids or (0,))[0],
-            repetition_penalty=p.repetition_penalty,
+            # Penalties, temperature, top-k and top-p come as ``sampling_processors`` (numerically
+            # safe); generate's own would divide by a temperature of 1e-300 and sample NaN.
+            temperature=1.0, top_k=None, top_p=1.0,
         )
-        if not p.greedy:
-            config.temperature = p.temperature
-            config.top_p = p.top_p
-            config.top_k = p.top_k if p.top_k > 0 else None
         return config
 
     def _run(self, request: GenerationRequest) -> None:
         run = self.start_run(request)
         p = request.params
-        processors = LogitsProcessorList()
-        if p.frequency_penalty or p.presence_penalty:
-            processors.append(OpenAIPenalties(len(request.prompt_ids), p.frequency_penalty, p.presence_penalty))
+        processors = LogitsProcessorList(sampling_processors(p, len(request.prompt_ids)))
+        inject_model_faults([request])
         if p.seed is not None:
             torch.manual_seed(p.seed)
         input_ids = torch.tensor([request.prompt_ids], dtype=torch.long, device=self.loaded.device)
@@ -356,7 +452,3 @@ def kv_layers(cache: DynamicCache, row: int = 0, start: int = 0) -> list[tuple[t
     return [(layer.keys[row:row + 1, :, start:], layer.values[row:row + 1, :, start:]) for layer in cache.layers]
 
 
-def _describe_failure(exc: Exception) -> str:
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return "the GPU ran out of memory for this request; try a shorter prompt or fewer max_tokens"
-    return f"generation failed: {type(exc).__name__}: {exc}"

@@ -10,10 +10,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from engine.api.deps import EngineDep
-from engine.api.errors import APIError, documented
+from engine.api.errors import documented
 from engine.api.openapi import event_stream
 from engine.api.streaming import EventStream, Reply, collect_reply, stream_reply
-from engine.core import Engine, PromptError
+from engine.core import Engine
 from engine.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -27,7 +27,7 @@ from engine.protocol import (
     SamplingFields,
     new_id,
 )
-from engine.requests import EngineNotReady, QueueFullError, SamplingParams, UnsupportedInMode
+from engine.service import gateway
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -50,7 +50,7 @@ async def list_models(engine: EngineDep) -> ModelList:
 async def get_model(model_id: str, engine: EngineDep) -> ModelCard:
     card = _model_card(engine)
     if card is None or not engine.serves(model_id):
-        raise _unknown_model(engine, model_id)
+        raise gateway.unknown_model(engine, model_id)
     return card
 
 
@@ -58,11 +58,8 @@ async def get_model(model_id: str, engine: EngineDep) -> ModelCard:
              responses={200: _reply_or_stream(ChatCompletionChunk),
                         **GENERATION_ERRORS})
 async def chat_completions(body: ChatCompletionRequest, request: Request, engine: EngineDep) -> Response:
-    _check_model(engine, body.model)
-    try:
-        ids, opens_reasoning = engine.encode_chat(body.template_messages())
-    except PromptError as exc:
-        raise APIError(400, str(exc), param="messages") from None
+    gateway.check_model(engine, body.model)
+    ids, opens_reasoning = gateway.encode_chat(engine, body.template_messages())
     return await _generate(engine, request, body, ids, opens_reasoning, chat=True)
 
 
@@ -70,11 +67,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, engine
              responses={200: _reply_or_stream(CompletionChunk),
                         **GENERATION_ERRORS})
 async def completions(body: CompletionRequest, request: Request, engine: EngineDep) -> Response:
-    _check_model(engine, body.model)
-    try:
-        ids = engine.encode_text(body.prompt_text())
-    except PromptError as exc:
-        raise APIError(400, str(exc), param="prompt") from None
+    gateway.check_model(engine, body.model)
+    ids = gateway.encode_text(engine, body.prompt_text())
     return await _generate(engine, request, body, ids, False, chat=False)
 
 
@@ -85,57 +79,19 @@ def _model_card(engine: Engine) -> Optional[ModelCard]:
     return ModelCard(id=loaded.name, root=str(loaded.path), max_model_len=loaded.context_length)
 
 
-def _unknown_model(engine: Engine, model_id: str) -> APIError:
-    served = engine.model_name
-    hint = f"this server serves {served!r}" if served else "no model is loaded"
-    return APIError(404, f"the model {model_id!r} does not exist: {hint}", param="model", code="model_not_found")
-
-
-def _check_model(engine: Engine, model_id: str) -> None:
-    if not engine.ready:
-        raise APIError(503, f"no model is ready: {engine.health()[1]}", "service_unavailable")
-    if not engine.serves(model_id):
-        raise _unknown_model(engine, model_id)
-
-
-def _sampling_params(body: SamplingFields, max_new_tokens: int) -> SamplingParams:
-    return SamplingParams(
-        max_new_tokens=max_new_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
-        repetition_penalty=body.repetition_penalty,
-        frequency_penalty=body.frequency_penalty,
-        presence_penalty=body.presence_penalty,
-        seed=body.seed,
-        stop=tuple(body.stop_list()),
-        ignore_eos=body.ignore_eos,
-    )
-
-
 async def _generate(engine: Engine, request: Request, body: SamplingFields, ids: list[int],
                     opens_reasoning: bool, chat: bool) -> Response:
     """Submit to the engine, then stream the reply or collect it into one body."""
-    try:
-        max_new = engine.plan_max_tokens(len(ids), body.requested_max_tokens())
-    except PromptError as exc:
-        raise APIError(400, str(exc), param="max_tokens", code="context_length_exceeded") from None
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
     request_id = new_id("chatcmpl" if chat else "cmpl")
-    try:
-        gen = engine.submit(ids, _sampling_params(body, max_new),
-                            lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev),
-                            starts_in_reasoning=opens_reasoning, request_id=request_id)
-    except UnsupportedInMode as exc:
-        raise APIError(400, str(exc), code="unsupported_in_batching_mode") from None
-    except QueueFullError as exc:
-        raise APIError(429, f"the engine is busy: {exc}; retry shortly", "rate_limit_error",
-                       headers={"Retry-After": "1"}) from None
-    except EngineNotReady as exc:
-        raise APIError(503, f"no model is ready: {exc}", "service_unavailable") from None
-    request.scope["state"]["logged_by_handler"] = True
-    reply = Reply(request_id, engine.model_name, chat, request.url.path)
+    state = request.scope["state"]
+    client = request.scope.get("client")
+    gen = gateway.submit(engine, request.app.state.service, body, ids, opens_reasoning,
+                         lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev), request_id, "rest",
+                         state.get("principal"), client[0] if client else None)
+    state["logged_by_handler"] = True
+    reply = Reply(request_id, engine.model_name, chat, request.url.path, key=state.get("key"))
     if body.stream:
         return EventStream(stream_reply(reply, events, gen, body.include_usage_in_stream()))
     return await collect_reply(reply, events, gen, request)
