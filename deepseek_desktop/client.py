@@ -137,7 +137,8 @@ class EngineClient(QObject):
                 if handle.stopped:  # stopping shuts the socket: that read error is the stop
                     result["stopped"] = True
                 else:  # the engine went away mid-reply: keep what came
-                    result["interrupted"] = describe_error(exc)
+                    result["interrupted"] = "the connection to the engine was lost"
+                    result["interrupted_detail"] = describe_error(exc)  # for the Logs
             first, ended = result.pop("first"), time.monotonic()
             result["ttft_s"] = None if first is None else first - started
             result["decode_s"] = None if first is None else ended - first

@@ -22,9 +22,9 @@ from deepseek_desktop.engine_process import EngineProcess
 from deepseek_desktop.notifier import Notifier
 from deepseek_desktop.state.chat import ChatSession
 from deepseek_desktop.state.chat_store import StoreThread
-from deepseek_desktop.state.engine_session import EngineSession, SessionState
+from deepseek_desktop.state.engine_session import EngineSession, SessionState, reload_at_launch
 from deepseek_desktop.state.library import ModelLibrary
-from deepseek_desktop.state.settings import settings
+from deepseek_desktop.state.settings import settings, write_json
 from deepseek_desktop.telemetry import TelemetryModel
 from deepseek_desktop.widgets.status_bar import StatusBar
 from engine.paths import data_dir
@@ -113,7 +113,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(_flush(QHBoxLayout, side, (self.stack, 1)))
         status = StatusBar()
         self.setStatusBar(status)
-        status.observe(self.engine_session, self.telemetry, self.notifier)
+        status.observe(self.engine_session, self.telemetry, self.notifier, self.session)
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -132,6 +132,10 @@ class MainWindow(QMainWindow):
         self.pop_out_action = view.addAction("Monitor in its own window", self.pop_out_monitor)
         engine_menu = self.menuBar().addMenu("&Engine")
         engine_menu.addAction("Restart engine", self.engine_session.restart)
+        self.reload_action = engine_menu.addAction("Load the last model at launch")
+        self.reload_action.setCheckable(True)
+        self.reload_action.setChecked(reload_at_launch())
+        self.reload_action.toggled.connect(lambda on: write_json("engine/reload_at_launch", on))
         engine_menu.addAction("Copy address and API key", self._copy_address)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("About", lambda: QMessageBox.about(

@@ -15,12 +15,17 @@ from PySide6.QtWidgets import (
 
 from deepseek_desktop.state.chat import DEFAULT_SETTINGS, ChatSession
 from deepseek_desktop.state.engine_session import EngineSession, load_percent, progress_text
+from deepseek_desktop.widgets.labels import ElidedLabel
 from deepseek_desktop.widgets.message import MessageWidget
 
 if TYPE_CHECKING:
     from deepseek_desktop.state.library import ModelLibrary
 
 RENDER_EVERY_MS = 50
+# A 93 MB download (a 4-bit GGUF) saved as float32 safetensors: exact de-quantised weights, 538 MB.
+DEMO_FETCH_TEXT = "Fetch the demo model (93 MB download, 540 MB on disk)"
+DEMO_LOAD_TEXT = "Load the demo model (fetched already)"
+
 class Composer(QPlainTextEdit):
     """Enter sends, Shift+Enter starts a new line, Escape cancels an edit."""
 
@@ -83,7 +88,7 @@ class ChatPanel(QWidget):
         layout = QVBoxLayout(main)
         layout.setContentsMargins(0, 0, 0, 0)
         header = QHBoxLayout()
-        self.title_label = QLabel("New chat")
+        self.title_label = ElidedLabel("New chat")
         self.title_label.setObjectName("chat_title")
         self.settings_button = QToolButton(text="Settings", checkable=True)
         self.settings_button.toggled.connect(lambda on: self.settings_frame.setVisible(on))
@@ -95,6 +100,13 @@ class ChatPanel(QWidget):
 
         self.scroll = QScrollArea(widgetResizable=True)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # Messages size themselves once laid out, after the scroll to the end was asked for: while
+        # following the end, every growth of the range scrolls again (the user scrolling up stops it).
+        self._follow_end = True
+        self._scrolling = False
+        bar = self.scroll.verticalScrollBar()
+        bar.rangeChanged.connect(self._on_range_changed)
+        bar.valueChanged.connect(self._on_scrolled)
         holder = QWidget()
         holder.setObjectName("transcript")
         self.message_layout = QVBoxLayout(holder)
@@ -155,7 +167,7 @@ class ChatPanel(QWidget):
         text = QLabel("Fetch the small demo model to try the app at once, or pick a model of your own.")
         text.setWordWrap(True)
         row = QHBoxLayout()
-        self.demo_button = QPushButton("Fetch the demo model (≈100 MB)")
+        self.demo_button = QPushButton(DEMO_FETCH_TEXT)
         self.demo_button.setObjectName("primary")
         self.demo_button.clicked.connect(self.wants_demo.emit)
         self.choose_button = QPushButton("Choose a model…")
@@ -163,7 +175,7 @@ class ChatPanel(QWidget):
         row.addWidget(self.demo_button)
         row.addWidget(self.choose_button)
         row.addStretch(1)
-        self.cta_status = QLabel()
+        self.cta_status = ElidedLabel(elide=Qt.TextElideMode.ElideMiddle)  # a fetch step can name a deep folder
         for widget in (title, text):
             layout.addWidget(widget)
         layout.addLayout(row)
@@ -177,8 +189,16 @@ class ChatPanel(QWidget):
         engine.model_changed.connect(lambda model_id, hint: self.set_model_ready(model_id is not None, hint))
         engine.load_progress.connect(self.show_load_progress)
         library.job_progress.connect(self.cta_status.setText)
-        library.job_finished.connect(lambda _ok, message, _path: self.cta_status.setText(message))
+        library.job_finished.connect(lambda _ok, message, _path: (self.cta_status.setText(message),
+                                                                  self._name_demo_button()))
         self.set_model_ready(engine.model_id is not None, engine.model_hint())
+
+    def _name_demo_button(self) -> None:
+        """Say what the button will do: fetch the demo model, or load the copy already here."""
+        from engine.paths import demo_model_dir, is_model_folder
+
+        here = is_model_folder(demo_model_dir())  # two stat calls
+        self.demo_button.setText(DEMO_LOAD_TEXT if here else DEMO_FETCH_TEXT)
 
     def set_theme(self, theme: str) -> None:
         """For code blocks drawn from now on (a drawn one keeps its colours, as before)."""
@@ -190,6 +210,8 @@ class ChatPanel(QWidget):
         self.cta_status.setText(f"Loading {load_percent(event):.0f}% — {progress_text(event)}")
 
     def set_model_ready(self, ready: bool, detail: str = "") -> None:
+        if not ready:
+            self._name_demo_button()
         self.cta.setVisible(not ready)
         self.cta_status.setText(detail)
         self.send_button.setEnabled(ready and not self.session.busy)
@@ -284,8 +306,19 @@ class ChatPanel(QWidget):
             QTimer.singleShot(0, self._scroll_to_end)
 
     def _scroll_to_end(self) -> None:
+        self._follow_end = True
         bar = self.scroll.verticalScrollBar()
+        self._scrolling = True
         bar.setValue(bar.maximum())
+        self._scrolling = False
+
+    def _on_range_changed(self, _minimum: int, _maximum: int) -> None:
+        if self._follow_end:
+            self._scroll_to_end()
+
+    def _on_scrolled(self, value: int) -> None:
+        if not self._scrolling:
+            self._follow_end = value >= self.scroll.verticalScrollBar().maximum() - 40
 
     def _update_regenerate(self) -> None:
         messages = self.session.messages

@@ -3,8 +3,8 @@ estimate for the chosen options before anything loads, and load / cancel / unloa
 
 from __future__ import annotations
 
+import os
 import re
-
 from typing import Optional
 
 from PySide6.QtCore import Qt, Signal
@@ -16,10 +16,12 @@ from PySide6.QtWidgets import (
 
 from deepseek_desktop.state.engine_session import EngineSession, progress_text
 from deepseek_desktop.state.library import ModelLibrary
+from deepseek_desktop.widgets.labels import ElidedLabel, WrapLabel
 from engine.states import ModelState
 from engine.memory import format_bytes
 
-COLUMNS = ["Name", "Architecture", "Parameters", "Size", "Dtype", "Context", "Loadable"]
+COLUMNS = ["Name", "Type", "Parameters", "Size", "Dtype", "Context", "Loadable", "Folder"]
+LOADABLE_COLUMN, FOLDER_COLUMN = 6, 7
 VERDICT_TEXT = {"fits": "Fits", "tight": "Tight", "will-not-fit": "Will not fit", "unknown": "Unknown"}
 
 
@@ -33,6 +35,11 @@ def format_params(n: Optional[int]) -> str:
 
 
 JOB_PERCENT = re.compile(r"\((\d{1,3})%\)$|(\d{1,3})%\|")
+
+
+def same_path(a: Optional[str], b: Optional[str]) -> bool:
+    """Without touching the disk (the GUI thread): "/m/x/" and "/m/x" are the same folder."""
+    return bool(a and b) and os.path.normpath(a) == os.path.normpath(b)
 
 class FoldersDialog(QDialog):
     def __init__(self, folders: list[str], hf_cache: bool, parent=None):
@@ -82,6 +89,7 @@ class ModelsPanel(QWidget):
         self.loaded_path: Optional[str] = None
         self._loading_path: Optional[str] = None
         self.last_estimate = None
+        self._outcome: Optional[tuple[str, str, str]] = None  # path, "loaded in …", predicted vs actual
         self._build()
         library.entries_changed.connect(self._fill_table)
         library.estimate_ready.connect(self._show_estimate)
@@ -108,7 +116,7 @@ class ModelsPanel(QWidget):
             bar.addWidget(button)
         self.job_bar = QProgressBar(maximum=0, maximumWidth=160)  # busy until a step reports a percentage
         self.job_bar.hide()
-        self.job_label = QLabel()
+        self.job_label = ElidedLabel(elide=Qt.TextElideMode.ElideMiddle)  # a step can name a deep folder
         bar.addWidget(self.job_bar)
         bar.addWidget(self.job_label, 1)
         layout.addLayout(bar)
@@ -120,8 +128,13 @@ class ModelsPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # The folder tells two copies of a model apart; it takes the room left, elided in the middle.
+        header.setSectionResizeMode(FOLDER_COLUMN, QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(40)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setWordWrap(False)
         self.table.itemSelectionChanged.connect(self._on_select)
         self.empty_label = QLabel("No models found yet. Fetch the demo model, import a GGUF file, or add a folder.")
         self.empty_label.setObjectName("hint")
@@ -131,18 +144,21 @@ class ModelsPanel(QWidget):
         left_layout.addWidget(self.table, 1)
         left_layout.addWidget(self.empty_label)
         splitter.addWidget(left)
-        splitter.addWidget(self._build_details())
-        splitter.setSizes([760, 440])
+        details = self._build_details()
+        details.setMaximumWidth(440)
+        splitter.addWidget(details)
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 0)
+        splitter.setSizes([800, 360])
         layout.addWidget(splitter, 1)
 
     def _build_details(self) -> QWidget:
         card = QFrame()
         card.setObjectName("card")
         layout = QVBoxLayout(card)
-        self.name_label = QLabel("Select a model")
+        self.name_label = ElidedLabel("Select a model")
         self.name_label.setObjectName("cta_title")
-        self.path_label = QLabel()
-        self.path_label.setWordWrap(True)
+        self.path_label = ElidedLabel(elide=Qt.TextElideMode.ElideMiddle)  # the whole path in its tooltip
         self.path_label.setObjectName("hint")
         layout.addWidget(self.name_label)
         layout.addWidget(self.path_label)
@@ -167,7 +183,7 @@ class ModelsPanel(QWidget):
             spin.valueChanged.connect(self._estimate)
         layout.addLayout(form)
 
-        self.verdict_label = QLabel("—")
+        self.verdict_label = WrapLabel("—")
         self.verdict_label.setObjectName("verdict")
         self.estimate_grid = QGridLayout()
         self.estimate_values: dict[str, QLabel] = {}
@@ -193,9 +209,8 @@ class ModelsPanel(QWidget):
             buttons.addWidget(button)
         layout.addLayout(buttons)
         self.progress = QProgressBar(maximum=1000, textVisible=False)
-        self.progress_label = QLabel()
-        self.result_label = QLabel()
-        self.result_label.setWordWrap(True)
+        self.progress_label = ElidedLabel(elide=Qt.TextElideMode.ElideMiddle)
+        self.result_label = WrapLabel()
         for widget in (self.progress, self.progress_label, self.result_label):
             layout.addWidget(widget)
         layout.addStretch(1)
@@ -209,26 +224,38 @@ class ModelsPanel(QWidget):
 
     # -- catalog
     def _fill_table(self, entries: list) -> None:
-        previous = self.selected.path if self.selected else None
+        previous = self.selected.path if self.selected else self.loaded_path
         self.table.setRowCount(len(entries))
         for row, entry in enumerate(entries):
             loadable = "yes" if entry.loadable else f"no: {entry.problem}"
-            values = [entry.name, entry.architecture or entry.model_type or "?", format_params(entry.params),
+            folder = os.path.dirname(os.path.normpath(entry.path))
+            values = [entry.name, entry.model_type or entry.architecture or "?", format_params(entry.params),
                       format_bytes(entry.size_bytes), entry.dtype or "?",
-                      f"{entry.context_length:,}" if entry.context_length else "?", loadable]
+                      f"{entry.context_length:,}" if entry.context_length else "?", loadable, folder]
+            tips = {1: entry.architecture or "", LOADABLE_COLUMN: loadable, FOLDER_COLUMN: entry.path}
             for column, value in enumerate(values):
                 item = QTableWidgetItem(value)
                 item.setData(Qt.ItemDataRole.UserRole, entry)
-                if column == 6:
-                    item.setToolTip(loadable)
+                item.setToolTip(tips.get(column, ""))
                 self.table.setItem(row, column, item)
-            if entry.path == previous:
+            if same_path(entry.path, previous):
                 self.table.selectRow(row)
+        self._mark_loaded_row()
         self.empty_label.setVisible(not entries)
+
+    def _mark_loaded_row(self) -> None:
+        """The model the engine serves reads in bold (two copies of a model differ by folder)."""
+        for row in range(self.table.rowCount()):
+            loaded = same_path(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole).path, self.loaded_path)
+            for column in range(self.table.columnCount()):
+                item = self.table.item(row, column)
+                font = item.font()
+                font.setBold(loaded)
+                item.setFont(font)
 
     def select_path(self, path: str) -> bool:
         for row in range(self.table.rowCount()):
-            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole).path == path:
+            if same_path(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole).path, path):
                 self.table.selectRow(row)
                 return True
         return False
@@ -242,6 +269,7 @@ class ModelsPanel(QWidget):
         if entry and entry.context_length:
             self.context_box.setMaximum(entry.context_length)  # the engine caps at the model's own
             self.context_box.setValue(min(entry.context_length, 4096))
+        self._show_load_outcome()
         self._update_buttons()
         self._estimate()
 
@@ -279,37 +307,62 @@ class ModelsPanel(QWidget):
 
     def request_load(self) -> None:
         if self.selected is not None and self.selected.loadable:
+            self.show_load_requested()
             self.load_requested.emit(self.load_body())
 
     def on_engine_event(self, event: dict) -> None:
         kind = event.get("type")
         if kind == "progress":
             total = event.get("bytes_total") or 0
+            self.progress.setMaximum(1000)
             self.progress.setValue(int(1000 * event.get("bytes_done", 0) / total) if total else 0)
             self.progress_label.setText(progress_text(event))
         elif kind == "state":
             state = event.get("state")
             self.loading = state == ModelState.LOADING
+            self.progress.setMaximum(1000)
             if state == ModelState.LOADING:
                 self._loading_path = event.get("path")
+                self._outcome = None
                 self.progress.setValue(0)
                 self.progress_label.setText(f"loading {event.get('path', '')}…")
                 self.result_label.clear()
             elif state == ModelState.READY:
                 self.loaded_path = event.get("path") or self._loading_path or self.loaded_path
                 if event.get("memory_bytes") is not None:
-                    self.progress.setValue(1000)
-                    self.progress_label.setText(f"loaded in {event.get('load_s', 0):.1f} s on {event.get('device')} "
-                                                f"({event.get('dtype')})")
-                    self.result_label.setText(self._predicted_vs_actual(event))
+                    self._outcome = (self.loaded_path, f"loaded in {event.get('load_s', 0):.1f} s on "
+                                     f"{event.get('device')} ({event.get('dtype')})", self._predicted_vs_actual(event))
+                self._mark_loaded_row()
+                self._show_load_outcome()
             elif state in (ModelState.IDLE, ModelState.ERROR):
-                self.loaded_path = None
-                if event.get("cancelled"):
-                    self.progress_label.setText("load cancelled")
+                # Unloaded (or failed): what the last load measured no longer describes anything.
+                self.loaded_path, self._outcome = None, None
                 self.progress.setValue(0)
+                self.progress_label.setText("load cancelled" if event.get("cancelled") else
+                                            (f"load failed: {event['error']}" if event.get("error") else ""))
+                self.result_label.clear()
+                self._mark_loaded_row()
             self._update_buttons()
         elif kind == "error":
             self.progress_label.setText(event.get("message", "load failed"))
+
+    def _show_load_outcome(self) -> None:
+        """"loaded in 3.4 s …" and predicted vs actual memory: only beside the model they describe."""
+        if self.loading:
+            return
+        outcome = self._outcome
+        mine = outcome is not None and self.selected is not None and same_path(self.selected.path, outcome[0])
+        self.progress.setValue(1000 if mine else 0)
+        self.progress_label.setText(outcome[1] if mine else "")
+        self.result_label.setText(outcome[2] if mine else "")
+
+    def show_load_requested(self) -> None:
+        """At once, before the worker says "loading" (it takes a moment to start): a busy bar."""
+        self.loading = True
+        self.progress.setMaximum(0)
+        self.progress_label.setText(f"asking the engine to load {self.selected.name}…")
+        self.result_label.clear()
+        self._update_buttons()
 
     @staticmethod
     def _predicted_vs_actual(event: dict) -> str:
@@ -326,9 +379,19 @@ class ModelsPanel(QWidget):
         engine.engine_event.connect(self.on_engine_event)
         engine.available_changed.connect(self.set_engine_available)
         engine.loaded_path.connect(self.set_loaded_path)
+        engine.load_refused.connect(self._on_load_refused)
         if engine.last_state_event is not None:
             self.on_engine_event(engine.last_state_event)
         self.set_engine_available(engine.available)
+        if engine.served_path:
+            self.set_loaded_path(engine.served_path)
+
+    def _on_load_refused(self, message: str) -> None:
+        self.loading = False
+        self.progress.setMaximum(1000)
+        self.progress.setValue(0)
+        self.progress_label.setText(f"not loaded: {message}")
+        self._update_buttons()
 
     def set_engine_available(self, available: bool) -> None:
         self.engine_available = available
@@ -337,15 +400,17 @@ class ModelsPanel(QWidget):
     def set_loaded_path(self, path: Optional[str]) -> None:
         """What the engine says it serves (``/admin/status``), selected in the table."""
         self.loaded_path = path
-        self._update_buttons()
+        self._mark_loaded_row()
         if path:
             self.select_path(path)
+        self._update_buttons()
 
     def _update_buttons(self) -> None:
         available = self.engine_available
         self.load_button.setEnabled(available and not self.loading and bool(self.selected and self.selected.loadable))
         self.cancel_button.setEnabled(available and self.loading)
-        self.unload_button.setEnabled(available and not self.loading and self.loaded_path is not None)
+        selected_is_loaded = self.selected is not None and same_path(self.selected.path, self.loaded_path)
+        self.unload_button.setEnabled(available and not self.loading and selected_is_loaded)
 
     # -- jobs
     def fetch_demo(self) -> None:

@@ -10,6 +10,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from deepseek_desktop.notifier import Notifier
 from deepseek_desktop.state.chat_store import StoreThread, new_id
+from deepseek_desktop.state.settings import read_json, write_json
 
 if TYPE_CHECKING:  # httpx comes with the engine session's first attach, not at start-up
     from deepseek_desktop.client import EngineClient, StreamHandle
@@ -27,7 +28,10 @@ def stats_text(stats: dict) -> str:
         parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
     if stats.get("completion_tokens") is not None:
         about = "≈" if stats.get("approximate") else ""
-        parts.append(f"{stats.get('prompt_tokens') or '?'} → {about}{stats['completion_tokens']} tokens")
+        if stats.get("prompt_tokens") is not None:
+            parts.append(f"{stats['prompt_tokens']} → {about}{stats['completion_tokens']} tokens")
+        else:  # stopped before the engine's usage came: the prompt's count is not known here
+            parts.append(f"{about}{stats['completion_tokens']} tokens")
     return " · ".join(parts)
 
 
@@ -39,6 +43,7 @@ class ChatSession(QObject):
     message_added = Signal(object)
     message_updated = Signal(object)     # a streaming reply grew or a message changed state
     busy_changed = Signal(bool)
+    generating = Signal(float)           # while a reply streams, about once a second: its tokens/s so far
 
     def __init__(self, store: StoreThread, notifier: Notifier, client: Callable[[], Optional[EngineClient]],
                  model_id: Callable[[], Optional[str]], parent=None):
@@ -52,7 +57,11 @@ class ChatSession(QObject):
         self.reply: Optional[dict] = None
         self.handle: Optional[StreamHandle] = None
         self.query = ""
+        # The conversation shown when the app was last closed: opened again once the list comes.
+        self._reopen: Optional[str] = read_json("chat/last_conversation", None)
         self._save_timer = QTimer(self, interval=SAVE_EVERY_MS, timeout=self._save_reply)
+        self._first_piece_at: Optional[float] = None
+        self._pieces = 0
         # Messages whose last write failed (a full disk): written again with the next save.
         self._unsaved: dict[str, dict] = {}
 
@@ -64,7 +73,15 @@ class ChatSession(QObject):
     def refresh(self, query: Optional[str] = None) -> None:
         if query is not None:
             self.query = query
-        self.store.conversations(self.query, on_done=self.conversations_changed.emit)
+        self.store.conversations(self.query, on_done=self._on_conversations)
+
+    def _on_conversations(self, conversations: list) -> None:
+        wanted, self._reopen = self._reopen, None
+        if wanted and self.current is None:
+            match = next((c for c in conversations if c["id"] == wanted), None)
+            if match is not None:
+                self.open(match)
+        self.conversations_changed.emit(conversations)
 
     def new_conversation(self, title: str = "New chat") -> dict:
         conversation = {"id": new_id(), "title": title, "system_prompt": "", "settings": dict(DEFAULT_SETTINGS)}
@@ -80,6 +97,8 @@ class ChatSession(QObject):
         self.store.messages(conversation["id"], on_done=lambda messages: self._show(conversation, messages))
 
     def _show(self, conversation: Optional[dict], messages: list[dict]) -> None:
+        if (conversation or {}).get("id") != (self.current or {}).get("id"):
+            write_json("chat/last_conversation", conversation["id"] if conversation else None)
         self.current = conversation
         if conversation is not None:
             conversation.setdefault("settings", dict(DEFAULT_SETTINGS))
@@ -189,6 +208,7 @@ class ChatSession(QObject):
 
     def _start_reply(self) -> None:
         self.reply = self._add({"role": "assistant", "status": "streaming", "stats": {"model": self._model_id()}})
+        self._first_piece_at, self._pieces = None, 0
         self.busy_changed.emit(True)
         body = self.request_body()
         reply = self.reply
@@ -202,6 +222,9 @@ class ChatSession(QObject):
         if reply is not self.reply:
             return  # a late piece of a reply already marked interrupted
         kind, text = piece
+        now = time.monotonic()
+        self._first_piece_at = self._first_piece_at or now
+        self._pieces += 1
         reply["reasoning" if kind == "reasoning" else "content"] += text
         self.message_updated.emit(reply)
 
@@ -224,6 +247,8 @@ class ChatSession(QObject):
         if result.get("interrupted"):
             self._finish("interrupted", {**stats, "error": result["interrupted"]})
             self.notifier.error(f"the reply was cut off: {result['interrupted']}")
+            if result.get("interrupted_detail"):
+                self.notifier.info(f"the reply's stream ended with {result['interrupted_detail']}")
         else:
             self._finish("stopped" if result.get("stopped") else "done", stats)
 
@@ -247,6 +272,9 @@ class ChatSession(QObject):
     def _save_reply(self) -> None:
         if self.reply is not None:
             self._save(self.reply)
+            if self._first_piece_at and self._pieces > 1:  # the engine sends about a token a piece
+                elapsed = time.monotonic() - self._first_piece_at
+                self.generating.emit((self._pieces - 1) / elapsed if elapsed > 0 else 0.0)
 
     def _save(self, message: dict) -> None:
         """Write ``message`` and any earlier one whose write failed (the store reports each

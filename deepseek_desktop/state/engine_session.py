@@ -51,6 +51,11 @@ def load_percent(event: dict) -> float:
     return 100 * event.get("bytes_done", 0) / total if total else 0
 
 
+def reload_at_launch() -> bool:
+    """Whether a launch loads the model that was loaded when the app was last closed (Engine menu)."""
+    return read_json("engine/reload_at_launch", True) is not False
+
+
 def _model_state(value) -> SessionState:
     try:
         return ModelState(value)
@@ -67,6 +72,7 @@ class EngineSession(QObject):
     available_changed = Signal(bool)     # whether the engine takes admin calls (load, cancel, unload)
     attached = Signal(str, str, object)  # url, API key, the worker's pid (None: a server not ours)
     replies_cut = Signal(str)            # a reply streaming now cannot go on: why
+    load_refused = Signal(str)           # POST /admin/load failed (another load runs, a bad path…): why
 
     def __init__(self, notifier: Notifier, engine: Optional[EngineProcess] = None, url: Optional[str] = None,
                  api_key: Optional[str] = None, load_on_start: Optional[dict] = None,
@@ -83,10 +89,15 @@ class EngineSession(QObject):
         self.load_on_start = load_on_start
         last = read_json("engine/last_load", None)
         self.last_load: Optional[dict] = last if isinstance(last, dict) and last.get("path") else None
+        # Whether ``last_load`` is still loaded (not unloaded since): a restart, a crash and, unless
+        # turned off, a relaunch bring it back.
+        self.model_was_loaded = read_json("engine/model_loaded", False) is True
         self.pending_load: Optional[dict] = None   # sent to /admin/load, not yet ready
+        self.served_path: Optional[str] = None     # the folder /admin/status says is loaded
         self._url, self._api_key = url, api_key or ""
         self._events: Optional[StreamHandle] = None
         self._loading_when_crashed = False
+        self._attached_before = False
         self._exit_reason = ""
         self._health_timer = QTimer(self, interval=HEALTH_EVERY_MS, timeout=self._poll_health)
 
@@ -125,7 +136,14 @@ class EngineSession(QObject):
     # -- commands
     def load(self, body: dict) -> None:
         self.pending_load = body
-        self.admin("POST", "/admin/load", body)
+        if self.client is None:
+            self.notifier.warning("the engine is not running")
+            return
+        self.client.request("POST", "/admin/load", None, self._on_load_refused, body)
+
+    def _on_load_refused(self, message: str) -> None:
+        self.notifier.error(f"/admin/load: {message}")
+        self.load_refused.emit(message)
 
     def load_when_ready(self, body: dict) -> None:
         """Load now, or as soon as the engine listens."""
@@ -172,13 +190,21 @@ class EngineSession(QObject):
             self.load(load)
 
     def _load_after_attach(self) -> Optional[dict]:
-        """The model to load once the engine listens: the one asked for at launch, or after a
-        crash the last one (unless the crash happened while loading it)."""
+        """The model to load once the engine listens: the one asked for at launch; else the one
+        that was loaded, after a crash or Engine → Restart engine (unless that happened while
+        loading it) and at launch (unless turned off: ``reload_at_launch``)."""
+        first, self._attached_before = not self._attached_before, True
         if self.load_on_start is not None:
             load, self.load_on_start = self.load_on_start, None
             return load
-        if self.engine is not None and self.engine.restarts and self.last_load and not self._loading_when_crashed:
-            self.notifier.info(f"reloading {Path(self.last_load['path']).name} after the engine restarted")
+        if self.engine is None or not self.last_load or not self.model_was_loaded or self._loading_when_crashed:
+            return None
+        name = Path(self.last_load["path"]).name
+        if not first:
+            self.notifier.info(f"reloading {name} after the engine restarted")
+            return self.last_load
+        if reload_at_launch():
+            self.notifier.info(f"loading {name}, loaded when the app was last closed")
             return self.last_load
         return None
 
@@ -213,8 +239,11 @@ class EngineSession(QObject):
         url = self.client.url
         self.client.request("GET", "/v1/models", on_models, lambda m: self.notifier.error(f"engine at {url}: {m}"))
         if self.engine is not None:
-            self.client.request("GET", "/admin/status", lambda status: self.loaded_path.emit(status.get("path")),
-                                lambda m: None)
+            self.client.request("GET", "/admin/status", self._on_status, lambda m: None)
+
+    def _on_status(self, status: dict) -> None:
+        self.served_path = status.get("path")
+        self.loaded_path.emit(self.served_path)
 
     def _on_event(self, event: dict) -> None:
         self.engine_event.emit(event)
@@ -234,11 +263,20 @@ class EngineSession(QObject):
             if self.pending_load and event.get("memory_bytes") is not None:
                 self.last_load, self.pending_load = self.pending_load, None
                 write_json("engine/last_load", self.last_load)
+                self._remember_loaded(True)
             self._refresh_status()
         elif state in NO_MODEL_STATES:
             self._set_model(None)
+            self.served_path = None
+            if event.get("unloaded"):  # unloaded by a user: not to come back at the next launch
+                self._remember_loaded(False)
         detail = event.get("error") if state == ModelState.ERROR else event.get("path", "")
         self._set_state(state, detail or "")
+
+    def _remember_loaded(self, loaded: bool) -> None:
+        if loaded != self.model_was_loaded:
+            self.model_was_loaded = loaded
+            write_json("engine/model_loaded", loaded)
 
     def _set_model(self, model_id: Optional[str]) -> None:
         self.model_id = model_id

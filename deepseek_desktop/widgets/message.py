@@ -11,6 +11,7 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QVBoxLayout
 
 from deepseek_desktop.state.chat import stats_text
+from deepseek_desktop.widgets.labels import WrapLabel
 
 if TYPE_CHECKING:  # markdown-it and Pygments are imported with the first message, not at start-up
     from deepseek_desktop.widgets.markdown import MarkdownView
@@ -58,10 +59,13 @@ class MessageWidget(QFrame):
         header = QHBoxLayout()
         self.role_label = QLabel("You" if message["role"] == "user" else "Model")
         self.role_label.setObjectName("message_role")
-        self.status_label = QLabel()
+        # The status (an interrupted reply's cause can be long) wraps on its own line under the
+        # header: the buttons stay where they are and the card never grows wider than the view.
+        self.status_label = WrapLabel()
         self.status_label.setObjectName("message_status")
+        self.status_label.hide()
         header.addWidget(self.role_label)
-        header.addWidget(self.status_label, 1)
+        header.addStretch(1)
         self.copy_button = QToolButton(text="Copy", autoRaise=True)
         self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.message["content"]))
         header.addWidget(self.copy_button)
@@ -74,6 +78,7 @@ class MessageWidget(QFrame):
             self.regenerate_button.clicked.connect(lambda: self.regenerate_requested.emit())
             header.addWidget(self.regenerate_button)
         layout.addLayout(header)
+        layout.addWidget(self.status_label)
         self.reasoning_toggle = QToolButton(checkable=True, autoRaise=True)
         self.reasoning_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.reasoning_toggle.setArrowType(Qt.ArrowType.RightArrow)
@@ -93,7 +98,7 @@ class MessageWidget(QFrame):
         self.chunks: list[MarkdownView] = []
         self.settled = 0  # characters of the content drawn in chunks that no longer change
         self._new_chunk()
-        self.stats_label = QLabel()
+        self.stats_label = WrapLabel()
         self.stats_label.setObjectName("message_stats")
         layout.addWidget(self.stats_label)
         self.refresh()
@@ -141,6 +146,7 @@ class MessageWidget(QFrame):
         status = STATUS_TEXT.get(m.get("status", "done"), "")
         error = (m.get("stats") or {}).get("error")
         self.status_label.setText(f"{status}: {error}" if status and error else status)
+        self.status_label.setVisible(bool(status))
         self.status_label.setProperty("status", m.get("status"))
         self.stats_label.setText(stats_text(m.get("stats") or {}) if m["role"] == "assistant" else "")
         self.stats_label.setVisible(bool(self.stats_label.text()))

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 from typing import Optional
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QStatusBar, QWidget
 
 from deepseek_desktop.notifier import Notice, Notifier
 from deepseek_desktop.state.engine_session import EngineSession, load_percent
+from deepseek_desktop.widgets.labels import ElidedLabel
 from engine.states import ModelState, ProcessState
 
 NOTICE_SHOWN_MS = 8000
 # Keyed by the enums, which hash and compare as their spelling: the signal carries the string.
 STATE_TEXT = {ProcessState.STARTING: "starting engine…", ProcessState.RUNNING: "engine started",
-              ModelState.IDLE: "idle — no model", ModelState.LOADING: "loading…", ModelState.READY: "ready",
+              ModelState.IDLE: "idle — no model", ModelState.LOADING: "loading 0%", ModelState.READY: "ready",
               ModelState.ERROR: "load failed", ModelState.UNLOADING: "unloading…",
               ProcessState.CRASHED: "engine crashed", ProcessState.FAILED: "engine failed",
               ProcessState.STOPPED: "engine stopped"}
@@ -41,26 +43,48 @@ def _known(value) -> bool:
 class StatusBar(QStatusBar):
     def __init__(self, parent: Optional[QWidget] = None):
         super().__init__(parent)
-        self.state_label = QLabel()
+        # A crash's reason and a model's name can be long: elided, whole in the tooltip.
+        self.state_label = ElidedLabel()
+        self.state_label.setMaximumWidth(520)
         self.state_label.setObjectName("engine_state")
-        self.model_label = QLabel("no model")
+        self.model_label = ElidedLabel("no model", Qt.TextElideMode.ElideMiddle)
+        self.model_label.setMaximumWidth(320)
         self.memory_label = QLabel("memory N/A")
         self.speed_label = QLabel("0.0 tok/s")
         for label in (self.state_label, self.model_label, self.memory_label, self.speed_label):
             self.addPermanentWidget(label)
+        self._state: tuple[str, str] = ("", "")
+        self._generating = False
 
-    def observe(self, session: EngineSession, telemetry, notifier: Notifier) -> None:
-        """``telemetry``: a ``TelemetryModel`` (its rows give memory and speed)."""
+    def observe(self, session: EngineSession, telemetry, notifier: Notifier, chat=None) -> None:
+        """``telemetry``: a ``TelemetryModel`` (its rows give memory and speed); ``chat``: a
+        ``ChatSession`` (while a reply streams the state reads "generating" with its speed)."""
         session.state_changed.connect(self.show_state)
         session.model_changed.connect(lambda model_id, _hint: self.model_label.setText(model_id or "no model"))
         session.load_progress.connect(lambda event: self.state_label.setText(f"loading {load_percent(event):.0f}%"))
         telemetry.row_added.connect(self.show_telemetry)
         notifier.posted.connect(self.show_notice)
+        if chat is not None:
+            chat.busy_changed.connect(self.show_generating)
+            chat.generating.connect(lambda rate: self.show_generating(True, rate))
+
+    def show_generating(self, busy: bool, rate: Optional[float] = None) -> None:
+        """"generating · 14.2 tok/s" while a reply streams; the engine's state again after it."""
+        self._generating = busy
+        if not busy:
+            self.show_state(*self._state)
+            return
+        if self._state[0] == ModelState.READY:
+            self.state_label.detail = ""
+            self.state_label.setText("generating" + (f" · {rate:.1f} tok/s" if rate is not None else "…"))
 
     def show_state(self, state: str, detail: str = "") -> None:
+        self._state = (state, detail)
+        if self._generating and state == ModelState.READY:
+            return  # "generating" stays until the reply ends
         text = STATE_TEXT.get(state, state)
+        self.state_label.detail = detail
         self.state_label.setText(f"{text} — {headline(detail)}" if state in WITH_REASON and detail else text)
-        self.state_label.setToolTip(detail)
         self.state_label.setProperty("state", state)  # the theme colours the label by state
         self.state_label.style().unpolish(self.state_label)
         self.state_label.style().polish(self.state_label)
