@@ -45,16 +45,16 @@ def lazy_import(module: str) -> str:
 
 def test_the_contracts_catch_lazy_imports_across_the_boundary(tmp_path):
     contracts = tomllib.loads(CONFIG.read_text())["tool"]["importlinter"]["contracts"]
+    exceptions = [rule for contract in contracts for rule in contract.get("ignore_imports", [])]
     modules = {"engine.catalog": lazy_import("engine.runtime.loader"),
                "deepseek_desktop.window": lazy_import("torch"),
                "deepseek_desktop.models_panel": "from engine import catalog\n"}  # an indirect chain
     # The allowed exceptions exist in the copy too: an exception that matches nothing is an error.
-    for contract in contracts:
-        for rule in contract.get("ignore_imports", []):
-            importer, imported = (part.strip() for part in rule.split("->"))
-            assert "*" not in rule, f"name each exception in full, so this copy can hold it: {rule}"
-            modules.setdefault(imported, "")
-            modules[importer] = modules.get(importer, "") + lazy_import(imported)
+    for rule in exceptions:
+        assert "*" not in rule, f"name each exception in full, so this copy can hold it: {rule}"
+        importer, imported = (part.strip() for part in rule.split("->"))
+        modules.setdefault(imported, "")
+        modules[importer] = modules.get(importer, "") + lazy_import(imported)
     for dotted, body in modules.items():
         write_module(tmp_path, dotted, body)
     # The editable install's import hook (a .pth file) would find the real packages first: without
@@ -69,4 +69,5 @@ def test_the_contracts_catch_lazy_imports_across_the_boundary(tmp_path):
     assert "deepseek_desktop.window -> torch" in report
     assert "deepseek_desktop.models_panel -> engine.catalog" in report  # the chain to the runtime
     assert "engine.catalog -> engine.runtime.loader" in report
-    assert "engine.lifecycle ->" not in report  # the listed exceptions stay allowed
+    for rule in exceptions:  # the listed exceptions stay allowed
+        assert rule.replace(" ", "") not in report.replace(" ", ""), report
