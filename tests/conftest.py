@@ -10,6 +10,10 @@ from pathlib import Path
 # session's home folders point into one throwaway folder, so no test reads or writes the user's
 # data, settings, Hugging Face cache or pip cache, and a clean clone runs like any other.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="deepseek-tests-home-"))
+# pip's own settings stay: the demo fetch must reach the package index this machine is set up for.
+_user_pip_conf = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "pip" / "pip.conf"
+if _user_pip_conf.is_file() and "PIP_CONFIG_FILE" not in os.environ:
+    os.environ["PIP_CONFIG_FILE"] = str(_user_pip_conf)
 for _name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "HF_HOME"):
     os.environ[_name] = str(_SESSION_HOME / _name.lower())
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
