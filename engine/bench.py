@@ -125,7 +125,10 @@ async def _one_request(client: httpx.AsyncClient, url: str, headers: dict, body:
 
 async def run_level(url: str, api_key: Optional[str], model: str, concurrency: int, requests: int,
                     prompt_tokens: int, output_tokens: int, shared_prefix_tokens: int = 0,
-                    progress: Optional[Callable[[int, int], None]] = None) -> LevelReport:
+                    progress: Optional[Callable[[int, int], None]] = None,
+                    seconds: Optional[float] = None) -> LevelReport:
+    """``requests`` requests from ``concurrency`` clients; with ``seconds``, no request starts
+    after that many seconds (``requests`` is then a cap)."""
     endpoint = url.rstrip("/") + "/v1/completions"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -137,6 +140,8 @@ async def run_level(url: str, api_key: Optional[str], model: str, concurrency: i
     async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=600), limits=limits) as client:
         async def worker():
             while not queue.empty():
+                if deadline is not None and time.perf_counter() >= deadline:
+                    break
                 i = queue.get_nowait()
                 body = {"model": model, "prompt": make_prompt(prompt_tokens, shared_prefix_tokens, i),
                         "max_tokens": output_tokens, "temperature": 0, "stream": True, "ignore_eos": True,
@@ -146,6 +151,7 @@ async def run_level(url: str, api_key: Optional[str], model: str, concurrency: i
                     progress(len(results), requests)
 
         started = time.perf_counter()
+        deadline = started + seconds if seconds is not None else None
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         duration = time.perf_counter() - started
     return summarize(concurrency, results, duration)
