@@ -84,9 +84,11 @@ _WORDS = ("the of and to in is was for on that with as by at from his her they h
 
 def make_prompt(tokens: int, shared_prefix_tokens: int, index: int) -> str:
     """Common English words (about one token each for real tokenizers); the server's usage
-    reports the real count. Requests differ after the shared prefix."""
+    reports the real count. Requests differ after the shared prefix (index past the word list's
+    length changes the step between words too, so no two indexes repeat a prompt)."""
     shared = " ".join(_WORDS[(i * 7) % len(_WORDS)] for i in range(shared_prefix_tokens))
-    own = " ".join(_WORDS[(index * 7919 + i * 31) % len(_WORDS)] for i in range(max(1, tokens - shared_prefix_tokens)))
+    step = 31 + index // len(_WORDS)
+    own = " ".join(_WORDS[(index * 7919 + i * step) % len(_WORDS)] for i in range(max(1, tokens - shared_prefix_tokens)))
     return (shared + " " + own).strip()
 
 
@@ -126,13 +128,14 @@ async def _one_request(client: httpx.AsyncClient, url: str, headers: dict, body:
 async def run_level(url: str, api_key: Optional[str], model: str, concurrency: int, requests: int,
                     prompt_tokens: int, output_tokens: int, shared_prefix_tokens: int = 0,
                     progress: Optional[Callable[[int, int], None]] = None,
-                    seconds: Optional[float] = None) -> LevelReport:
+                    seconds: Optional[float] = None, first_index: int = 0) -> LevelReport:
     """``requests`` requests from ``concurrency`` clients; with ``seconds``, no request starts
-    after that many seconds (``requests`` is then a cap)."""
+    after that many seconds (``requests`` is then a cap). Prompts are ``make_prompt``'s from
+    ``first_index`` on: a sweep gives each point its own, so none reuses another's prefix KV."""
     endpoint = url.rstrip("/") + "/v1/completions"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(requests):
+    for i in range(first_index, first_index + requests):
         queue.put_nowait(i)
     results: list[RequestResult] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
