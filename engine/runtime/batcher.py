@@ -228,16 +228,23 @@ class _Batch:
                 failed.add(i)
                 token = 0  # never forwarded: the row leaves below
             self.step.append(token)
-        keep = []
+        keep, done = [], []
         for i, row in enumerate(self.rows):
             try:
-                if i not in failed and not row.run.poll():
-                    keep.append(i)
-                elif i not in failed:
-                    row.run.finish()
-                    self._keep_prefix(i, row)
+                if i not in failed:
+                    (done if row.run.poll() else keep).append(i)
             except Exception as exc:
                 self._fail_row(row, exc)
+        if not keep:
+            # The batch ends with these rows: its KV stops counting before their finish events go
+            # out, so a /metrics read right after a client's last event does not still see it.
+            self.generator.live_cache = None
+        for i in done:
+            try:
+                self.rows[i].run.finish()
+                self._keep_prefix(i, self.rows[i])
+            except Exception as exc:
+                self._fail_row(self.rows[i], exc)
         if len(keep) < len(self.rows):  # drop the finished rows' KV and places
             index = torch.tensor(keep, device=self.device, dtype=torch.long)
             self.cache.batch_select_indices(index)
