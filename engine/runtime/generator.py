@@ -64,7 +64,7 @@ class FiniteScores(LogitsProcessor):
     repetition_penalty of 1e-38 divides a logit by it) leaves a distribution sampling can take."""
 
     def __call__(self, input_ids, scores: torch.FloatTensor) -> torch.FloatTensor:
-        return torch.nan_to_num(scores, nan=float("-inf"), posinf=torch.finfo(scores.dtype).max)
+        return torch.nan_to_num(scores, nan=float("-inf"), posinf=torch.finfo(scores.dtype).max, neginf=float("-inf"))
 
 
 class StableTemperature(LogitsProcessor):
@@ -77,7 +77,10 @@ class StableTemperature(LogitsProcessor):
 
     def __call__(self, input_ids, scores: torch.FloatTensor) -> torch.FloatTensor:
         shifted = scores - scores.max(dim=-1, keepdim=True).values
-        return torch.nan_to_num(shifted / self.temperature, nan=float("-inf"))
+        # In float32 a temperature below ~1e-38 is 0 (then 0 / 0 is NaN for the best token): the
+        # smallest normal number gives the same distribution, the arg-max.
+        temperature = max(self.temperature, torch.finfo(scores.dtype).tiny)
+        return torch.nan_to_num(shifted / temperature, nan=float("-inf"), neginf=float("-inf"))
 
 
 def sampling_processors(params, prompt_length: int) -> list[LogitsProcessor]:
