@@ -76,14 +76,7 @@ def estimate(entry: ModelEntry, dtype: str = "auto", batch: int = 1, context: Op
     context = context or entry.context_length or 2048
     load_dtype = resolve_dtype(dtype, device)
     kv_dtype = load_dtype if kv_dtype == "auto" else kv_dtype
-    wbytes, kvbytes = DTYPE_BYTES[load_dtype], DTYPE_BYTES[kv_dtype]
-    weights = entry.params * wbytes
-    per_token = entry.kv_elements_per_token()
-    if per_token is None:
-        raise ValueError(f"{entry.name}: layers/heads unknown, cannot size the KV cache")
-    kv = batch * context * per_token * kvbytes
-    activations = _activation_bytes(entry, batch, context, wbytes)
-    reserve = GPU_RESERVE if device.startswith("cuda") else CPU_RESERVE
+    weights, kv, activations, reserve = _parts(entry, load_dtype, kv_dtype, batch, context, device)
     result = MemoryEstimate(
         model=entry.name, dtype=load_dtype, kv_dtype=kv_dtype, batch=batch, context=context,
         weights_bytes=weights, kv_cache_bytes=kv, activation_bytes=activations, reserve_bytes=reserve,
@@ -91,6 +84,54 @@ def estimate(entry: ModelEntry, dtype: str = "auto", batch: int = 1, context: Op
     )
     compare_with_device(result, device_memory(device))
     return result
+
+
+def _parts(entry: ModelEntry, load_dtype: str, kv_dtype: str, batch: int, context: int,
+           device: str) -> tuple[int, int, int, int]:
+    """(weights, KV cache, activations, reserve) in bytes."""
+    wbytes, kvbytes = DTYPE_BYTES[load_dtype], DTYPE_BYTES[kv_dtype]
+    per_token = entry.kv_elements_per_token()
+    if per_token is None:
+        raise ValueError(f"{entry.name}: layers/heads unknown, cannot size the KV cache")
+    return (entry.params * wbytes, batch * context * per_token * kvbytes,
+            _activation_bytes(entry, batch, context, wbytes),
+            GPU_RESERVE if device.startswith("cuda") else CPU_RESERVE)
+
+
+def run_bytes(entry: ModelEntry, batch: int, context: int, dtype: str = "auto", kv_dtype: str = "auto",
+              device: str = "cpu") -> int:
+    """What one batch at one context adds on top of the weights: its KV cache and activations."""
+    load_dtype = resolve_dtype(dtype, device)
+    _, kv, activations, _ = _parts(entry, load_dtype, load_dtype if kv_dtype == "auto" else kv_dtype,
+                                   batch, context, device)
+    return kv + activations
+
+
+def _largest(fits, low: int, high: int) -> int:
+    """The largest n in [low, high] with fits(n), for a ``fits`` true up to some n and false after
+    (0 when not even ``low`` fits)."""
+    if not fits(low):
+        return 0
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
+
+
+def max_batch(entry: ModelEntry, context: int, budget_bytes: int, dtype: str = "auto", kv_dtype: str = "auto",
+              device: str = "cpu", limit: int = 1024) -> int:
+    """The largest batch (at most ``limit``) whose KV cache and activations at ``context`` tokens
+    fit in ``budget_bytes`` (what is left once the weights, the reserve and the rest are counted);
+    0 when not even one request fits. Solves the estimate, which grows with the batch."""
+    return _largest(lambda b: run_bytes(entry, b, context, dtype, kv_dtype, device) <= budget_bytes, 1, limit)
+
+
+def max_context(entry: ModelEntry, batch: int, budget_bytes: int, dtype: str = "auto", kv_dtype: str = "auto",
+                device: str = "cpu", limit: Optional[int] = None) -> int:
+    """The longest context (at most ``limit``, default the model's) at which ``batch`` requests'
+    KV cache and activations fit in ``budget_bytes``; 0 when not even 16 tokens fit."""
+    limit = limit or entry.context_length or 2048
+    return _largest(lambda c: run_bytes(entry, batch, c, dtype, kv_dtype, device) <= budget_bytes, min(16, limit), limit)
 
 
 def _activation_bytes(entry: ModelEntry, batch: int, context: int, act_bytes: int) -> int:
