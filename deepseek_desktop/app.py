@@ -28,6 +28,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--report-startup", action="store_true",
                         help="print the time of the first painted window as a JSON line (benchmarks)")
     parser.add_argument("--quit-after", type=float, metavar="S", help="close the window after S seconds (scripts)")
+    parser.add_argument("--install-desktop-entry", action="store_true",
+                        help="add the app (menu entry, icon, AppStream metainfo) to this user's desktop, then exit")
     return parser.parse_args(argv)
 
 
@@ -49,6 +51,10 @@ def start_after_first_paint(window: MainWindow, engine: EngineProcess, at_latest
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    if args.install_desktop_entry:
+        from deepseek_desktop.desktop_entry import main as install
+
+        return install()
     app = QApplication(sys.argv[:1])
     app.setApplicationName("DeepSeek Desktop")
     engine = EngineProcess() if not args.engine_url else None

@@ -26,6 +26,7 @@ from deepseek_desktop.state.engine_session import EngineSession, SessionState, r
 from deepseek_desktop.state.library import ModelLibrary
 from deepseek_desktop.state.settings import settings, write_json
 from deepseek_desktop.telemetry import TelemetryModel
+from deepseek_desktop.widgets.export_menu import app_icon, install_export_menu
 from deepseek_desktop.widgets.status_bar import StatusBar
 from engine.paths import data_dir
 
@@ -58,6 +59,7 @@ class MainWindow(QMainWindow):
                  api_key: Optional[str] = None, load_on_start: Optional[dict] = None):
         super().__init__()
         self.setWindowTitle("DeepSeek Desktop")
+        self.setWindowIcon(app_icon())
         self.engine = engine
         self._load_fetched = False                 # load the demo model once its fetch ends
         self._monitor_window: Optional[QWidget] = None
@@ -119,6 +121,7 @@ class MainWindow(QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         file_menu.addAction("Import GGUF…", lambda: self.models.ask_gguf())
         file_menu.addAction("New chat", lambda: (self.show_panel("Chat"), self.session.new_conversation()))
+        install_export_menu(self, file_menu)  # Export configuration…, Presets…
         file_menu.addSeparator()
         file_menu.addAction("Quit", self.close, "Ctrl+Q")
         view = self.menuBar().addMenu("&View")

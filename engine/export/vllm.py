@@ -165,7 +165,7 @@ def _memory(source: ExportSource, args: dict[str, Any], env: dict[str, str], gpu
     needed = _estimate(source, args.get("max-num-seqs", 1), args.get("max-model-len"), gpu)
     if needed is None:
         notes.append(Note("gpu-memory-utilization", "the model is not on this machine, so there is no memory "
-                                                    "estimate: vLLM's default (0.9) applies"))
+                                                    "estimate: vLLM's default applies"))
     if not gpu:
         if needed is not None:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(needed["kv"] / GIB)))
@@ -184,7 +184,7 @@ def _memory(source: ExportSource, args: dict[str, Any], env: dict[str, str], gpu
                                                         "more GPUs (--gpus-per-node, --nodes) or a shorter context"))
     elif needed is not None:
         notes.append(Note("gpu-memory-utilization", "the GPU's memory is unknown here (no NVML reading, none "
-                                                    "recorded): vLLM's default (0.9) applies"))
+                                                    "recorded): vLLM's default applies"))
     return notes
 
 
