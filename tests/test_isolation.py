@@ -19,7 +19,7 @@ import pytest
 from helpers import EngineServer
 
 NEIGHBOURS = ["The capital of France is", "def add(a, b):"]
-LONG = 200
+LONG = 64  # long enough to still decode while the short requests come and go
 
 
 def complete(srv, prompt, max_tokens, **extra):
@@ -37,8 +37,9 @@ def neighbours_beside(srv, bad_bodies):
                or srv.metric("engine_requests_running") + srv.metric("engine_requests_waiting") < len(NEIGHBOURS)):
             assert time.monotonic() < deadline and not any(f.done() for f in running), "neighbours never overlapped"
             time.sleep(0.02)
-        bad = [complete(srv, "Hi", 4, **body) for body in bad_bodies]
-        still_running = srv.metric("engine_requests_running") >= 1
+        with ThreadPoolExecutor(len(bad_bodies)) as bad_pool:
+            bad = list(bad_pool.map(lambda body: complete(srv, "Hi", 4, **body), bad_bodies))
+        still_running = not all(f.done() for f in running)
         answers = [f.result() for f in running]
     for r in answers:
         assert r.status_code == 200, r.text
