@@ -82,12 +82,23 @@ class ExportDialog(QDialog):
         return cls(lambda: from_engine(url, api_key), notifier, parent)
 
     @classmethod
-    def for_sweep_point(cls, record: dict[str, Any], index: int, notifier: Notifier,
-                        parent: Optional[QWidget] = None) -> "ExportDialog":
-        """Point ``index`` of a sweep record (issue 11's JSON, as a dict)."""
-        from engine.export import ExportSource
+    def for_sweep_point(cls, record: dict[str, Any], index: int, notifier: Notifier, parent: Optional[QWidget] = None,
+                        engine_url: Optional[str] = None, api_key: Optional[str] = None) -> "ExportDialog":
+        """Point ``index`` of a sweep record (``engine.tuning``'s JSON, as a dict). With ``engine_url``
+        the running engine's configuration is the base (model path, server), since the record
+        keeps only the run-time sections; an engine that cannot be read leaves the defaults."""
+        from engine.export import ExportError, ExportSource, from_engine
 
-        return cls(lambda: ExportSource.from_sweep(record, index), notifier, parent)
+        def load() -> "ExportSource":  # noqa: F821
+            base = None
+            if engine_url:
+                try:
+                    base = from_engine(engine_url, api_key).config
+                except ExportError:
+                    base = None
+            return ExportSource.from_sweep(record, index, "sweep", base)
+
+        return cls(load, notifier, parent)
 
     # ------------------------------------------------------------------ layout
     def _layout(self, browse: QPushButton) -> None:

@@ -22,6 +22,7 @@ def add_export(sub) -> None:
     p.add_argument("--api-key", help="the engine's key (env: DEEPSEEK_ENGINE_API_KEY)")
     p.add_argument("--format", required=True, choices=list(FORMATS), help="what to write")
     p.add_argument("--out", required=True, help="file to write (a folder for compose and compose-vllm)")
+    p.add_argument("--model", metavar="PATH", help="set model.path (where the model lives on the target machine)")
     p.add_argument("--gguf", metavar="FILE", help="llama-server/ollama: the GGUF file the model was imported from")
     p.add_argument("--nodes", type=int, default=1, help="vllm: nodes (pipeline parallel, with Ray); default 1")
     p.add_argument("--gpus-per-node", type=int, help="vllm: GPUs per node (tensor parallel); default: what the model needs")
@@ -31,12 +32,15 @@ def add_export(sub) -> None:
 
 def cmd_export(args) -> int:
     from engine.export import ExportError, export, from_engine, from_file
+    from engine.export.source import with_model_path
 
     try:
         if args.url:
             source = from_engine(args.url, args.api_key or os.environ.get("DEEPSEEK_ENGINE_API_KEY"))
         else:
             source = from_file(args.from_file)
+        if args.model:
+            source = with_model_path(source, args.model)
         if args.figures:
             source.figures = _figures(Path(args.figures))
         result = export(source, args.format, Path(args.out), gguf=args.gguf, nodes=args.nodes,

@@ -70,6 +70,8 @@ def header_lines(source: ExportSource, title: str, notes: list[Note]) -> list[st
     if notes:
         lines.append("not mapped, or mapped to the nearest setting:")
         lines += [f"  - {note.line()}" for note in notes]
+    else:
+        lines.append("not mapped: nothing, every setting carried over")
     return lines
 
 

@@ -68,13 +68,18 @@ class ExportSource:
                 or self.model.get("context_length"))
 
     @classmethod
-    def from_sweep(cls, record: dict[str, Any], index: int, origin: str = "sweep") -> "ExportSource":
-        """One point of a sweep record (issue 11's JSON): its dotted keys over the sweep's base config.
+    def from_sweep(cls, record: dict[str, Any], index: int, origin: str = "sweep",
+                   base: Optional[EngineConfig] = None) -> "ExportSource":
+        """One point of a sweep record (``engine.tuning``'s JSON): its dotted keys over the sweep's base.
 
+        Args:
+            base: the configuration the sweep ran on (e.g. the running engine's); the record itself
+                keeps only the run-time sections it found (``config_found``), so without ``base``
+                the model path and the server settings are unknown.
         Raises:
             ExportError: the record is not a sweep, or it has no point ``index``.
         """
-        return _from_sweep(record, index, origin)
+        return _from_sweep(record, index, origin, base)
 
 
 # ---------------------------------------------------------------------------- running engines
@@ -234,7 +239,7 @@ def _point_index(spec: str, fragment: str, record: dict[str, Any]) -> int:
     return int(fragment)
 
 
-def _from_sweep(record: dict[str, Any], index: int, origin: str) -> ExportSource:
+def _from_sweep(record: dict[str, Any], index: int, origin: str, base: Optional[EngineConfig] = None) -> ExportSource:
     points = record.get("points")
     if not isinstance(points, list):
         raise ExportError(f"{origin}: not a sweep record (no 'points' list)")
@@ -246,12 +251,14 @@ def _from_sweep(record: dict[str, Any], index: int, origin: str) -> ExportSource
     if point.get("refused"):
         raise ExportError(f"{origin}: point {index} was refused by the engine ({point['refused']}); "
                           "it has no settings to export")
-    base = _sweep_base(record, origin)
+    known = base is not None
+    base = _sweep_base(record, origin, base)
     try:
         config = base.with_overrides(point.get("config") or {})
     except ConfigError as exc:
         raise ExportError(f"{origin} point {index}: {exc}") from None
-    model = record.get("model") if isinstance(record.get("model"), dict) else {}
+    model = dict(record["model"]) if isinstance(record.get("model"), dict) else {"name": record.get("model")}
+    model.setdefault("fingerprint", record.get("model_fingerprint"))
     summary = model_summary(config.model.path, config.model.served_model_name or model.get("name"), config.model.dtype)
     for key, value in model.items():  # what the sweep recorded wins over what this machine can tell
         if value is not None and key in summary:
@@ -259,35 +266,35 @@ def _from_sweep(record: dict[str, Any], index: int, origin: str) -> ExportSource
     figures = {k: point.get(k) for k in ("concurrency", "output_tokens_per_s", "ttft_s", "itl_s", "e2e_s", "errors",
                                           "pareto", "meets_slo") if k in point}
     source = ExportSource(config=config, origin=f"{origin} point {index}", model=summary,
-                          created=record.get("created") or record.get("started") or record.get("date"),
+                          created=record.get("started") or record.get("created"),
                           point={"index": index, "config": point.get("config") or {}, **figures},
                           figures={"sweep": {"workload": record.get("workload"), "objective": record.get("objective"),
                                              "point": figures}},
                           hardware=record.get("hardware"), software=record.get("versions") or record.get("software"))
-    if base is _DEFAULT_BASE:
-        source.unknown.append("the sweep record holds no base configuration: settings the point did not set "
-                              "are this engine's defaults")
+    if not known and not config.model.path:
+        source.unknown.append("the sweep record keeps only the run-time settings it found ([batching], [cache]): "
+                              "the model path and [server] are this engine's defaults (export --model PATH sets "
+                              "the path)")
     return source
 
 
-_DEFAULT_BASE = EngineConfig()
-
-
-def _sweep_base(record: dict[str, Any], origin: str) -> EngineConfig:
-    """The configuration in force when the sweep started, where the record keeps it."""
-    for key in ("engine_config", "base_config", "config"):
-        data = record.get(key)
-        if isinstance(data, dict) and data:
-            data = {section: dict(values) for section, values in data.items() if isinstance(values, dict)}
-            data.get("server", {}).pop("keys", None)
-            try:
-                return EngineConfig.from_dict(data)
-            except ConfigError as exc:
-                raise ExportError(f"{origin}: its '{key}' is not a configuration this version reads: {exc}") from None
-    model = record.get("model")
-    if isinstance(model, dict) and model.get("path"):
-        return EngineConfig.from_dict({"model": {"path": model["path"]}})
-    return _DEFAULT_BASE
+def _sweep_base(record: dict[str, Any], origin: str, base: Optional[EngineConfig]) -> EngineConfig:
+    """The configuration in force when the sweep started: ``base`` (or defaults) under what the
+    record found (``config_found``: the run-time sections), so the point's keys apply on top."""
+    data = base.model_dump(mode="json", context={"reveal_secrets": True}) if base is not None else {}
+    for key in ("config_found", "engine_config"):
+        found = record.get(key)
+        if isinstance(found, dict):
+            for section, values in found.items():
+                if isinstance(values, dict):
+                    data[section] = {**data.get(section, {}), **values}
+    if isinstance(record.get("model"), dict) and record["model"].get("path"):
+        data.setdefault("model", {}).setdefault("path", record["model"]["path"])
+    data.get("server", {}).pop("keys", None)
+    try:
+        return EngineConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ExportError(f"{origin}: the configuration it found is not one this version reads: {exc}") from None
 
 
 def from_record(record: dict[str, Any], origin: str = "run record") -> ExportSource:
@@ -313,3 +320,20 @@ def from_record(record: dict[str, Any], origin: str = "run record") -> ExportSou
                         point=(record.get("figures") or {}).get("sweep_point"), figures=record.get("figures"),
                         status=record.get("status"), hardware=record.get("hardware"), software=record.get("software"),
                         unknown=list(record.get("unknown") or []), sampling=record.get("sampling"))
+
+
+def with_model_path(source: ExportSource, path: str) -> ExportSource:
+    """The same source with ``model.path`` set (export for a box where the model lives elsewhere).
+
+    Raises:
+        ExportError: the path is refused by the configuration.
+    """
+    try:
+        source.config = source.config.with_overrides({"model.path": path})
+    except ConfigError as exc:
+        raise ExportError(str(exc)) from None
+    summary = model_summary(path, source.model.get("name") or source.config.model.served_model_name,
+                            source.config.model.dtype)
+    source.model = {**source.model, **{k: v for k, v in summary.items() if v is not None}, "path": path}
+    source.unknown = [u for u in source.unknown if "export --model PATH" not in u]
+    return source
