@@ -125,39 +125,107 @@ async def _one_request(client: httpx.AsyncClient, url: str, headers: dict, body:
     return result
 
 
+async def _one_grpc_request(stub, metadata, body: dict) -> RequestResult:
+    """The same request over gRPC (deepseek.v1.Inference/Generate): chunks with text are tokens
+    arriving; the last chunk's usage is the count."""
+    import grpc
+
+    from engine.grpc import inference_pb2 as pb
+
+    result = RequestResult(status=0, started=time.perf_counter())
+    request = pb.GenerateRequest(model=body["model"], prompt=body["prompt"], max_tokens=body["max_tokens"],
+                                 temperature=body["temperature"], ignore_eos=body["ignore_eos"])
+    try:
+        async for chunk in stub.Generate(request, metadata=metadata):
+            if chunk.text:
+                now = time.perf_counter()
+                result.first_token = result.first_token or now
+                result.token_times.append(now)
+            if chunk.finish_reason:
+                result.completion_tokens = chunk.usage.completion_tokens
+                result.prompt_tokens = chunk.usage.prompt_tokens
+        result.status = 200
+    except grpc.aio.AioRpcError as exc:
+        result.status = GRPC_AS_HTTP.get(exc.code().name, 500)
+        result.error = f"{exc.code().name}: {exc.details()}"[:200]
+    finally:
+        result.finished = time.perf_counter()
+    if not result.completion_tokens:
+        result.completion_tokens = len(result.token_times)
+    return result
+
+
+# gRPC failures in the same table as REST's (errors by status).
+GRPC_AS_HTTP = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
+                "RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}
+
+
 async def run_level(url: str, api_key: Optional[str], model: str, concurrency: int, requests: int,
                     prompt_tokens: int, output_tokens: int, shared_prefix_tokens: int = 0,
                     progress: Optional[Callable[[int, int], None]] = None,
-                    seconds: Optional[float] = None, first_index: int = 0) -> LevelReport:
+                    seconds: Optional[float] = None, first_index: int = 0,
+                    protocol: str = "rest", grpc_target: Optional[str] = None) -> LevelReport:
     """``requests`` requests from ``concurrency`` clients; with ``seconds``, no request starts
     after that many seconds (``requests`` is then a cap). Prompts are ``make_prompt``'s from
-    ``first_index`` on: a sweep gives each point its own, so none reuses another's prefix KV."""
+    ``first_index`` on: a sweep gives each point its own, so none reuses another's prefix KV.
+    ``protocol`` "grpc" sends the same requests to deepseek.v1.Inference/Generate at
+    ``grpc_target`` (host:port) instead of streaming ``/v1/completions`` at ``url``."""
+    if protocol == "grpc":
+        import grpc
+
+        from engine.grpc import inference_pb2_grpc as pb_grpc
+
+        metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        async with grpc.aio.insecure_channel(grpc_target or url) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            return await _drive(lambda body: _one_grpc_request(stub, metadata, body), model, concurrency, requests,
+                                prompt_tokens, output_tokens, shared_prefix_tokens, progress, seconds, first_index)
     endpoint = url.rstrip("/") + "/v1/completions"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=600), limits=limits) as client:
+        return await _drive(lambda body: _one_request(client, endpoint, headers, body), model, concurrency, requests,
+                            prompt_tokens, output_tokens, shared_prefix_tokens, progress, seconds, first_index)
+
+
+async def _drive(send, model: str, concurrency: int, requests: int, prompt_tokens: int, output_tokens: int,
+                 shared_prefix_tokens: int, progress, seconds: Optional[float], first_index: int) -> LevelReport:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(first_index, first_index + requests):
         queue.put_nowait(i)
     results: list[RequestResult] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=600), limits=limits) as client:
-        async def worker():
-            while not queue.empty():
-                if deadline is not None and time.perf_counter() >= deadline:
-                    break
-                i = queue.get_nowait()
-                body = {"model": model, "prompt": make_prompt(prompt_tokens, shared_prefix_tokens, i),
-                        "max_tokens": output_tokens, "temperature": 0, "stream": True, "ignore_eos": True,
-                        "stream_options": {"include_usage": True}}
-                results.append(await _one_request(client, endpoint, headers, body))
-                if progress:
-                    progress(len(results), requests)
+    async def worker():
+        while not queue.empty():
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+            i = queue.get_nowait()
+            body = {"model": model, "prompt": make_prompt(prompt_tokens, shared_prefix_tokens, i),
+                    "max_tokens": output_tokens, "temperature": 0, "stream": True, "ignore_eos": True,
+                    "stream_options": {"include_usage": True}}
+            results.append(await send(body))
+            if progress:
+                progress(len(results), requests)
 
-        started = time.perf_counter()
-        deadline = started + seconds if seconds is not None else None
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        duration = time.perf_counter() - started
+    started = time.perf_counter()
+    deadline = started + seconds if seconds is not None else None
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    duration = time.perf_counter() - started
     return summarize(concurrency, results, duration)
+
+
+def first_grpc_model(target: str, api_key: Optional[str]) -> str:
+    import grpc
+
+    from engine.grpc import inference_pb2 as pb
+    from engine.grpc import inference_pb2_grpc as pb_grpc
+
+    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+    with grpc.insecure_channel(target) as channel:
+        models = pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest(), metadata=metadata, timeout=30).models
+    if not models:
+        raise RuntimeError(f"{target} serves no model")
+    return models[0].id
 
 
 def summarize(concurrency: int, results: list[RequestResult], duration: float) -> LevelReport:

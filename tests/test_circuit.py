@@ -38,7 +38,14 @@ def complete(srv, max_tokens=3, **extra):
                       json={"model": "tiny-llama", "prompt": "Hi", "max_tokens": max_tokens, **extra})
 
 
-def test_opens_at_the_threshold_refuses_fast_probes_and_closes(faulty):
+def test_opens_at_the_threshold_refuses_fast_probes_and_closes(faulty, qtbot):
+    from deepseek_desktop.window import MainWindow
+
+    # The app, attached to this worker: its status bar shows the circuit from /admin/events.
+    window = MainWindow(url=faulty.url, api_key=faulty.api_key)
+    qtbot.addWidget(window)
+    circuit_label = window.statusBar().circuit_label
+    qtbot.waitUntil(lambda: window.engine_state == "ready", timeout=30_000)
     collected: list[dict] = []
 
     def follow():
@@ -70,6 +77,8 @@ def test_opens_at_the_threshold_refuses_fast_probes_and_closes(faulty):
     assert "circuit open: 3 of the last 4 requests failed" in refused.json()["error"]["message"]
     health = httpx.get(faulty.url + "/health")
     assert health.status_code == 503 and health.json()["reason"].startswith("circuit open: ")
+    qtbot.waitUntil(lambda: circuit_label.text().startswith("circuit open — 3 of the last 4"), timeout=10_000)
+    assert not circuit_label.isHidden()
 
     time.sleep(COOLDOWN_S + 0.1)
     probe = complete(faulty)  # the 4th model_step fault: the probe fails, the circuit opens again
@@ -90,6 +99,7 @@ def test_opens_at_the_threshold_refuses_fast_probes_and_closes(faulty):
     assert complete(faulty).status_code == 200  # faults used up, circuit closed: 3 tokens pass
     assert httpx.get(faulty.url + "/health").status_code == 200
     assert faulty.metric("engine_circuit_state", {"state": "closed"}) == 1
+    qtbot.waitUntil(circuit_label.isHidden, timeout=10_000)
 
     follower.join(10)
     states = [e["state"] for e in collected if e.get("type") == "circuit"]

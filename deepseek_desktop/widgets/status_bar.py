@@ -51,7 +51,12 @@ class StatusBar(QStatusBar):
         self.model_label.setMaximumWidth(320)
         self.memory_label = QLabel("memory N/A")
         self.speed_label = QLabel("0.0 tok/s")
-        for label in (self.state_label, self.model_label, self.memory_label, self.speed_label):
+        # The engine's circuit breaker (issue 14): shown only while it is not closed.
+        self.circuit_label = ElidedLabel()
+        self.circuit_label.setObjectName("engine_circuit")
+        self.circuit_label.setMaximumWidth(420)
+        self.circuit_label.hide()
+        for label in (self.circuit_label, self.state_label, self.model_label, self.memory_label, self.speed_label):
             self.addPermanentWidget(label)
         self._state: tuple[str, str] = ("", "")
         self._generating = False
@@ -62,6 +67,7 @@ class StatusBar(QStatusBar):
         session.state_changed.connect(self.show_state)
         session.model_changed.connect(lambda model_id, _hint: self.model_label.setText(model_id or "no model"))
         session.load_progress.connect(lambda event: self.state_label.setText(f"loading {load_percent(event):.0f}%"))
+        session.engine_event.connect(self.show_circuit)
         telemetry.row_added.connect(self.show_telemetry)
         notifier.posted.connect(self.show_notice)
         if chat is not None:
@@ -88,6 +94,18 @@ class StatusBar(QStatusBar):
         self.state_label.setProperty("state", state)  # the theme colours the label by state
         self.state_label.style().unpolish(self.state_label)
         self.state_label.style().polish(self.state_label)
+
+    def show_circuit(self, event: dict) -> None:
+        """A ``circuit`` event of /admin/events: "circuit open — why" until it closes again."""
+        if event.get("type") != "circuit":
+            return
+        state, reason = event.get("state"), event.get("reason") or ""
+        if state == "closed":
+            self.circuit_label.hide()
+            return
+        self.circuit_label.detail = reason
+        self.circuit_label.setText(f"circuit {str(state).replace('_', '-')} — {headline(reason)}")
+        self.circuit_label.show()
 
     def show_notice(self, notice: Notice) -> None:
         if notice.level in ("warning", "error") and notice.source != "engine":

@@ -12,6 +12,10 @@ def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="load-test any OpenAI-compatible server (streaming)")
     p.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--api-key")
+    p.add_argument("--protocol", choices=("rest", "grpc"), default="rest",
+                   help="rest: streaming /v1/completions; grpc: deepseek.v1.Inference/Generate, same workload")
+    p.add_argument("--grpc-target", metavar="HOST:PORT",
+                   help="the gRPC server (default: --url's host, port 50051)")
     p.add_argument("--model", help="model id (default: the first in /v1/models)")
     p.add_argument("--concurrency", default="1,2,4,8", help="comma-separated levels")
     p.add_argument("--requests", type=int, default=16, help="requests per level")
@@ -38,8 +42,18 @@ def cmd_bench(args) -> int:
         print(f"error: --concurrency must be positive integers separated by commas, got {args.concurrency!r}",
               file=sys.stderr)
         return 2
+    grpc_target = None
+    if args.protocol == "grpc":
+        from urllib.parse import urlsplit
+
+        grpc_target = args.grpc_target or f"{urlsplit(args.url).hostname or '127.0.0.1'}:50051"
     try:
-        model = args.model or bench.first_model(args.url, args.api_key)
+        if args.model:
+            model = args.model
+        elif grpc_target:
+            model = bench.first_grpc_model(grpc_target, args.api_key)
+        else:
+            model = bench.first_model(args.url, args.api_key)
     except Exception as exc:  # connection refused, 401, no model: say which
         print(f"error: cannot reach a model at {args.url}: {exc}", file=sys.stderr)
         return 1
@@ -47,12 +61,14 @@ def cmd_bench(args) -> int:
     for level in levels:
         reports.append(asyncio.run(bench.run_level(
             args.url, args.api_key, model, level, args.requests, args.prompt_tokens, args.output_tokens,
-            args.shared_prefix_tokens, progress=bench.progress_bar(f"concurrency {level:3d}"))))
+            args.shared_prefix_tokens, progress=bench.progress_bar(f"concurrency {level:3d}"),
+            protocol=args.protocol, grpc_target=grpc_target)))
     baseline = None
     if args.baseline:
         print("running the in-process baseline …", file=sys.stderr)
         baseline = bench.baseline_generate(args.baseline, args.prompt_tokens, args.output_tokens, max(levels))
-    print(f"model {model} at {args.url}: {args.requests} requests per level, ~{args.prompt_tokens} prompt "
+    where = f"gRPC {grpc_target}" if grpc_target else args.url
+    print(f"model {model} at {where}: {args.requests} requests per level, ~{args.prompt_tokens} prompt "
           f"tokens, {args.output_tokens} output tokens")
     print(bench.format_table(reports, baseline))
     if args.json:

@@ -1,0 +1,145 @@
+"""Service-layer figures (issue 14), each a ratio to a baseline measured in the same run.
+
+  * gRPC vs REST streaming at concurrency 1 and 8: output tokens/s and TTFT p50 (target: gRPC >= REST);
+  * the rate limiter's cost on a key whose limit never refuses, vs a key without one, at
+    concurrency 8 (target: <= 2 % of tokens/s), measured in alternating rounds;
+  * 3x the sustainable request rate against a key limited to that rate: no 5xx, every refusal
+    has Retry-After, admitted requests' p99 TTFT against an unloaded run (target: <= 1.5x).
+
+Usage: python benchmarks/service.py [--model DIR] [--output-tokens 32] [--seconds 10]
+Without --model it uses the demo model (fetched if absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+from helpers import EngineServer, demo_model  # noqa: E402
+
+from engine import bench  # noqa: E402
+
+PLAIN_KEY, UNLIMITED_KEY, LIMITED_KEY = "plain-key-1", "unlimited-key-1", "limited-key-1"
+CONFIG = f"""
+[server]
+grpc_port = 0
+[[server.keys]]
+name = "plain"
+key = "{PLAIN_KEY}"
+role = "inference"
+[[server.keys]]
+name = "unlimited"
+key = "{UNLIMITED_KEY}"
+role = "inference"
+rate_limit = {{ requests_per_s = 1000000.0, burst = 1000000 }}
+[[server.keys]]
+name = "limited"
+key = "{LIMITED_KEY}"
+role = "inference"
+"""
+
+
+def level(srv, key, concurrency, requests, args, protocol="rest", first_index=0):
+    return asyncio.run(bench.run_level(srv.url, key, srv.model_id, concurrency, requests, args.prompt_tokens,
+                                       args.output_tokens, protocol=protocol, grpc_target=srv.grpc_target,
+                                       first_index=first_index))
+
+
+async def open_loop(srv, key, rate: float, seconds: float, args) -> list[dict]:
+    """Requests arriving at ``rate`` per second, whatever the answers (an open loop)."""
+    results = []
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=600)) as client:
+        async def one(i):
+            started = time.perf_counter()
+            body = {"model": srv.model_id, "prompt": bench.make_prompt(args.prompt_tokens, 0, 5000 + i),
+                    "max_tokens": args.output_tokens, "temperature": 0, "stream": True, "ignore_eos": True}
+            entry = {"status": 0, "retry_after": None, "ttft": None}
+            async with client.stream("POST", srv.url + "/v1/completions", json=body,
+                                     headers={"Authorization": f"Bearer {key}"}) as r:
+                entry["status"], entry["retry_after"] = r.status_code, r.headers.get("retry-after")
+                async for line in r.aiter_lines():
+                    if line.startswith("data: ") and '"text": "' in line and entry["ttft"] is None:
+                        entry["ttft"] = time.perf_counter() - started
+            results.append(entry)
+
+        tasks, start = [], time.perf_counter()
+        for i in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    return results
+
+
+def p99(values):
+    return bench.percentiles(values)["p99"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--output-tokens", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the overload run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds for the limiter's cost")
+    args = parser.parse_args()
+    model = args.model or demo_model()
+    config = Path(__file__).with_name(".service-bench.toml")
+    config.write_text(CONFIG)
+    try:
+        with EngineServer(model, extra_args=["--config", str(config)]) as srv:
+            srv.grpc_target = "127.0.0.1:%d" % next(e["grpc_port"] for e in srv.logs() if e.get("event") == "grpc_listening")
+            srv.model_id = bench.first_model(srv.url, PLAIN_KEY)
+            level(srv, PLAIN_KEY, 2, 4, args)  # warm-up
+            print(f"model {srv.model_id}: {args.prompt_tokens}-token prompts, {args.output_tokens} output tokens, greedy")
+
+            print("\n1. gRPC vs REST streaming (same workload, alternating REST then gRPC)")
+            for concurrency, requests in ((1, 6), (8, 24)):
+                rest = level(srv, PLAIN_KEY, concurrency, requests, args)
+                grpc_ = level(srv, PLAIN_KEY, concurrency, requests, args, protocol="grpc")
+                print(f"   concurrency {concurrency}: REST {rest.output_tokens_per_s:6.1f} tok/s, TTFT p50 "
+                      f"{rest.ttft_s['p50'] * 1000:6.0f} ms | gRPC {grpc_.output_tokens_per_s:6.1f} tok/s, TTFT p50 "
+                      f"{grpc_.ttft_s['p50'] * 1000:6.0f} ms | gRPC/REST tok/s {grpc_.output_tokens_per_s / rest.output_tokens_per_s:.3f}x, "
+                      f"TTFT {grpc_.ttft_s['p50'] / rest.ttft_s['p50']:.3f}x (lower is better); errors {rest.errors or ''}{grpc_.errors or ''}")
+
+            print(f"\n2. Rate limiter on a key that is never refused, concurrency 8 ({args.rounds} alternating rounds)")
+            plain, limited = [], []
+            for r in range(args.rounds):
+                plain.append(level(srv, PLAIN_KEY, 8, 24, args, first_index=100 * r).output_tokens_per_s)
+                limited.append(level(srv, UNLIMITED_KEY, 8, 24, args, first_index=100 * r + 50).output_tokens_per_s)
+            a, b = statistics.median(plain), statistics.median(limited)
+            print(f"   no limit {a:6.1f} tok/s (median), limiter on {b:6.1f} tok/s: cost {(1 - b / a) * 100:+.1f} % "
+                  f"of tokens/s (rounds: {[round(x, 1) for x in plain]} vs {[round(x, 1) for x in limited]})")
+
+            print("\n3. Overload: 3x the sustainable rate against a key limited to it")
+            unloaded = [level(srv, PLAIN_KEY, 1, 1, args, first_index=2000 + i).ttft_s["p50"] for i in range(8)]
+            sustainable = level(srv, PLAIN_KEY, 8, 24, args, first_index=3000).request_throughput
+            r = httpx.put(srv.url + "/admin/config", headers=srv.headers, timeout=30, json={"server": {"keys": [
+                {"name": "limited", "rate_limit": {"requests_per_s": sustainable, "burst": 1}}]}})
+            r.raise_for_status()
+            results = asyncio.run(open_loop(srv, LIMITED_KEY, 3 * sustainable, args.seconds, args))
+            admitted = [e for e in results if e["status"] == 200]
+            refused = [e for e in results if e["status"] == 429]
+            errors = [e for e in results if e["status"] >= 500]
+            ttfts = [e["ttft"] for e in admitted if e["ttft"] is not None]
+            print(f"   sustainable rate (closed loop, concurrency 8): {sustainable:.2f} req/s; offered {3 * sustainable:.2f} req/s "
+                  f"for {args.seconds:g} s: {len(results)} requests, {len(admitted)} admitted, {len(refused)} refused (429), "
+                  f"{len(errors)} 5xx")
+            print(f"   refusals with Retry-After: {sum(1 for e in refused if e['retry_after'])}/{len(refused)}")
+            print(f"   admitted TTFT p99 {p99(ttfts) * 1000:.0f} ms vs unloaded p99 {p99(unloaded) * 1000:.0f} ms: "
+                  f"{p99(ttfts) / p99(unloaded):.2f}x (target <= 1.5x)")
+    finally:
+        config.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
