@@ -1,9 +1,9 @@
 """Run by vLLM's own Python (``.venv-vllm``, ``make vllm``): parse an exported YAML with the parser
 ``vllm serve`` builds, validate it as ``vllm serve`` does, turn it into vLLM's engine arguments, and
-print them as JSON. The same for the command line, when given. Not a test module: test_export_vllm.py
+print them as JSON, for each file and its command line (one vLLM start-up for all). Not a test module: test_export_vllm.py
 runs it in that environment.
 
-    python vllm_parse_check.py FILE.yaml ['vllm serve … command line']
+    python vllm_parse_check.py FILE.yaml 'vllm serve … command line' [FILE.yaml 'vllm serve …' …]
 """
 
 import argparse
@@ -39,12 +39,13 @@ def parse(argv):
 
 
 def main():
-    result = {"config": parse(["serve", "--config", sys.argv[1]])}
-    if len(sys.argv) > 2:
-        words = shlex.split(sys.argv[2])
+    results = []
+    pairs = sys.argv[1:]
+    for yaml_file, command in zip(pairs[::2], pairs[1::2]):
+        words = shlex.split(command)
         assert words[:2] == ["vllm", "serve"], words
-        result["command"] = parse(words[1:])
-    print(json.dumps(result))
+        results.append({"config": parse(["serve", "--config", yaml_file]), "command": parse(words[1:])})
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

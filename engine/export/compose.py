@@ -154,7 +154,7 @@ def render_vllm(source: ExportSource, nodes: int = 1, gpus_per_node: Optional[in
     files: dict[str, str] = {}
     _monitoring(files, compose, "vllm")
     yaml_head = header_lines(source, "vLLM configuration (mounted at /config/vllm.yaml)", notes)
-    files["vllm.yaml"] = commented(yaml_head) + "\n" + yaml.safe_dump(args, sort_keys=False)
+    files["vllm.yaml"] = commented(yaml_head) + "\n" + yaml.safe_dump(vllm_format.yaml_keys(args), sort_keys=False)
     head = header_lines(source, "Docker Compose: vLLM (official image), Prometheus, Grafana", notes)
     head += ["", "cp .env.example .env   # set API_KEY and MODEL_DIR", "docker compose up -d",
              "the image's entrypoint is 'vllm serve'; VLLM_IMAGE in .env picks another tag"]

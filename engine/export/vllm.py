@@ -56,8 +56,15 @@ def render(source: ExportSource, nodes: int = 1, gpus_per_node: Optional[int] = 
         lines += ["", f"{nodes} nodes with Ray: on the head node 'ray start --head --port 6379', on each other node",
                   "'ray start --address HEAD:6379', then on the head node (the model path must exist on every node):"]
     lines += ["", "the same as one command line:", f"  {command}"]
-    body = yaml.safe_dump(args, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    body = yaml.safe_dump(yaml_keys(args), sort_keys=False, default_flow_style=False, allow_unicode=True)
     return Rendered(files={"vllm.yaml": commented(lines) + "\n" + body}, notes=notes, command=command)
+
+
+def yaml_keys(args: dict[str, Any]) -> dict[str, Any]:
+    """The YAML's keys: a false switch as ``no-KEY: true``. vLLM turns ``KEY: false`` into
+    ``--no-KEY`` only for options of its top-level parser, so ``enable-prefix-caching: false`` under
+    ``vllm serve`` would be dropped without a word (found by the parser check against vLLM 0.32)."""
+    return {(f"no-{k}" if v is False else k): (True if v is False else v) for k, v in args.items()}
 
 
 def command_line(args: dict[str, Any], env: dict[str, str]) -> str:
