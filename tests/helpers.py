@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import httpx
 
@@ -195,6 +195,11 @@ class WorkerPool:
         if server is None or server.proc.poll() is not None:
             self._servers[key] = server = EngineServer(model, extra_args=args).start()
         return server
+
+    def stop_where(self, unwanted: Callable[[tuple[str, ...]], bool]) -> None:
+        """Stop early the servers whose arguments no later test asks for (each holds a few hundred MB)."""
+        for key in [key for key in self._servers if unwanted(key[1:])]:
+            self._servers.pop(key).stop()
 
     def stop_all(self) -> None:
         for server in self._servers.values():

@@ -23,13 +23,23 @@ def concurrent_completions(srv, model_id):
         return list(pool.map(one, zip(PROMPTS, LENGTHS)))
 
 
+ARCHITECTURES = ["llama", "qwen2", "deepseek_v3"]
+MODES = ["continuous", "dynamic", "sequential"]
+
+
 def batching_worker(worker_pool, folder, mode):
     """One server per model and mode for the session: the generation tests ask the dynamic ones too."""
     return worker_pool.get(folder, "--batching-mode", mode, "--max-wait-ms", "300")
 
 
-@pytest.mark.parametrize("mode", ["continuous", "dynamic", "sequential"])
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "deepseek_v3"])
+@pytest.fixture(scope="module", autouse=True)
+def stop_the_workers_only_this_module_asks(worker_pool):
+    yield
+    worker_pool.stop_where(lambda args: args[:2] in [("--batching-mode", mode) for mode in MODES if mode != "dynamic"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_concurrent_greedy_equals_generate_alone(tiny_model, greedy_reference, worker_pool, arch, mode):
     folder = tiny_model(arch)
     expected = [greedy_reference(folder, p, n) for p, n in zip(PROMPTS, LENGTHS)]
