@@ -161,7 +161,7 @@ class MainWindow(QMainWindow):
 
     def _panel_factories(self) -> dict[str, Callable[[], QWidget]]:
         return {"Models": self._make_models, "Chat": self._make_chat, "Monitor": self._make_monitor,
-                "Tuning": lambda: self._make_placeholder("Tuning"),
+                "Tuning": self._make_tuning,
                 "Search": lambda: self._make_placeholder("Search"), "Logs": self._make_logs}
 
     def _make_models(self) -> QWidget:
@@ -187,6 +187,12 @@ class MainWindow(QMainWindow):
         panel.restore_settings(settings())
         return panel
 
+    def _make_tuning(self) -> QWidget:
+        from deepseek_desktop.panels.tuning import TuningPanel
+        from deepseek_desktop.state.tuning import TuningModel
+
+        return TuningPanel(TuningModel(self.engine_session, self.notifier, self), self.notifier, self.theme)
+
     def _make_logs(self) -> QWidget:
         from deepseek_desktop.panels.logs import LogsPanel
 
@@ -211,6 +217,10 @@ class MainWindow(QMainWindow):
         return self.panel("Monitor")
 
     @property
+    def tuning(self):
+        return self.panel("Tuning")
+
+    @property
     def logs(self):
         return self.panel("Logs")
 
@@ -228,6 +238,8 @@ class MainWindow(QMainWindow):
             self.chat.set_theme(self.theme)
         if "Monitor" in self._panels:
             self.monitor.set_theme(self.theme)
+        if "Tuning" in self._panels:
+            self.tuning.set_theme(self.theme)
         settings().setValue("window/theme", self.theme)
 
     def pop_out_monitor(self) -> QWidget:
@@ -300,6 +312,8 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self.save_settings()
+        if "Tuning" in self._panels:  # a sweep under way puts back the settings it found
+            self.tuning.shutdown()
         self.session.stop()
         self.telemetry.stop()
         self.library.stop_job()
