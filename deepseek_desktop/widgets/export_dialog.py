@@ -155,8 +155,8 @@ class ExportDialog(QDialog):
 
         def work(_):
             rendered = render(source, fmt)
-            first = next(iter(rendered.files.values()))
-            return fmt, "\n".join(line for line in first.splitlines()[:60] if line.startswith(("#", "  ", "\"")))
+            main = rendered.files.get("compose.yaml") or next(iter(rendered.files.values()))
+            return fmt, header_of(main)
 
         run_task(work, self._on_preview, self._on_preview_failed)
 
@@ -213,3 +213,19 @@ class ExportDialog(QDialog):
         self.error.setText(message)
         self.notifier.error(f"export failed: {message}")
         self.export_button.setEnabled(self.source is not None)
+
+
+def header_of(text: str) -> str:
+    """The comment block an export starts with (a run record's ``about`` lines)."""
+    if text.lstrip().startswith("{"):
+        import json
+
+        return "\n".join(json.loads(text).get("about", []))
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("#!"):
+            continue
+        if not line.startswith("#"):
+            break
+        lines.append(line[2:] if line.startswith("# ") else line[1:])
+    return "\n".join(lines)
