@@ -54,7 +54,7 @@ def render(source: ExportSource, nodes: int = 1, gpus_per_node: Optional[int] = 
     lines += [f"  export {k}={v}" for k, v in env.items() if k != "VLLM_API_KEY"]
     if nodes > 1:
         lines += ["", f"{nodes} nodes with Ray: on the head node 'ray start --head --port 6379', on each other node",
-                  "'ray start --address HEAD:6379', then on the head node (the model path must exist on every node):"]
+                  "'ray start --address HEAD:6379', then the command below on the head node (the model path must exist", "on every node)"]
     lines += ["", "the same as one command line:", f"  {command}"]
     body = yaml.safe_dump(yaml_keys(args), sort_keys=False, default_flow_style=False, allow_unicode=True)
     return Rendered(files={"vllm.yaml": commented(lines) + "\n" + body}, notes=notes, command=command)
