@@ -102,7 +102,8 @@ class Service:
                 raise ConfigError('server.keys: expected a list of {"name": …, "rate_limit": …}')
             by_name = {k["name"]: k for k in data["keys"]}
             for entry in entries:
-                if not isinstance(entry, dict) or set(entry) - {"name", "rate_limit"} or "name" not in entry:
+                if (not isinstance(entry, dict) or set(entry) - {"name", "rate_limit"}
+                        or not isinstance(entry.get("name"), str)):
                     raise ConfigError("server.keys: each entry names a key and sets its rate_limit only "
                                       '({"name": "app", "rate_limit": {…} or null})')
                 if entry["name"] not in by_name:
