@@ -4,28 +4,27 @@ overlay. It draws ``state.tuning.TuningModel`` and forwards the user's actions t
 
 from __future__ import annotations
 
-import typing
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QComboBox, QFrame, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-    QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSizePolicy, QSpinBox,
-    QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView, QComboBox, QFrame, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
+    QPlainTextEdit, QProgressBar, QPushButton, QSizePolicy, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout,
+    QWidget,
 )
 
 from deepseek_desktop.notifier import Notifier
 from deepseek_desktop.state.engine_session import format_eta
-from deepseek_desktop.state.tuning import DEFAULT_GRID, KV_DTYPES, TRADE_OFFS, TuningModel, parse_value
+from deepseek_desktop.state.tuning import DEFAULT_GRID, KV_DTYPES, TuningModel
+from deepseek_desktop.widgets.knob_row import KnobRow
 from deepseek_desktop.widgets.labels import ElidedLabel
 from deepseek_desktop.widgets.memory_bar import MemoryBar
+from deepseek_desktop.widgets.sweep_plot import GREY, SweepPlot
 from engine import tuning
 from engine.memory import format_bytes
 
 VERDICT_TEXT = {"fits": "Fits", "tight": "Tight", "will-not-fit": "Will not fit", "unknown": "N/A"}
-PLOT_THEMES = {"dark": ("#000000", "#a0a0a0", "#e6e8ec"), "light": ("#ffffff", "#505050", "#1f2328")}
-ACCENT, FRONT, GREY, OVERLAY, STAR = "#4fc3f7", "#ffb74d", "#6b7280", "#ba68c8", "#ffd54f"
 # "#", then a column per grid key (settings), then the figures
 COLUMNS = ["#", "settings", "conc.", "tok/s", "× ref", "TTFT p50/90/99 ms", "ITL p50/90/99 ms",
            "E2E p50/90/99 ms", "errors", "SLO"]
@@ -53,79 +52,6 @@ def _heading(text: str) -> QLabel:
     label = QLabel(text)
     label.setObjectName("cta_title")
     return label
-
-
-class KnobRow:
-    """One run-time setting: its name (tooltip: the trade-off), the value in force, the editor and
-    the engine's refusal under them."""
-
-    def __init__(self, dotted: str, description: str, on_edit: Callable[[str, Any], None]):
-        self.dotted = dotted
-        section, _, name = dotted.partition(".")
-        self.name = QLabel(name if section == "batching" else f"cache.{name}")
-        tip = TRADE_OFFS.get(dotted, "")
-        self.name.setToolTip(f"{dotted}: {tip or description}")
-        self.in_force = ElidedLabel("—")
-        self.in_force.setObjectName("hint")
-        self.in_force.setToolTip("the value in force")
-        self.in_force.setMinimumWidth(60)
-        annotation = _field_annotation(dotted)
-        choices = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else None
-        if choices:
-            self.editor: QWidget = QComboBox()
-            self.editor.addItems([str(c) for c in choices])
-            self.editor.currentTextChanged.connect(lambda text: on_edit(dotted, text))
-        elif annotation is bool:
-            self.editor = QCheckBox()
-            self.editor.toggled.connect(lambda on: on_edit(dotted, on))
-        else:
-            self.editor = QLineEdit()
-            self.editor.setPlaceholderText("default")
-            self.editor.textEdited.connect(lambda text: on_edit(dotted, parse_value(text)))
-        self.editor.setToolTip(tip or description)
-        self.editor.setMinimumWidth(104 if choices else 60)
-        self.editor.setMaximumWidth(104 if choices else 84)
-        self.refusal = QLabel("")
-        self.refusal.setObjectName("refusal")
-        self.refusal.setWordWrap(True)
-        self.refusal.setStyleSheet("color: #ff8a8a;")
-        self.refusal.hide()
-
-    def show_value(self, in_force: Any, value: Any, edited: bool) -> None:
-        self.in_force.setText(_shown(in_force))
-        self.editor.blockSignals(True)  # writing the model's value back must not echo as an edit
-        if isinstance(self.editor, QComboBox):
-            self.editor.setCurrentText(str(value))
-        elif isinstance(self.editor, QCheckBox):
-            self.editor.setChecked(bool(value))
-        elif not self.editor.hasFocus() or not edited:
-            self.editor.setText("" if value is None else _shown(value))
-        self.editor.blockSignals(False)
-        font = self.name.font()
-        font.setBold(edited)
-        self.name.setFont(font)
-
-    def set_refusal(self, message: str) -> None:
-        self.refusal.setText(message)
-        self.refusal.setVisible(bool(message))
-
-
-def _shown(value: Any) -> str:
-    """A setting as a person types it: 1024 rather than 1024.0; None is the engine's default."""
-    if value is None:
-        return "default"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _field_annotation(dotted: str):
-    from engine.config import BatchingConfig, CacheConfig
-
-    section, _, name = dotted.partition(".")
-    annotation = (BatchingConfig if section == "batching" else CacheConfig).model_fields[name].annotation
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return args[0] if typing.get_origin(annotation) is typing.Union and len(args) == 1 else annotation
 
 
 class TuningPanel(QWidget):
@@ -255,7 +181,9 @@ class TuningPanel(QWidget):
         progress.addWidget(self.latency_box)
         layout.addLayout(progress)
         results = QHBoxLayout()
-        plot, table = self._build_plot(), self._build_table()
+        self.sweep_plot = SweepPlot(self.theme)
+        self.sweep_plot.point_clicked.connect(self.select)
+        plot, table = self.sweep_plot, self._build_table()
         for widget in (plot, table):  # the stretch factors share the width, not the contents
             widget.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
         results.addWidget(plot, 4)
@@ -319,36 +247,6 @@ class TuningPanel(QWidget):
         setup.addWidget(self.grid_edit, 2)
         setup.addLayout(rows, 5)
         return _card(setup)
-
-    def _build_plot(self) -> QWidget:
-        holder = QWidget()
-        layout = QVBoxLayout(holder)
-        layout.setContentsMargins(0, 0, 0, 0)
-        self.plot = pg.PlotWidget()
-        self.plot.setMenuEnabled(False)
-        self.plot.showGrid(x=True, y=True, alpha=0.15)
-        self.plot.setLabel("left", "output tok/s")
-        self.plot.setLabel("bottom", "p99 latency (ms)")
-        for name in ("left", "bottom"):
-            self.plot.getAxis(name).enableAutoSIPrefix(False)
-        self.overlay_front = self.plot.plot([], [], pen=pg.mkPen(OVERLAY, width=2, style=Qt.PenStyle.DashLine))
-        self.overlay_scatter = pg.ScatterPlotItem(size=7, pen=None, brush=pg.mkBrush(OVERLAY + "80"))
-        self.front_line = self.plot.plot([], [], pen=pg.mkPen(FRONT, width=2))
-        self.scatter = pg.ScatterPlotItem(size=10, hoverable=True)
-        self.scatter.sigClicked.connect(self._on_plot_click)
-        self.best_marker = pg.ScatterPlotItem(size=22, symbol="star", pen=pg.mkPen("#000000"), brush=pg.mkBrush(STAR))
-        self.selected_marker = pg.ScatterPlotItem(size=18, symbol="o", pen=pg.mkPen("#ffffff", width=2), brush=None)
-        for item in (self.overlay_scatter, self.scatter, self.best_marker, self.selected_marker):
-            self.plot.addItem(item)
-        self.best_label = pg.TextItem("", anchor=(0, 1))
-        self.plot.addItem(self.best_label)
-        self.limit_lines: list[pg.InfiniteLine] = []
-        self.legend = QLabel("")
-        self.legend.setTextFormat(Qt.TextFormat.RichText)
-        layout.addWidget(self.plot, 1)
-        layout.addWidget(self.legend)
-        self.set_theme(self.theme)
-        return holder
 
     def _build_table(self) -> QTableWidget:
         self.table = QTableWidget(0, len(COLUMNS))
@@ -553,75 +451,13 @@ class TuningPanel(QWidget):
     def latency(self) -> str:
         return self.latency_box.currentData()
 
-    def plotted(self, record: Optional[tuning.SweepRecord]) -> list[tuning.Point]:
-        lat = self.latency()
-        return [p for p in (record.points if record else []) if p.measured and p.p99(lat) is not None]
-
     def redraw(self) -> None:
-        record, lat = self.model.record, self.latency()
-        points = self.plotted(record)
-        objective = record.objective_obj() if record else tuning.Objective()
-        spots = [{"pos": (p.p99(lat) * 1000, p.output_tokens_per_s), "data": p.index,
-                  "symbol": "s" if p.reference else "o", "pen": pg.mkPen("#ffffff" if p.reference else None),
-                  "brush": pg.mkBrush(ACCENT if p.meets_slo else GREY)} for p in points]
-        self.scatter.setData(spots)
-        others = self.plotted(self.model.overlay)
-        if points or others:
-            self.plot.enableAutoRange()
-        else:  # an empty plot: round axes, not pyqtgraph's -0.5..0.5
-            self.plot.setRange(xRange=(0, 1000), yRange=(0, 100), padding=0)
-        front = tuning.front(points, lat)
-        self.front_line.setData([p.p99(lat) * 1000 for p in front], [p.output_tokens_per_s for p in front])
-        self._draw_overlay(lat)
-        self._draw_limits(objective, lat)
-        self._draw_best(record, lat)
+        record = self.model.record
+        self.sweep_plot.draw(record, self.model.overlay, self.latency())
         self._fill_table(record)
         self._show_selected()
-        self.legend.setText(self._legend_html(record))
         self.recommendation.setText(self._recommendation_text(record))
         self._update_buttons()
-
-    def _draw_overlay(self, lat: str) -> None:
-        other = self.model.overlay
-        points = self.plotted(other) if other is not None and other is not self.model.record else []
-        self.overlay_scatter.setData([p.p99(lat) * 1000 for p in points], [p.output_tokens_per_s for p in points])
-        front = tuning.front(points, lat)
-        self.overlay_front.setData([p.p99(lat) * 1000 for p in front], [p.output_tokens_per_s for p in front])
-
-    def _draw_limits(self, objective: tuning.Objective, lat: str) -> None:
-        for line in self.limit_lines:
-            self.plot.removeItem(line)
-        self.limit_lines = []
-        limit = objective.max_e2e_p99_s if lat == "e2e" else objective.max_ttft_p99_s
-        pen = pg.mkPen("#e5534b", width=1, style=Qt.PenStyle.DashLine)
-        if limit is not None:
-            self.limit_lines.append(pg.InfiniteLine(pos=limit * 1000, angle=90, pen=pen, label=f"p99 ≤ {limit * 1000:g} ms",
-                                                    labelOpts={"position": 0.08, "color": "#e5534b"}))
-        if objective.min_tokens_per_s is not None:
-            self.limit_lines.append(pg.InfiniteLine(pos=objective.min_tokens_per_s, angle=0, pen=pen,
-                                                    label=f"≥ {objective.min_tokens_per_s:g} tok/s",
-                                                    labelOpts={"position": 0.9, "color": "#e5534b"}))
-        for line in self.limit_lines:
-            self.plot.addItem(line)
-
-    def _draw_best(self, record: Optional[tuning.SweepRecord], lat: str) -> None:
-        best = record.recommended if record else None
-        if best is None or best.p99(lat) is None:
-            self.best_marker.setData([], [])
-            self.best_label.setText("")
-            return
-        x, y = best.p99(lat) * 1000, best.output_tokens_per_s
-        self.best_marker.setData([x], [y])
-        self.best_label.setText("recommended")
-        self.best_label.setPos(x, y)
-
-    def _legend_html(self, record: Optional[tuning.SweepRecord]) -> str:
-        keys = [(ACCENT, "&#9679; meets the objective"), (GREY, "&#9679; over a limit / errors"),
-                ("#ffffff", "&#9632; reference (settings in force)"), (FRONT, "&#9472; Pareto front"),
-                (STAR, "&#9733; recommended")]
-        if self.model.overlay is not None and self.model.overlay is not record:
-            keys.append((OVERLAY, f"- - overlay: {self.model.overlay.title()}"))
-        return "&nbsp;&nbsp;".join(f'<span style="color:{c}">{t}</span>' for c, t in keys)
 
     def _recommendation_text(self, record: Optional[tuning.SweepRecord]) -> str:
         if record is None:
@@ -674,21 +510,14 @@ class TuningPanel(QWidget):
         self._show_selected()
         self._update_buttons()
 
-    def _on_plot_click(self, _item, spots, *_) -> None:
-        if len(spots):
-            self.select(int(spots[0].data()))
-
     def _on_table_selection(self) -> None:
         rows = self.table.selectionModel().selectedRows()
         if rows:
             self.select(rows[0].row())
 
     def _show_selected(self) -> None:
-        p, lat = self.selected_point(), self.latency()
-        if p is None or not p.measured or p.p99(lat) is None:
-            self.selected_marker.setData([], [])
-        else:
-            self.selected_marker.setData([p.p99(lat) * 1000], [p.output_tokens_per_s])
+        p = self.selected_point()
+        self.sweep_plot.mark(p, self.latency())
         if p is None:
             self.details.setText("Click a point on the plot or a row of the table.")
             return
@@ -744,12 +573,7 @@ class TuningPanel(QWidget):
     # ------------------------------------------------------------------ look
     def set_theme(self, theme: str) -> None:
         self.theme = theme
-        background, axis, text = PLOT_THEMES.get(theme, PLOT_THEMES["dark"])
-        self.plot.setBackground(background)
-        for name in ("left", "bottom"):
-            self.plot.getAxis(name).setPen(axis)
-            self.plot.getAxis(name).setTextPen(axis)
-        self.best_label.setColor(text)
+        self.sweep_plot.set_theme(theme)
         for bar, _ in self.bars:
             bar.set_theme(theme)
 

@@ -29,7 +29,7 @@ def add_tune(sub) -> None:
     p.add_argument("--json", metavar="OUT", help="write the sweep record (reference, recommended, points) as JSON")
     p.add_argument("--csv", metavar="OUT", help="write one row per point")
     p.add_argument("--no-keep", action="store_true", help="do not keep the record in the data folder's sweeps/")
-    p.add_argument("--yes", action="store_true", help=f"start a sweep of more than a few hundred points without asking")
+    p.add_argument("--yes", action="store_true", help="start a sweep of more than a few hundred points without asking")
     p.set_defaults(func=cmd_tune)
 
 

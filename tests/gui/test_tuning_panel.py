@@ -78,20 +78,20 @@ def test_budget_knobs_and_a_2x2_sweep(make_window, qtbot, server):
         record = finished.args[0]
         assert record.status == "finished" and record.restored is True and runtime_config(server) == before
         assert len(record.points) == 10 and all(p.measured for p in record.points)
-        assert panel.scatter.data.size == 10  # every point on the plot
-        plotted = {int(spot.data()) for spot in panel.scatter.points()}
+        assert panel.sweep_plot.scatter.data.size == 10  # every point on the plot
+        plotted = {int(spot.data()) for spot in panel.sweep_plot.scatter.points()}
         assert plotted == set(range(10))
         front = tuning.front(record.points, "e2e")
-        xs, ys = panel.front_line.getData()
+        xs, ys = panel.sweep_plot.front_line.getData()
         assert list(ys) == [p.output_tokens_per_s for p in front] and len(front) >= 1
         assert {p.index for p in front} == {p.index for p in record.points if p.pareto}
         best = record.recommended
-        assert best is not None and list(panel.best_marker.getData()[1]) == [best.output_tokens_per_s]
+        assert best is not None and list(panel.sweep_plot.best_marker.getData()[1]) == [best.output_tokens_per_s]
         assert "Recommended" in panel.recommendation.text()
-        assert panel.table.rowCount() == 10 and panel.limit_lines  # the E2E limit is drawn
+        assert panel.table.rowCount() == 10 and panel.sweep_plot.limit_lines  # the E2E limit is drawn
         # -- the TTFT view draws the same points against TTFT
         panel.latency_box.setCurrentIndex(1)
-        assert sorted(panel.scatter.data["x"]) == sorted(p.p99("ttft") * 1000 for p in record.points)
+        assert sorted(panel.sweep_plot.scatter.data["x"]) == sorted(p.p99("ttft") * 1000 for p in record.points)
         panel.latency_box.setCurrentIndex(0)
         # -- click a grid point: its figures; Apply puts it in force
         chosen = next(p for p in record.points if not p.reference and p.config != {
@@ -111,7 +111,7 @@ def test_budget_knobs_and_a_2x2_sweep(make_window, qtbot, server):
         assert model.record is not record and len(model.record.points) == 10
         with qtbot.waitSignal(model.record_changed, timeout=10_000):
             panel.overlay_button.click()
-        assert model.overlay is not None and len(panel.overlay_scatter.data) == 10
+        assert model.overlay is not None and len(panel.sweep_plot.overlay_scatter.data) == 10
         # -- Export opens issue 12's dialog on the chosen point
         panel.select(chosen.index)
         panel.export_selected()
