@@ -88,9 +88,10 @@ class RateLimit(_Section):
     """A token bucket: ``burst`` requests at once, refilled at ``requests_per_s``; optionally a
     second bucket of ``tokens_per_min`` prompt + completion tokens (0: no token limit)."""
 
-    requests_per_s: float = Field(..., gt=0, le=1_000_000, description="requests refilled per second")
+    # At least one request per ~17 minutes: slower buckets would take longer than a day to say when to retry.
+    requests_per_s: float = Field(..., ge=0.001, le=1_000_000, description="requests refilled per second")
     burst: int = Field(..., ge=1, le=1_000_000, description="requests allowed at once (the bucket's size)")
-    tokens_per_min: int = Field(0, ge=0, description="prompt + completion tokens per minute (0: no token limit)")
+    tokens_per_min: int = Field(0, ge=0, le=10**12, description="prompt + completion tokens per minute (0: no token limit)")
 
 
 ROLES = ("admin", "inference", "monitor")
