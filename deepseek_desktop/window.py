@@ -28,7 +28,7 @@ from deepseek_desktop.state.settings import settings, write_json
 from deepseek_desktop.telemetry import TelemetryModel
 from deepseek_desktop.widgets.export_menu import app_icon, install_export_menu
 from deepseek_desktop.widgets.status_bar import StatusBar
-from engine.paths import data_dir
+from engine.paths import cache_dir, data_dir, make_private
 
 PANELS = ["Models", "Chat", "Monitor", "Tuning", "Search", "Logs"]
 THEMES_DIR = Path(__file__).resolve().parent / "resources" / "themes"
@@ -48,7 +48,9 @@ def _flush(layout_class, *items) -> QWidget:
 
 def apply_theme(name: str) -> str:
     name = name if (THEMES_DIR / f"{name}.qss").exists() else "dark"
-    QApplication.instance().setStyleSheet((THEMES_DIR / f"{name}.qss").read_text())
+    # Images (arrows, the checkbox's tick) are named from the themes folder, wherever it is installed.
+    qss = (THEMES_DIR / f"{name}.qss").read_text().replace("@THEMES@", THEMES_DIR.as_posix())
+    QApplication.instance().setStyleSheet(qss)
     return name
 
 
@@ -66,6 +68,7 @@ class MainWindow(QMainWindow):
         self._painted = False
         self._panels: dict[str, QWidget] = {}
         self.notifier = Notifier(parent=self)
+        self._make_folders_private()
         self.theme = apply_theme(settings().value("window/theme", "dark"))
         self.store = StoreThread(data_dir() / "chats.sqlite3", self)
         self.store.failed.connect(self.notifier.error)
@@ -84,6 +87,18 @@ class MainWindow(QMainWindow):
         self._restore()
         self.telemetry.start()
         self.engine_session.start()
+
+    def _make_folders_private(self) -> None:
+        """Conversations are private: the data folder 0700 and its files 0600 (the history and
+        settings made so before anything is written to them); the cache (prefix KV: prompts) 0700.
+        A folder or file others could read is tightened, and the Logs say so."""
+        try:
+            changed = make_private(data_dir(), ("settings.ini", "chats.sqlite3")) + make_private(cache_dir())
+        except OSError as exc:
+            self.notifier.warning(f"could not make the data folder private: {exc}")
+            return
+        if changed:
+            self.notifier.info("made private (other accounts could read them): " + ", ".join(changed))
 
     # ------------------------------------------------------------------ what scripts and tests read
     @property

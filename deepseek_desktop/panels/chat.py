@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from deepseek_desktop.state.chat import DEFAULT_SETTINGS, ChatSession
+from deepseek_desktop.state.chat import ChatSession, conversation_settings
 from deepseek_desktop.state.engine_session import EngineSession, load_percent, progress_text
 from deepseek_desktop.widgets.labels import ElidedLabel
 from deepseek_desktop.widgets.message import MessageWidget
@@ -25,6 +25,12 @@ RENDER_EVERY_MS = 50
 # A 93 MB download (a 4-bit GGUF) saved as float32 safetensors: exact de-quantised weights, 538 MB.
 DEMO_FETCH_TEXT = "Fetch the demo model (93 MB download, 540 MB on disk)"
 DEMO_LOAD_TEXT = "Load the demo model (fetched already)"
+MODELS_OWN = "the model's own"
+
+
+def chosen(box: QDoubleSpinBox) -> Optional[float]:
+    """The box's value, or None at its lowest: the model's own setting."""
+    return None if box.value() <= box.minimum() else round(box.value(), 2)
 
 class Composer(QPlainTextEdit):
     """Enter sends, Shift+Enter starts a new line, Escape cancels an edit."""
@@ -145,8 +151,11 @@ class ChatPanel(QWidget):
         form = QFormLayout(self.settings_frame)
         self.system_prompt = QPlainTextEdit(placeholderText="System prompt (optional)")
         self.system_prompt.setFixedHeight(60)
-        self.temperature = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.1, value=DEFAULT_SETTINGS["temperature"])
-        self.top_p = QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.05, value=DEFAULT_SETTINGS["top_p"])
+        # The lowest value of each box stands for "the model's own setting" (not sent).
+        self.temperature = QDoubleSpinBox(minimum=-0.1, maximum=2.0, singleStep=0.1, specialValueText=MODELS_OWN)
+        self.top_p = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, specialValueText=MODELS_OWN)
+        for box in (self.temperature, self.top_p):
+            box.setToolTip("The model's own setting (its generation_config.json) unless you choose one")
         self.max_tokens = QSpinBox(minimum=0, maximum=131072, singleStep=64, specialValueText="as the context allows")
         apply = QPushButton("Apply to this conversation")
         apply.clicked.connect(self._apply_settings)
@@ -246,7 +255,7 @@ class ChatPanel(QWidget):
 
     def _apply_settings(self) -> None:
         self.session.configure(self.system_prompt.toPlainText(), {
-            "temperature": self.temperature.value(), "top_p": self.top_p.value(), "max_tokens": self.max_tokens.value()})
+            "temperature": chosen(self.temperature), "top_p": chosen(self.top_p), "max_tokens": self.max_tokens.value()})
         self.notifier.info("conversation settings saved")
 
     # -- messages
@@ -257,10 +266,10 @@ class ChatPanel(QWidget):
         self._dirty.clear()
         conversation = self.session.current or {}
         self.title_label.setText(conversation.get("title", "New chat"))
-        settings = {**DEFAULT_SETTINGS, **conversation.get("settings", {})}
+        settings = conversation_settings(conversation.get("settings"))
         self.system_prompt.setPlainText(conversation.get("system_prompt", ""))
-        self.temperature.setValue(settings["temperature"])
-        self.top_p.setValue(settings["top_p"])
+        for box, key in ((self.temperature, "temperature"), (self.top_p, "top_p")):
+            box.setValue(box.minimum() if settings[key] is None else settings[key])
         self.max_tokens.setValue(int(settings["max_tokens"]))
         for message in messages:
             self._add_message(message, scroll=False)

@@ -9,13 +9,14 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.exporters import ImageExporter
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QEvent, QSettings
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox,
     QVBoxLayout, QWidget,
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from deepseek_desktop.notifier import Notifier
 from deepseek_desktop.telemetry import SAMPLE_EVERY, TelemetryModel
+from deepseek_desktop.widgets.labels import ElidedLabel
 
 WINDOWS = {"1 min": 60, "5 min": 300, "15 min": 900, "60 min": 3600}
 GIB = 2**30
@@ -80,6 +82,15 @@ PLOTS = {
 }
 # Exported with the plotted series: the totals the plots use as their scale.
 CSV_EXTRA = ("gpu{g}_mem_total_bytes", "ram_total_bytes")
+# Plots of NVML's figures: without a GPU they are not shown (the line under the toolbar says why).
+GPU_PLOTS = tuple(title for title, spec in PLOTS.items() if spec.lines[0].series.startswith("gpu{g}"))
+
+
+def csv_cell(name: str, value: float) -> str:
+    """Bytes as integers (``1073981440``, not ``1.07398e+09``); other figures to 6 digits; N/A as such."""
+    if np.isnan(value):
+        return "N/A"
+    return str(int(round(value))) if name.endswith("_bytes") else f"{value:.6g}"
 
 
 def round_top(value: float) -> float:
@@ -157,6 +168,8 @@ class MonitorPanel(QWidget):
         self.newest = 0.0  # the time x = 0 stands for on every plot
         self._titles: dict[str, str] = {}
         self._tops: dict[str, float] = {}
+        self._has_gpu = True  # until a sample says otherwise
+        self._hovered: Optional[tuple] = None  # plot, title, scene position: the read-out follows new samples
         self._build()
         model.row_added.connect(self._on_row)
 
@@ -185,7 +198,8 @@ class MonitorPanel(QWidget):
                                                                lambda path: self.export("CSV", path)))
         self.png_button = QPushButton("Export PNGs…")
         self.png_button.clicked.connect(self._ask_png_folder)
-        self.readout = QLabel("")
+        self.readout = ElidedLabel()
+        self.readout.setObjectName("hint")
         for w in (QLabel("Window"), self.window_box, QLabel("every"), self.interval_box, QLabel("GPU"),
                   self.gpu_box, QLabel("VRAM alert at"), self.vram_alert_box, self.pause_box, self.detail_box,
                   self.csv_button, self.png_button):
@@ -203,15 +217,17 @@ class MonitorPanel(QWidget):
         self.gpu_details.hide()
         layout.addWidget(self.gpu_label)
         layout.addWidget(self.gpu_details)
-        layout.addLayout(self._build_plots(), 1)
+        # The hover read-out sits above the plots, beside where the eye is; it is cleared when the
+        # pointer leaves a plot or the window changes, and follows new samples while it stays.
         layout.addWidget(self.readout)
-        self.window_box.currentTextChanged.connect(lambda _: (self._set_window(), self.redraw()))
+        layout.addLayout(self._build_plots(), 1)
+        self.window_box.currentTextChanged.connect(lambda _: (self._set_window(), self._clear_readout(),
+                                                              self.redraw()))
         self.gpu_box.currentIndexChanged.connect(self._select_gpu)
 
     def _build_plots(self) -> QGridLayout:
-        grid = QGridLayout()
-        shown = [title for title, spec in PLOTS.items() if not spec.detail]
-        for i, (title, spec) in enumerate(PLOTS.items()):
+        self.grid = QGridLayout()
+        for title, spec in PLOTS.items():
             plot = pg.PlotWidget(axisItems={"bottom": AgoAxis("bottom")})
             # Ranges are set here, not by pyqtgraph's auto-range: fixed x, round y tops (see round_top).
             plot.setMouseEnabled(x=False, y=False)
@@ -221,22 +237,44 @@ class MonitorPanel(QWidget):
             plot.setDownsampling(auto=True, mode="peak")  # 60 min is 3,600 samples across a few hundred pixels
             plot.setClipToView(True)
             plot.getAxis("left").setWidth(44)  # plots stay aligned whatever the tick text
-            dots = lambda j: {"symbol": "o", "symbolSize": 5, "symbolPen": None, "symbolBrush": COLORS[j]} \
+            # Dots of a later line are larger and drawn under the earlier ones: TTFT's p50 dots
+            # stay visible on its p99 dots when both are alike.
+            dots = lambda j: {"symbol": "o", "symbolSize": 5 + 4 * j, "symbolPen": None, "symbolBrush": COLORS[j]} \
                 if spec.sparse else {}
             self.curves[title] = [plot.plot([], [], pen=pg.mkPen(COLORS[j], width=2), **dots(j))
                                   for j in range(len(spec.lines))]
+            for j, curve in enumerate(self.curves[title]):
+                curve.setZValue(len(spec.lines) - j)
             plot.scene().sigMouseMoved.connect(lambda pos, p=plot, t=title: self._hover(p, t, pos))
+            plot.installEventFilter(self)
             self.plots[title] = plot
-            grid.addWidget(plot, i // 2, i % 2)
-            # time labels on the bottom row of what is shown by default only
-            if title not in shown[-2:]:
-                plot.hideAxis("bottom")
-            if spec.detail:
-                plot.hide()
             self._set_title(title, readable=False)
+        self._arrange()
         self._set_window()
         self.set_theme(self.theme)
-        return grid
+        return self.grid
+
+    def _arrange(self) -> None:
+        """The plots shown, two a row with no gaps (no GPU: no GPU plots; "Batching and cache":
+        two more); time labels under the lowest plot of each column."""
+        shown = [title for title, spec in PLOTS.items()
+                 if (self.detail_box.isChecked() or not spec.detail) and (self._has_gpu or title not in GPU_PLOTS)]
+        for title, plot in self.plots.items():
+            self.grid.removeWidget(plot)
+            plot.setVisible(title in shown)
+        for i, title in enumerate(shown):
+            plot = self.plots[title]
+            self.grid.addWidget(plot, i // 2, i % 2)
+            plot.showAxis("bottom", i + 2 >= len(shown))
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.Leave and watched in self.plots.values():
+            self._clear_readout()
+        return super().eventFilter(watched, event)
+
+    def _clear_readout(self) -> None:
+        self._hovered = None
+        self.readout.clear()
 
     def set_theme(self, theme: str) -> None:
         self.theme = theme if theme in PLOT_THEMES else "dark"
@@ -258,9 +296,7 @@ class MonitorPanel(QWidget):
             plot.setXRange(-self.window_s(), 0, padding=0)
 
     def _show_detail(self, shown: bool) -> None:
-        for title, spec in PLOTS.items():
-            if spec.detail:
-                self.plots[title].setVisible(shown)
+        self._arrange()
         self.redraw()
 
     def _set_paused(self, paused: bool) -> None:
@@ -283,8 +319,15 @@ class MonitorPanel(QWidget):
             self.gpu_box.clear()
             self.gpu_box.addItems([f"{i}: {row.get(f'gpu{i}_name') or 'GPU'}" for i in range(self.model.gpu_count)])
             self.gpu_box.blockSignals(False)
-        gpu_text = "" if self.model.gpu_count else \
-            f"No NVIDIA GPU telemetry ({self.model.gpu_reason or 'no GPU'}): GPU plots show N/A"
+        has_gpu = self.model.gpu_count > 0
+        if has_gpu != self._has_gpu:  # no GPU: its three plots fold into the line below the toolbar
+            self._has_gpu = has_gpu
+            self.gpu_box.setEnabled(has_gpu)
+            self.vram_alert_box.setEnabled(has_gpu)
+            self._arrange()
+        gpu_text = "" if has_gpu else \
+            (f"No NVIDIA GPU telemetry ({self.model.gpu_reason or 'no GPU'}): GPU utilization, VRAM, "
+             "temperature and power N/A; RAM, CPU and the engine's figures below")
         if self.gpu_label.text() != gpu_text:
             self.gpu_label.setText(gpu_text)
             self.gpu_label.setToolTip(gpu_text)
@@ -355,6 +398,8 @@ class MonitorPanel(QWidget):
                 readable = readable or has_values
             self._set_top(title, spec, peak, data)
             self._set_title(title, readable, device)
+        if self._hovered is not None:
+            self._hover(*self._hovered)
 
     def _set_top(self, title: str, spec: PlotSpec, peak: float, data: dict) -> None:
         if isinstance(spec.top, str):
@@ -384,6 +429,7 @@ class MonitorPanel(QWidget):
     def _hover(self, plot: pg.PlotWidget, title: str, pos) -> None:
         if not plot.sceneBoundingRect().contains(pos):
             return
+        self._hovered = (plot, title, pos)
         when = self.newest + plot.getPlotItem().vb.mapSceneToView(pos).x()
         parts = [time.strftime("%H:%M:%S", time.localtime(when))]
         for line in PLOTS[title].lines:
@@ -399,10 +445,10 @@ class MonitorPanel(QWidget):
         times = data[names[0]][0] if names else np.array([])
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["time", *names])
+            writer.writerow(["time", "time_iso", *names])
             for i, t in enumerate(times):
-                writer.writerow([f"{t:.3f}", *("N/A" if np.isnan(data[n][1][i]) else f"{data[n][1][i]:.6g}"
-                                               for n in names)])
+                iso = datetime.fromtimestamp(float(t)).astimezone().isoformat(timespec="milliseconds")
+                writer.writerow([f"{t:.3f}", iso, *(csv_cell(n, data[n][1][i]) for n in names)])
 
     def export_pngs(self, folder: Path) -> list[Path]:
         written = []
@@ -442,13 +488,14 @@ class MonitorPanel(QWidget):
         return True
 
     def _tell(self, level: str, message: str) -> None:
+        """Said on screen, in the read-out line (an export's outcome), and in the Logs."""
         if self.notifier is not None:
             self.notifier.post(level, message)
-        else:
-            self.readout.setText(message)
+        self._hovered = None
+        self.readout.setText(message)
 
     def _ask_path(self, kind: str, default: str, action) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, f"Export {kind}", default)
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {kind}", default, "CSV files (*.csv);;All files (*)")
         if path:
             action(Path(path))
 

@@ -4,7 +4,7 @@ there and what works today, so the navigation is complete from the first release
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 TEXT = {
     "Tuning": ("Tune batching and the KV cache",
@@ -21,18 +21,25 @@ class PlaceholderPanel(QWidget):
     def __init__(self, name: str, parent=None):
         super().__init__(parent)
         title, text = TEXT[name]
-        layout = QVBoxLayout(self)
-        layout.addStretch(1)
         card = QFrame()
         card.setObjectName("card")
-        card.setFixedWidth(640)  # a word-wrapped label in a centred card otherwise gets squeezed
+        # At most 720 px wide, centred by stretches (not an alignment flag: an aligned item gets its
+        # size hint's height, which clipped the wrapped text) so the text's height follows its width.
+        card.setMaximumWidth(720)
+        card.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         inner = QVBoxLayout(card)
         heading = QLabel(title)
         heading.setObjectName("cta_title")
-        body = QLabel(text)
-        body.setWordWrap(True)
-        body.setTextFormat(Qt.TextFormat.RichText)
+        self.body = QLabel(text)
+        self.body.setWordWrap(True)
+        self.body.setTextFormat(Qt.TextFormat.RichText)
         inner.addWidget(heading)
-        inner.addWidget(body)
-        layout.addWidget(card, 0, Qt.AlignmentFlag.AlignHCenter)
+        inner.addWidget(self.body)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(card, 4)
+        row.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addStretch(1)
+        layout.addLayout(row)
         layout.addStretch(2)

@@ -15,7 +15,18 @@ from deepseek_desktop.state.settings import read_json, write_json
 if TYPE_CHECKING:  # httpx comes with the engine session's first attach, not at start-up
     from deepseek_desktop.client import EngineClient, StreamHandle
 
-DEFAULT_SETTINGS = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 0}  # 0: what the context leaves
+# None: not sent, so the engine samples with the model's own settings (its generation_config.json),
+# else the API's defaults; 0 max tokens: what the context leaves.
+DEFAULT_SETTINGS = {"temperature": None, "top_p": None, "max_tokens": 0}
+# What every conversation was given before the model's own settings were used: read as "not chosen".
+OLD_DEFAULTS = {"temperature": 0.7, "top_p": 0.95}
+
+
+def conversation_settings(stored: Optional[dict]) -> dict:
+    settings = {**DEFAULT_SETTINGS, **(stored or {})}
+    if all(settings.get(key) == value for key, value in OLD_DEFAULTS.items()):
+        settings.update(dict.fromkeys(OLD_DEFAULTS))
+    return settings
 SAVE_EVERY_MS = 1000  # a streaming reply is written this often, and when it ends
 
 
@@ -186,12 +197,14 @@ class ChatSession(QObject):
         return message
 
     def request_body(self) -> dict:
-        settings = {**DEFAULT_SETTINGS, **self.current.get("settings", {})}
+        settings = conversation_settings(self.current.get("settings"))
         history = [{"role": m["role"], "content": m["content"]} for m in self._answered_turns()]
         if self.current.get("system_prompt"):
             history.insert(0, {"role": "system", "content": self.current["system_prompt"]})
-        body = {"model": self._model_id(), "messages": history,
-                "temperature": settings["temperature"], "top_p": settings["top_p"]}
+        body = {"model": self._model_id(), "messages": history}
+        for key in ("temperature", "top_p"):  # only what the user chose
+            if settings.get(key) is not None:
+                body[key] = settings[key]
         if settings.get("max_tokens"):
             body["max_tokens"] = int(settings["max_tokens"])
         return body

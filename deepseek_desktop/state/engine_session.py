@@ -268,7 +268,7 @@ class EngineSession(QObject):
         elif state in NO_MODEL_STATES:
             self._set_model(None)
             self.served_path = None
-            if event.get("unloaded"):  # unloaded by a user: not to come back at the next launch
+            if state == ModelState.UNLOADING or event.get("unloaded"):  # asked for: not to come back
                 self._remember_loaded(False)
         detail = event.get("error") if state == ModelState.ERROR else event.get("path", "")
         self._set_state(state, detail or "")

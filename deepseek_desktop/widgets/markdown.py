@@ -17,6 +17,9 @@ from PySide6.QtWidgets import QSizePolicy, QTextBrowser
 
 _CODE_STYLE = {"dark": "monokai", "light": "friendly"}
 _CODE_BG = {"dark": "#272822", "light": "#f4f4f4"}
+# Qt draws links in the palette's link colour (dark blue) whatever the theme: named here, readable
+# on each code background.
+_LINK = {"dark": "#8ab4ff", "light": "#1f5fc4"}
 
 
 class MarkdownRenderer:
@@ -43,7 +46,7 @@ class MarkdownRenderer:
         label = html.escape(lang or "code")
         # A table cell is the one block Qt's rich text paints a background behind.
         return (f'<table width="100%" cellpadding="8" cellspacing="0" bgcolor="{_CODE_BG[self.theme]}">'
-                f'<tr><td><span style="color:#888">{label}</span> &nbsp; <a href="copy:{index}">Copy</a>'
+                f'<tr><td><span style="color:#888">{label}</span> &nbsp; <a href="copy:{index}" style="color:{_LINK[self.theme]}">Copy</a>'
                 f'<pre style="margin:0">{body}</pre></td></tr></table>')
 
     def render(self, text: str) -> str:

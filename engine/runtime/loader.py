@@ -6,12 +6,13 @@ import functools
 import itertools
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
+from engine.catalog import sampling_defaults
 from engine.config import LoadConfig, ModelConfig
 from engine.runtime.progress import CheckpointLayout, LoadCancelled, LoadWatch, watching
 from engine.safetensors_meta import read_header
@@ -36,6 +37,8 @@ class LoadedModel:
     dtype: torch.dtype
     context_length: int
     eos_token_ids: tuple[int, ...]
+    # From the model's generation_config.json: what a request that leaves them out samples with.
+    sampling_defaults: dict = field(default_factory=dict)
 
     @property
     def has_chat_template(self) -> bool:
@@ -156,6 +159,7 @@ def load_model(cfg: ModelConfig, load: Optional[LoadConfig] = None, emit: Callab
         dtype=dtype,
         context_length=_context_length(model.config, cfg.max_context),
         eos_token_ids=_eos_ids(model, tokenizer),
+        sampling_defaults=sampling_defaults(folder) if path.suffix != ".gguf" else {},
     )
 
 

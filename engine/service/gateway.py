@@ -63,13 +63,21 @@ def encode_text(engine: Engine, prompt: str) -> list[int]:
         raise ServiceError(400, str(exc), param="prompt") from None
 
 
-def sampling_params(body: SamplingFields, max_new_tokens: int) -> SamplingParams:
+def sampling_params(body: SamplingFields, max_new_tokens: int, model_defaults: Optional[dict] = None) -> SamplingParams:
+    """``model_defaults``: the model's own sampling settings (its generation_config.json); a field
+    the request leaves out takes the model's value, else the API's default (as vLLM and
+    transformers do)."""
+    given = body.model_fields_set
+    model_defaults = model_defaults or {}
+
+    def pick(key: str):
+        return getattr(body, key) if key in given or key not in model_defaults else model_defaults[key]
     return SamplingParams(
         max_new_tokens=max_new_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
-        repetition_penalty=body.repetition_penalty,
+        temperature=pick("temperature"),
+        top_p=pick("top_p"),
+        top_k=pick("top_k"),
+        repetition_penalty=pick("repetition_penalty"),
         frequency_penalty=body.frequency_penalty,
         presence_penalty=body.presence_penalty,
         seed=body.seed,
@@ -108,7 +116,8 @@ def submit(engine: Engine, service, body: SamplingFields, ids: list[int], opens_
         sink(event)
 
     try:
-        return engine.submit(ids, sampling_params(body, max_new), observed if service is not None else sink,
+        defaults = getattr(engine.loaded, "sampling_defaults", None)
+        return engine.submit(ids, sampling_params(body, max_new, defaults), observed if service is not None else sink,
                              starts_in_reasoning=opens_reasoning, request_id=request_id, protocol=protocol)
     except UnsupportedInMode as exc:
         _release(service, ticket)

@@ -118,3 +118,35 @@ def test_quit_while_attached_to_an_engine_that_keeps_running(tmp_path):
                 gui.kill()
         assert gui.returncode == 0, err[-3000:]
         assert srv.proc.poll() is None  # the engine the app did not start is left running
+
+
+def test_restart_and_a_relaunch_bring_the_loaded_model_back_selected_in_models(make_window, qtbot, llama_dir):
+    """One rule for a crash (above), Engine → Restart engine and a relaunch: the model that was
+    loaded comes back, and the Models panel selects it. One unloaded by hand stays unloaded."""
+    def selected(window) -> bool:
+        entry = window.models.selected
+        return entry is not None and entry.path == str(llama_dir)
+
+    window = make_window()
+    wait_state(qtbot, window, "idle")
+    load_and_wait(qtbot, window, llama_dir)
+    first_pid = window.engine.pid()
+    window.engine_session.restart()
+    qtbot.waitUntil(lambda: window.engine.pid() not in (0, first_pid), timeout=60_000)
+    qtbot.waitUntil(lambda: window.model_id == llama_dir.name, timeout=120_000)
+    qtbot.waitUntil(lambda: selected(window) and window.models.unload_button.isEnabled(), timeout=10_000)
+    window.close()
+
+    again = make_window()  # the same data folder: a relaunch
+    qtbot.waitUntil(lambda: again.model_id == llama_dir.name, timeout=120_000)
+    qtbot.waitUntil(lambda: selected(again) and again.models.unload_button.isEnabled(), timeout=10_000)
+    assert any("loaded when the app was last closed" in n.text for n in again.notifier.history)
+    again.models.unload_button.click()
+    qtbot.waitUntil(lambda: again.model_id is None, timeout=30_000)
+    assert again.models.progress_label.text() == "" and again.models.result_label.text() == ""  # nothing stale
+    again.close()
+
+    third = make_window()
+    wait_state(qtbot, third, "idle")
+    assert third.engine_session.pending_load is None and third.model_id is None
+    assert "Last used: tiny-llama" in third.engine_session.model_hint()

@@ -173,3 +173,34 @@ def test_status_bar_memory_counts_the_engine_on_every_gpu_with_stand_in_gpu_rows
     assert window.statusBar().memory_label.text() == "VRAM 17.00 GiB"  # the model is on GPU 1, not GPU 0
     window.telemetry.row_added.emit({**row, "gpu1_engine_mem_bytes": 0, "gpu0_engine_mem_bytes": None})
     assert window.statusBar().memory_label.text() == "RAM 2.00 GiB"  # no GPU memory held: the worker's RSS
+
+
+def test_without_a_gpu_the_gpu_plots_fold_into_one_line_and_the_csv_reads_well(qtbot, tmp_path):
+    model = TelemetryModel()
+    panel = MonitorPanel(model)
+    qtbot.addWidget(panel)
+    panel.resize(1070, 700)
+    panel.show()
+    model.gpu_count, model.gpu_reason = 0, "no NVIDIA driver"
+    gib = 2**30
+    for t in range(3):
+        model._on_row({"time": 1_700_000_000.0 + t, "ram_used_bytes": 1.0739814e9 + t, "ram_total_bytes": 32 * gib,
+                       "cpu_pct": 5.0, "engine_ttft_p50_s": 0.1, "engine_ttft_p99_s": 0.1})
+    gpu_plots = ("GPU utilization (%)", "VRAM (GiB)", "Temperature (°C) and power (W)")
+    assert all(panel.plots[title].isHidden() for title in gpu_plots)
+    assert "No NVIDIA GPU telemetry (no NVIDIA driver)" in panel.gpu_label.text()
+    assert not panel.gpu_box.isEnabled() and not panel.vram_alert_box.isEnabled()
+    shown = [t for t, p in panel.plots.items() if not p.isHidden()]
+    assert [panel.grid.getItemPosition(panel.grid.indexOf(panel.plots[t]))[:2] for t in shown] == \
+        [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0)]  # no gaps where the GPU plots were
+    p50, p99 = panel.curves["Time to first token (ms)"]
+    assert p50.zValue() > p99.zValue() and p50.opts["symbolSize"] < p99.opts["symbolSize"]  # p50 on top
+
+    assert panel.export("CSV", tmp_path / "t.csv")
+    assert panel.readout.text() == f"exported 1 file(s) to {tmp_path / 't.csv'}"  # said on screen
+    header, first = (tmp_path / "t.csv").read_text().splitlines()[:2]
+    columns = dict(zip(header.split(","), first.split(",")))
+    assert columns["time"] == "1700000000.000" and columns["time_iso"].startswith("2023-11-")
+    assert columns["ram_used_bytes"] == "1073981400" and columns["ram_total_bytes"] == str(32 * gib)
+    panel.window_box.setCurrentText("1 min")
+    assert panel.readout.text() == ""  # a read-out of another window is not left standing

