@@ -90,6 +90,7 @@ def main() -> int:
     parser.add_argument("--output-tokens", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the overload run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds for the limiter's cost")
+    parser.add_argument("--requests", type=int, default=24, help="requests per level at concurrency 8")
     args = parser.parse_args()
     model = args.model or demo_model()
     config = Path(__file__).with_name(".service-bench.toml")
@@ -102,7 +103,7 @@ def main() -> int:
             print(f"model {srv.model_id}: {args.prompt_tokens}-token prompts, {args.output_tokens} output tokens, greedy")
 
             print("\n1. gRPC vs REST streaming (same workload, alternating REST then gRPC)")
-            for concurrency, requests in ((1, 6), (8, 24)):
+            for concurrency, requests in ((1, max(3, args.requests // 4)), (8, args.requests)):
                 rest = level(srv, PLAIN_KEY, concurrency, requests, args)
                 grpc_ = level(srv, PLAIN_KEY, concurrency, requests, args, protocol="grpc")
                 print(f"   concurrency {concurrency}: REST {rest.output_tokens_per_s:6.1f} tok/s, TTFT p50 "
@@ -113,15 +114,15 @@ def main() -> int:
             print(f"\n2. Rate limiter on a key that is never refused, concurrency 8 ({args.rounds} alternating rounds)")
             plain, limited = [], []
             for r in range(args.rounds):
-                plain.append(level(srv, PLAIN_KEY, 8, 24, args, first_index=100 * r).output_tokens_per_s)
-                limited.append(level(srv, UNLIMITED_KEY, 8, 24, args, first_index=100 * r + 50).output_tokens_per_s)
+                plain.append(level(srv, PLAIN_KEY, 8, args.requests, args, first_index=100 * r).output_tokens_per_s)
+                limited.append(level(srv, UNLIMITED_KEY, 8, args.requests, args, first_index=100 * r + 50).output_tokens_per_s)
             a, b = statistics.median(plain), statistics.median(limited)
             print(f"   no limit {a:6.1f} tok/s (median), limiter on {b:6.1f} tok/s: cost {(1 - b / a) * 100:+.1f} % "
                   f"of tokens/s (rounds: {[round(x, 1) for x in plain]} vs {[round(x, 1) for x in limited]})")
 
             print("\n3. Overload: 3x the sustainable rate against a key limited to it")
-            unloaded = [level(srv, PLAIN_KEY, 1, 1, args, first_index=2000 + i).ttft_s["p50"] for i in range(8)]
-            sustainable = level(srv, PLAIN_KEY, 8, 24, args, first_index=3000).request_throughput
+            unloaded = [level(srv, PLAIN_KEY, 1, 1, args, first_index=2000 + i).ttft_s["p50"] for i in range(6)]
+            sustainable = level(srv, PLAIN_KEY, 8, args.requests, args, first_index=3000).request_throughput
             r = httpx.put(srv.url + "/admin/config", headers=srv.headers, timeout=30, json={"server": {"keys": [
                 {"name": "limited", "rate_limit": {"requests_per_s": sustainable, "burst": 1}}]}})
             r.raise_for_status()
