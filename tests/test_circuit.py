@@ -133,3 +133,23 @@ def test_breaker_counts_only_the_window_and_ignores_neutral_outcomes():
     assert breaker.state == "open"
     with pytest.raises(CircuitOpen):
         breaker.admit()
+
+
+def test_a_probe_that_ends_without_an_outcome_lets_the_next_one_through():
+    """A probe cancelled while queued (its client left) settles as neither: the circuit stays
+    half-open and lets the next request probe, instead of waiting for it forever."""
+    now = [0.0]
+    breaker = CircuitBreaker(CircuitConfig(min_requests=1, failure_ratio=0.5, window_s=10, cooldown_s=5),
+                             clock=lambda: now[0])
+    breaker.record(breaker.admit(), True)
+    now[0] = 6.0
+    probe = breaker.admit()
+    assert probe.probe and breaker.state == "half_open"
+    with pytest.raises(CircuitOpen, match="half-open"):
+        breaker.admit()
+    breaker.record(probe, None)
+    breaker.record(probe, False)  # settled once: a late outcome changes nothing
+    assert breaker.state == "half_open"
+    second = breaker.admit()
+    breaker.record(second, False)
+    assert breaker.state == "closed"

@@ -117,7 +117,7 @@ def submit(engine: Engine, service, body: SamplingFields, ids: list[int], opens_
 
     try:
         defaults = getattr(engine.loaded, "sampling_defaults", None)
-        return engine.submit(ids, sampling_params(body, max_new, defaults), observed if service is not None else sink,
+        gen = engine.submit(ids, sampling_params(body, max_new, defaults), observed if service is not None else sink,
                              starts_in_reasoning=opens_reasoning, request_id=request_id, protocol=protocol)
     except UnsupportedInMode as exc:
         _release(service, ticket)
@@ -129,6 +129,18 @@ def submit(engine: Engine, service, body: SamplingFields, ids: list[int], opens_
     except EngineNotReady as exc:
         _release(service, ticket)
         raise ServiceError(503, f"no model is ready: {exc}", "service_unavailable") from None
+    if ticket is not None:
+        # A request cancelled while still queued ends without an event: settle its ticket here
+        # (a half-open circuit would otherwise wait for its probe forever). Once an outcome has
+        # been recorded this does nothing.
+        cancel = gen.cancel
+
+        def cancel_and_settle() -> None:
+            cancel()
+            service.circuit.record(ticket, None)
+
+        gen.cancel = cancel_and_settle
+    return gen
 
 
 def _release(service, ticket) -> None:
