@@ -266,6 +266,9 @@ class MonitorPanel(QWidget):
             plot = self.plots[title]
             self.grid.addWidget(plot, i // 2, i % 2)
             plot.showAxis("bottom", i + 2 >= len(shown))
+        rows = (len(shown) + 1) // 2
+        for row in range(max(self.grid.rowCount(), rows)):  # rows share the height; emptied ones take none
+            self.grid.setRowStretch(row, 1 if row < rows else 0)
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
         if event.type() == QEvent.Type.Leave and watched in self.plots.values():
