@@ -3,6 +3,8 @@ as transformers and vLLM do; the API's defaults only otherwise (issue 19). Torch
 
 import json
 
+import pytest
+
 from engine.catalog import sampling_defaults
 from engine.demo import DEMO_SAMPLING, write_sampling_defaults
 from engine.protocol import ChatCompletionRequest
@@ -37,3 +39,23 @@ def test_the_demo_folder_gets_its_sampling_settings_and_keeps_what_is_there(tmp_
     config = json.loads((tmp_path / "generation_config.json").read_text())
     assert config == {**DEMO_SAMPLING, "bos_token_id": 1, "top_p": 0.8}
     assert sampling_defaults(tmp_path) == {"temperature": 0.2, "top_p": 0.8}
+
+
+@pytest.mark.slow
+def test_the_demos_first_answer_without_sampling_fields_names_paris(demo_fetch):
+    """What the app sends for a new user's first question (no temperature, no top_p): the demo's
+    own settings apply, and it answers right (at the engine's 1.0, or the app's former 0.7, it
+    often told of "L'Étoile")."""
+    import httpx
+
+    from helpers import EngineServer
+
+    base, result = demo_fetch
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = base / "SmolLM2-135M-Instruct"
+    assert sampling_defaults(folder) == {"temperature": 0.2, "top_p": 0.5}
+    with EngineServer(folder) as srv:
+        for _ in range(3):
+            body = {"model": "SmolLM2-135M-Instruct", "max_tokens": 12, "messages": MESSAGES}
+            reply = httpx.post(srv.url + "/v1/chat/completions", json=body, headers=srv.headers, timeout=300)
+            assert "Paris" in reply.json()["choices"][0]["message"]["content"]
