@@ -271,3 +271,22 @@ def test_conversations_are_renamed_and_deleted_from_their_menu_and_stay_so(make_
     window.close()
     again = make_window(engine=False)
     qtbot.waitUntil(lambda: titles(again) == ["Cats"], timeout=10_000)
+
+
+def test_a_conversation_opens_at_its_latest_message_and_a_relaunch_reopens_it(make_window, qtbot):
+    window = make_window(engine=False)
+    window.resize(1280, 800)
+    window.show_panel("Chat")
+    session, chat = window.session, window.chat
+    conversation = session.new_conversation("Long one")
+    messages = [{"id": f"m{i}", "conversation_id": conversation["id"], "position": i,
+                 "role": "user" if i % 2 == 0 else "assistant", "content": f"Paragraph {i}.\n\n" + "word " * 200,
+                 "status": "done", "stats": {}, "reasoning": "", "created": float(i)} for i in range(12)]
+    session._show(conversation, messages)
+    bar = chat.scroll.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum(), timeout=5_000)
+    window.close()
+
+    again = make_window(engine=False)
+    qtbot.waitUntil(lambda: (again.session.current or {}).get("id") == conversation["id"], timeout=10_000)
+    assert again.chat.title_label.text() == "Long one"
