@@ -290,3 +290,18 @@ def test_a_conversation_opens_at_its_latest_message_and_a_relaunch_reopens_it(ma
     again = make_window(engine=False)
     qtbot.waitUntil(lambda: (again.session.current or {}).get("id") == conversation["id"], timeout=10_000)
     assert again.chat.title_label.text() == "Long one"
+
+
+def test_the_status_bar_says_generating_with_the_live_speed_while_a_reply_streams(make_window):
+    window = make_window(engine=False)
+    status = window.statusBar()
+    status.show_state("ready")
+    window.session.busy_changed.emit(True)
+    assert status.state_label.text() == "generating…"
+    window.session.generating.emit(14.24)
+    status.show_state("ready")  # the engine's events do not interrupt it
+    assert status.state_label.text() == "generating · 14.2 tok/s"
+    window.session.busy_changed.emit(False)
+    assert status.state_label.text() == "ready"
+    status.show_state("loading")
+    assert status.state_label.text() == "loading 0%"  # a percentage from the start
