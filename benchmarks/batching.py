@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from helpers import EngineServer, demo_model  # noqa: E402
 
 from engine import bench  # noqa: E402
+from engine.baseline import baseline_generate  # noqa: E402
 
 
 def level(srv: EngineServer, model: str, concurrency: int, args) -> bench.LevelReport:
@@ -50,7 +51,7 @@ def main() -> int:
         set_mode(srv, "sequential")
         c1_sequential = level(srv, name, 1, args)
         set_mode(srv, "dynamic")
-    base = bench.baseline_generate(str(model_dir), args.prompt_tokens, args.output_tokens, 8)
+    base = baseline_generate(str(model_dir), args.prompt_tokens, args.output_tokens, 8)
     print(bench.format_table([c1_sequential, c1_default, c8], base))
     print(f"8 concurrent clients (dynamic): {c8.output_tokens_per_s:.1f} tok/s = "
           f"{c8.output_tokens_per_s / base['sequential_tokens_per_s']:.2f}x one-at-a-time generate "

@@ -66,7 +66,9 @@ def cmd_bench(args) -> int:
     baseline = None
     if args.baseline:
         print("running the in-process baseline …", file=sys.stderr)
-        baseline = bench.baseline_generate(args.baseline, args.prompt_tokens, args.output_tokens, max(levels))
+        from engine.baseline import baseline_generate
+
+        baseline = baseline_generate(args.baseline, args.prompt_tokens, args.output_tokens, max(levels))
     where = f"gRPC {grpc_target}" if grpc_target else args.url
     print(f"model {model} at {where}: {args.requests} requests per level, ~{args.prompt_tokens} prompt "
           f"tokens, {args.output_tokens} output tokens")
