@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,7 +95,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=24, help="requests per level at concurrency 8")
     args = parser.parse_args()
     model = args.model or demo_model()
-    config = Path(__file__).with_name(".service-bench.toml")
+    # In a temporary folder: a run stopped by a signal must not leave it beside the scripts.
+    config = Path(tempfile.mkdtemp(prefix="service-bench-")) / "engine.toml"
     config.write_text(CONFIG)
     try:
         with EngineServer(model, extra_args=["--config", str(config)]) as srv:
@@ -138,7 +141,7 @@ def main() -> int:
             print(f"   admitted TTFT p99 {p99(ttfts) * 1000:.0f} ms vs unloaded p99 {p99(unloaded) * 1000:.0f} ms: "
                   f"{p99(ttfts) / p99(unloaded):.2f}x (target <= 1.5x)")
     finally:
-        config.unlink(missing_ok=True)
+        shutil.rmtree(config.parent, ignore_errors=True)
     return 0
 
 
