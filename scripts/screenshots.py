@@ -61,6 +61,7 @@ def main() -> None:
     window.chat.send()
     spin(lambda: not window.session.busy, 300)
     spin(lambda: False, 6)  # a few telemetry samples for the Monitor
+    sweep(window, spin)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in PANELS:
@@ -70,6 +71,22 @@ def main() -> None:
         window.grab().save(str(path))
         print(path)
     window.close()
+
+
+def sweep(window, spin) -> None:
+    """A small finished sweep for the Tuning panel (a few minutes on a CPU), its best point chosen."""
+    window.show_panel("Tuning")
+    panel = window.tuning
+    spin(lambda: bool(panel.model.budgets), 30)
+    panel.grid_edit.setPlainText('"batching.max_batch_size" = [1, 4, 8]\n"batching.max_wait_ms" = [0, 50]\n')
+    panel.concurrency_edit.setText("1,4")
+    panel.per_value.setValue(4)
+    panel.prompt_box.setValue(32)
+    panel.output_box.setValue(16)
+    panel.run_sweep()
+    spin(lambda: not panel.model.running, 900)
+    best = panel.model.record.recommended if panel.model.record else None
+    panel.select(best.index if best else None)
 
 
 if __name__ == "__main__":

@@ -574,6 +574,7 @@ class TuningPanel(QWidget):
     def set_theme(self, theme: str) -> None:
         self.theme = theme
         self.sweep_plot.set_theme(theme)
+        self.redraw()  # the legend's colours follow the theme
         for bar, _ in self.bars:
             bar.set_theme(theme)
 

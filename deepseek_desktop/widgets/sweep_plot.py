@@ -54,6 +54,7 @@ class SweepPlot(QWidget):
         self.limit_lines: list[pg.InfiniteLine] = []
         self.legend = QLabel("")
         self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setWordWrap(True)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.legend)
         self.set_theme(theme)
