@@ -1,4 +1,4 @@
-"""Panels whose capability comes with its own issue: Tuning and Search. They say what will be
+"""Panels whose capability comes with its own issue (today: Search). They say what will be
 there and what works today, so the navigation is complete from the first release."""
 
 from __future__ import annotations
@@ -7,10 +7,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 TEXT = {
-    "Tuning": ("Tune batching and the KV cache",
-               "Visual tuning with a benchmark sweep and config export is coming. Today the engine already "
-               "applies batching and cache settings without reloading weights: <code>PUT /admin/config</code>, "
-               "and <code>deepseek-engine bench</code> measures a setting (see the README)."),
     "Search": ("Search your documents with the model",
                "Document search (SQLite FTS5 with the model's answers) is coming. Conversations can already be "
                "searched in the Chat panel."),
