@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -95,53 +93,47 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=24, help="requests per level at concurrency 8")
     args = parser.parse_args()
     model = args.model or demo_model()
-    # In a temporary folder: a run stopped by a signal must not leave it beside the scripts.
-    config = Path(tempfile.mkdtemp(prefix="service-bench-")) / "engine.toml"
-    config.write_text(CONFIG)
-    try:
-        with EngineServer(model, extra_args=["--config", str(config)]) as srv:
-            srv.grpc_target = "127.0.0.1:%d" % next(e["grpc_port"] for e in srv.logs() if e.get("event") == "grpc_listening")
-            srv.model_id = bench.first_model(srv.url, PLAIN_KEY)
-            level(srv, PLAIN_KEY, 2, 4, args)  # warm-up
-            print(f"model {srv.model_id}: {args.prompt_tokens}-token prompts, {args.output_tokens} output tokens, greedy")
+    with EngineServer(model, config=CONFIG) as srv:
+        srv.grpc_target = f"127.0.0.1:{srv.grpc_port}"
+        srv.model_id = bench.first_model(srv.url, PLAIN_KEY)
+        level(srv, PLAIN_KEY, 2, 4, args)  # warm-up
+        print(f"model {srv.model_id}: {args.prompt_tokens}-token prompts, {args.output_tokens} output tokens, greedy")
 
-            print("\n1. gRPC vs REST streaming (same workload, alternating REST then gRPC)")
-            for concurrency, requests in ((1, max(3, args.requests // 4)), (8, args.requests)):
-                rest = level(srv, PLAIN_KEY, concurrency, requests, args)
-                grpc_ = level(srv, PLAIN_KEY, concurrency, requests, args, protocol="grpc")
-                print(f"   concurrency {concurrency}: REST {rest.output_tokens_per_s:6.1f} tok/s, TTFT p50 "
-                      f"{rest.ttft_s['p50'] * 1000:6.0f} ms | gRPC {grpc_.output_tokens_per_s:6.1f} tok/s, TTFT p50 "
-                      f"{grpc_.ttft_s['p50'] * 1000:6.0f} ms | gRPC/REST tok/s {grpc_.output_tokens_per_s / rest.output_tokens_per_s:.3f}x, "
-                      f"TTFT {grpc_.ttft_s['p50'] / rest.ttft_s['p50']:.3f}x (lower is better); errors {rest.errors or ''}{grpc_.errors or ''}")
+        print("\n1. gRPC vs REST streaming (same workload, alternating REST then gRPC)")
+        for concurrency, requests in ((1, max(3, args.requests // 4)), (8, args.requests)):
+            rest = level(srv, PLAIN_KEY, concurrency, requests, args)
+            grpc_ = level(srv, PLAIN_KEY, concurrency, requests, args, protocol="grpc")
+            print(f"   concurrency {concurrency}: REST {rest.output_tokens_per_s:6.1f} tok/s, TTFT p50 "
+                  f"{rest.ttft_s['p50'] * 1000:6.0f} ms | gRPC {grpc_.output_tokens_per_s:6.1f} tok/s, TTFT p50 "
+                  f"{grpc_.ttft_s['p50'] * 1000:6.0f} ms | gRPC/REST tok/s {grpc_.output_tokens_per_s / rest.output_tokens_per_s:.3f}x, "
+                  f"TTFT {grpc_.ttft_s['p50'] / rest.ttft_s['p50']:.3f}x (lower is better); errors {rest.errors or ''}{grpc_.errors or ''}")
 
-            print(f"\n2. Rate limiter on a key that is never refused, concurrency 8 ({args.rounds} alternating rounds)")
-            plain, limited = [], []
-            for r in range(args.rounds):
-                plain.append(level(srv, PLAIN_KEY, 8, args.requests, args, first_index=100 * r).output_tokens_per_s)
-                limited.append(level(srv, UNLIMITED_KEY, 8, args.requests, args, first_index=100 * r + 50).output_tokens_per_s)
-            a, b = statistics.median(plain), statistics.median(limited)
-            print(f"   no limit {a:6.1f} tok/s (median), limiter on {b:6.1f} tok/s: cost {(1 - b / a) * 100:+.1f} % "
-                  f"of tokens/s (rounds: {[round(x, 1) for x in plain]} vs {[round(x, 1) for x in limited]})")
+        print(f"\n2. Rate limiter on a key that is never refused, concurrency 8 ({args.rounds} alternating rounds)")
+        plain, limited = [], []
+        for r in range(args.rounds):
+            plain.append(level(srv, PLAIN_KEY, 8, args.requests, args, first_index=100 * r).output_tokens_per_s)
+            limited.append(level(srv, UNLIMITED_KEY, 8, args.requests, args, first_index=100 * r + 50).output_tokens_per_s)
+        a, b = statistics.median(plain), statistics.median(limited)
+        print(f"   no limit {a:6.1f} tok/s (median), limiter on {b:6.1f} tok/s: cost {(1 - b / a) * 100:+.1f} % "
+              f"of tokens/s (rounds: {[round(x, 1) for x in plain]} vs {[round(x, 1) for x in limited]})")
 
-            print("\n3. Overload: 3x the sustainable rate against a key limited to it")
-            unloaded = [level(srv, PLAIN_KEY, 1, 1, args, first_index=2000 + i).ttft_s["p50"] for i in range(6)]
-            sustainable = level(srv, PLAIN_KEY, 8, args.requests, args, first_index=3000).request_throughput
-            r = httpx.put(srv.url + "/admin/config", headers=srv.headers, timeout=30, json={"server": {"keys": [
-                {"name": "limited", "rate_limit": {"requests_per_s": sustainable, "burst": 1}}]}})
-            r.raise_for_status()
-            results = asyncio.run(open_loop(srv, LIMITED_KEY, 3 * sustainable, args.seconds, args))
-            admitted = [e for e in results if e["status"] == 200]
-            refused = [e for e in results if e["status"] == 429]
-            errors = [e for e in results if e["status"] >= 500]
-            ttfts = [e["ttft"] for e in admitted if e["ttft"] is not None]
-            print(f"   sustainable rate (closed loop, concurrency 8): {sustainable:.2f} req/s; offered {3 * sustainable:.2f} req/s "
-                  f"for {args.seconds:g} s: {len(results)} requests, {len(admitted)} admitted, {len(refused)} refused (429), "
-                  f"{len(errors)} 5xx")
-            print(f"   refusals with Retry-After: {sum(1 for e in refused if e['retry_after'])}/{len(refused)}")
-            print(f"   admitted TTFT p99 {p99(ttfts) * 1000:.0f} ms vs unloaded p99 {p99(unloaded) * 1000:.0f} ms: "
-                  f"{p99(ttfts) / p99(unloaded):.2f}x (target <= 1.5x)")
-    finally:
-        shutil.rmtree(config.parent, ignore_errors=True)
+        print("\n3. Overload: 3x the sustainable rate against a key limited to it")
+        unloaded = [level(srv, PLAIN_KEY, 1, 1, args, first_index=2000 + i).ttft_s["p50"] for i in range(6)]
+        sustainable = level(srv, PLAIN_KEY, 8, args.requests, args, first_index=3000).request_throughput
+        r = httpx.put(srv.url + "/admin/config", headers=srv.headers, timeout=30, json={"server": {"keys": [
+            {"name": "limited", "rate_limit": {"requests_per_s": sustainable, "burst": 1}}]}})
+        r.raise_for_status()
+        results = asyncio.run(open_loop(srv, LIMITED_KEY, 3 * sustainable, args.seconds, args))
+        admitted = [e for e in results if e["status"] == 200]
+        refused = [e for e in results if e["status"] == 429]
+        errors = [e for e in results if e["status"] >= 500]
+        ttfts = [e["ttft"] for e in admitted if e["ttft"] is not None]
+        print(f"   sustainable rate (closed loop, concurrency 8): {sustainable:.2f} req/s; offered {3 * sustainable:.2f} req/s "
+              f"for {args.seconds:g} s: {len(results)} requests, {len(admitted)} admitted, {len(refused)} refused (429), "
+              f"{len(errors)} 5xx")
+        print(f"   refusals with Retry-After: {sum(1 for e in refused if e['retry_after'])}/{len(refused)}")
+        print(f"   admitted TTFT p99 {p99(ttfts) * 1000:.0f} ms vs unloaded p99 {p99(unloaded) * 1000:.0f} ms: "
+              f"{p99(ttfts) / p99(unloaded):.2f}x (target <= 1.5x)")
     return 0
 
 

@@ -21,9 +21,14 @@ class EngineServer:
     """``python -m engine serve`` on a free port; stderr JSON lines are kept in ``lines``."""
 
     def __init__(self, model: Optional[Path] = None, api_key: Optional[str] = "test-key",
-                 extra_args: Sequence[str] = (), env: Optional[dict] = None):
+                 extra_args: Sequence[str] = (), env: Optional[dict] = None, config: Optional[str] = None):
+        """``config``: the text of an engine TOML, written to a temporary file and passed as --config."""
         self.model, self.api_key = model, api_key
         self.extra_args = list(extra_args)
+        if config is not None:
+            path = Path(tempfile.mkdtemp(prefix="engine-config-")) / "engine.toml"
+            path.write_text(config)
+            self.extra_args += ["--config", str(path)]
         # Each server gets its own cache folder (prefix KV disk tier) unless the test shares one.
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1",
                     "DEEPSEEK_DESKTOP_CACHE": tempfile.mkdtemp(prefix="engine-cache-"), **(env or {})}
@@ -89,6 +94,11 @@ class EngineServer:
 
     def logs(self) -> list[dict]:
         return [entry for entry in map(_parse, list(self.lines)) if entry]
+
+    @property
+    def grpc_port(self) -> int:
+        """The port of the gRPC server (``[server] grpc_port = 0`` picks one; its log line names it)."""
+        return next(e["grpc_port"] for e in self.logs() if e.get("event") == "grpc_listening")
 
     def metric(self, name: str, labels: Optional[dict] = None) -> float:
         from prometheus_client.parser import text_string_to_metric_families

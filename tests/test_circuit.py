@@ -25,10 +25,9 @@ FAULTS = "oom:1.0:1@max_tokens=3,model_step:1.0:3@max_tokens=3"
 
 
 @pytest.fixture(scope="module")
-def faulty(llama_dir, tmp_path_factory):
-    config = tmp_path_factory.mktemp("circuit") / "engine.toml"
-    config.write_text(f"[server.circuit]\nmin_requests = 4\nfailure_ratio = 0.5\nwindow_s = 60\ncooldown_s = {COOLDOWN_S}\n")
-    with EngineServer(llama_dir, extra_args=["--config", str(config)],
+def faulty(llama_dir):
+    config = (f"[server.circuit]\nmin_requests = 4\nfailure_ratio = 0.5\nwindow_s = 60\ncooldown_s = {COOLDOWN_S}\n")
+    with EngineServer(llama_dir, config=config,
                       env={"DEEPSEEK_ENGINE_FAULTS": FAULTS}) as srv:
         yield srv
 

@@ -41,9 +41,8 @@ def test_regenerating_from_the_proto_gives_the_checked_in_modules(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def grpc_worker(llama_dir, tmp_path_factory):
-    config = tmp_path_factory.mktemp("grpc") / "engine.toml"
-    config.write_text(f"""
+def grpc_worker(llama_dir):
+    config = f"""
 [server]
 grpc_port = 0
 [[server.keys]]
@@ -55,10 +54,9 @@ name = "limited"
 key = "{LIMITED_KEY}"
 role = "inference"
 rate_limit = {{ requests_per_s = 0.05, burst = 1 }}
-""")
-    with EngineServer(llama_dir, extra_args=["--config", str(config)]) as srv:
-        port = next(e["grpc_port"] for e in srv.logs() if e.get("event") == "grpc_listening")
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+"""
+    with EngineServer(llama_dir, config=config) as srv:
+        channel = grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}")
         srv.grpc_channel = channel
         yield srv
         channel.close()

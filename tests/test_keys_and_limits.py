@@ -71,10 +71,8 @@ KEYS = {"ops": OPS_KEY, "app": APP_KEY, "watch": WATCH_KEY}
 
 
 @pytest.fixture(scope="module")
-def keyed(llama_dir, tmp_path_factory):
-    config = tmp_path_factory.mktemp("keys") / "engine.toml"
-    config.write_text(CONFIG)
-    with EngineServer(llama_dir, extra_args=["--config", str(config)], env={"OPS_KEY": OPS_KEY}) as srv:
+def keyed(llama_dir):
+    with EngineServer(llama_dir, config=CONFIG, env={"OPS_KEY": OPS_KEY}) as srv:
         yield srv
 
 
@@ -179,11 +177,10 @@ def test_limits_change_at_run_time(keyed):
     assert "no key named 'nobody'" in put({"keys": [{"name": "nobody", "rate_limit": None}]}).json()["error"]["message"]
 
 
-def test_without_keys_the_limit_applies_per_client_address(tmp_path):
+def test_without_keys_the_limit_applies_per_client_address():
     """A worker without a model (no torch) and without keys: every address has the default bucket."""
-    config = tmp_path / "engine.toml"
-    config.write_text("[server.rate_limit]\nrequests_per_s = 0.01\nburst = 2\n")
-    with EngineServer(None, api_key=None, extra_args=["--config", str(config)]).start(wait_ready=False) as srv:
+    config = "[server.rate_limit]\nrequests_per_s = 0.01\nburst = 2\n"
+    with EngineServer(None, api_key=None, config=config).start(wait_ready=False) as srv:
         answers = [httpx.get(srv.url + "/v1/models") for _ in range(3)]
         assert [r.status_code for r in answers] == [200, 200, 429]
         assert "rate limit of 'anonymous' reached" in answers[-1].json()["error"]["message"]
