@@ -244,7 +244,8 @@ def _from_sweep(record: dict[str, Any], index: int, origin: str, base: Optional[
     if not isinstance(points, list):
         raise ExportError(f"{origin}: not a sweep record (no 'points' list)")
     if not 0 <= index < len(points):
-        raise ExportError(f"{origin}: no point {index} (it has {len(points)}: 0 to {len(points) - 1})")
+        held = f"it has {len(points)}: 0 to {len(points) - 1}" if points else "it has no points"
+        raise ExportError(f"{origin}: no point {index} ({held})")
     point = points[index]
     if not isinstance(point, dict) or not isinstance(point.get("config", {}), dict):
         raise ExportError(f"{origin}: point {index} has no 'config' table of dotted keys")
