@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from PySide6.QtWidgets import QCheckBox, QComboBox, QLabel, QLineEdit, QWidget
 
-from deepseek_desktop.state.tuning import TRADE_OFFS, parse_value
+from deepseek_desktop.state.tuning_settings import TRADE_OFFS, parse_value
 from deepseek_desktop.widgets.labels import ElidedLabel
 
 
