@@ -157,7 +157,7 @@ def main() -> int:
         idle, busy, plotted = lateness(srv, args)
     print(tuning.format_table(record))
     print(f"\nmodel {model_dir.name}: {tuning.Workload(**record.workload).describe()}; this machine: "
-          f"{record.hardware.get('cpu_threads')} CPU threads, shared")
+          f"{record.hardware['cpu']['threads']} CPU threads, shared")
     print("honest measurement: sweep point tok/s over a separate `deepseek-engine bench` (target 0.90-1.10x)")
     for label, swept, separate in rows:
         print(f"  {label:45s} sweep {swept:7.1f}  bench {separate:7.1f}  = {swept / separate:.2f}x")

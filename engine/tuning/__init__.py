@@ -20,15 +20,14 @@ from engine.tuning.experiment import (
     expand_grid, load_grid, parse_grid, runtime_fields, sections, to_toml,
 )
 from engine.tuning.record import (
-    RECORD_FORMAT, SweepRecord, format_table, front, hardware_summary, judge, keep, list_records, margin,
-    meets_slo, model_fingerprint, pareto_flags, reference_for, score, sweeps_dir, versions,
+    RECORD_FORMAT, SweepRecord, format_table, front, judge, keep, list_records, margin, meets_slo, pareto_flags,
+    reference_for, score, sweeps_dir,
 )
 from engine.tuning.sweep import Sweep, SweepError
 
 __all__ = [
     "ASK_ABOVE_POINTS", "LATENCIES", "RECORD_FORMAT", "RUNTIME_SECTIONS", "GridError", "Objective", "Point",
     "Sweep", "SweepError", "SweepRecord", "Workload", "count_points", "expand_grid", "format_table", "front",
-    "hardware_summary", "judge", "keep", "list_records", "load_grid", "margin", "meets_slo", "model_fingerprint",
-    "pareto_flags", "parse_grid", "reference_for", "runtime_fields", "score", "sections", "sweeps_dir", "to_toml",
-    "versions",
+    "judge", "keep", "list_records", "load_grid", "margin", "meets_slo", "pareto_flags", "parse_grid",
+    "reference_for", "runtime_fields", "score", "sections", "sweeps_dir", "to_toml",
 ]

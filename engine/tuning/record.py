@@ -3,10 +3,8 @@ one JSON file per run (``deepseek-engine export --from sweep.json#N`` reads it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import platform
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
@@ -199,62 +197,6 @@ def list_records(folder: Optional[Path] = None) -> list[Path]:
 
 def keep(record: SweepRecord, folder: Optional[Path] = None) -> Path:
     return record.write((folder or sweeps_dir()) / f"{record.id}.json")
-
-
-# ---------------------------------------------------------------------------- what was measured on what
-
-def hardware_summary() -> dict:
-    import psutil
-
-    from engine.telemetry.gpu import GpuSource
-
-    gpus = []
-    source = GpuSource()
-    if source.available:
-        gpus = [{"name": g.name, "memory_bytes": g.mem_total_bytes} for g in source.snapshot()]
-    return {"machine": platform.machine(), "system": f"{platform.system()} {platform.release()}",
-            "cpu": _cpu_name(), "cpu_cores": psutil.cpu_count(logical=False), "cpu_threads": psutil.cpu_count(),
-            "ram_bytes": psutil.virtual_memory().total, "gpus": gpus, "gpu_driver": source.driver}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("deepseek-desktop", "httpx"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def model_fingerprint(model: str, status: Optional[dict]) -> str:
-    """Changes when the weights, the config, the dtype or the device change: the served folder's
-    config.json and its weight files' names, sizes and times (read where the folder is visible
-    from here), with the model id, dtype and device the engine reports."""
-    status = status or {}
-    h = hashlib.sha256(f"{model}|{status.get('dtype')}|{status.get('device')}".encode())
-    path = Path(status["path"]) if status.get("path") else None
-    if path is not None and path.is_dir():
-        for f in sorted(p for p in path.iterdir() if p.suffix in (".json", ".safetensors")):
-            stat = f.stat()
-            h.update(f"{f.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-            if f.name == "config.json":
-                h.update(f.read_bytes())
-    else:
-        h.update(str(status.get("memory_bytes")).encode())
-    return h.hexdigest()[:32]
 
 
 # ---------------------------------------------------------------------------- the table

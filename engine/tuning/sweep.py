@@ -14,11 +14,9 @@ from typing import Any, Callable, Optional
 
 import httpx
 
-from engine import bench
+from engine import bench, records
 from engine.tuning.experiment import RUNTIME_SECTIONS, Objective, Point, Workload, expand_grid, sections
-from engine.tuning.record import (
-    SweepRecord, hardware_summary, model_fingerprint, versions,
-)
+from engine.tuning.record import SweepRecord
 
 WARMUP_TOKENS = 2
 INDEX_STRIDE = 100_000        # prompt indexes per step: no point reuses another's prompts
@@ -123,13 +121,17 @@ class Sweep:
 
     def _new_record(self, model: str, found: Optional[dict], status: Optional[dict], admin: bool) -> SweepRecord:
         started = datetime.now(timezone.utc)
+        status = status or {}
+        # engine.records is what a run record says too, so an export from this sweep agrees with one
+        # from the running engine; the fingerprint is None when the served folder is not visible here
+        fingerprint = records.model_fingerprint(status["path"]) if status.get("path") else None
         return SweepRecord(
             url=self.url, model=model, workload=asdict(self.workload), grid=self.grid,
             objective=asdict(self.objective), id=started.strftime("%Y%m%d-%H%M%S-") + os.urandom(3).hex(),
-            started=started.isoformat(timespec="seconds"), model_fingerprint=model_fingerprint(model, status),
-            hardware={**hardware_summary(), "engine_device": (status or {}).get("device"),
-                      "engine_dtype": (status or {}).get("dtype")},
-            versions=versions(), admin=admin, config_found=found)
+            started=started.isoformat(timespec="seconds"), model_fingerprint=fingerprint,
+            hardware={**records.hardware_summary(), "engine_device": status.get("device"),
+                      "engine_dtype": status.get("dtype")},
+            versions=records.software_versions(), admin=admin, config_found=found)
 
     def _reference_config(self, found: Optional[dict]) -> dict[str, Any]:
         """The grid's keys at the values in force (what the reference point measured)."""
