@@ -228,14 +228,30 @@ class EngineConfig(_Section):
         Raises:
             ConfigError: an override names an unknown key or holds a refused value.
         """
-        data = self.model_dump()
+        sections: dict[str, dict[str, Any]] = {}
         for dotted, value in overrides.items():
             if value is None:
                 continue
             section, _, key = dotted.partition(".")
-            if section not in data or not isinstance(data[section], dict):
+            if section not in type(self).model_fields:
                 raise ConfigError(f"{dotted}: unknown section {section!r}")
-            data[section][key] = value
+            sections.setdefault(section, {})[key] = value
+        return self.merged(sections)
+
+    def merged(self, changes: dict[str, dict[str, Any]]) -> "EngineConfig":
+        """Return a copy with the fields each section of ``changes`` names replaced, the others
+        kept; everything is validated together, so a refusal changes nothing.
+
+        Raises:
+            ConfigError: an unknown section or key, or a refused value.
+        """
+        data = self.model_dump()
+        for section, values in changes.items():
+            if section not in data:
+                raise ConfigError(f"{section}: unknown section")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{section}: expected a table of settings")
+            data[section].update(values)
         return EngineConfig.from_dict(data)
 
 

@@ -8,10 +8,10 @@ torch; ``load`` does, on first use.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from engine.catalog import ModelEntry
-from engine.config import EngineConfig, LoadConfig, ModelConfig
+from engine.config import ConfigError, EngineConfig, LoadConfig, ModelConfig, ServerConfig
 from engine.events import EventBus
 from engine.lifecycle import (
     LoadFailed,
@@ -122,32 +122,40 @@ class Engine:
     # ------------------------------------------------------------------ run-time settings
     RUNTIME_SECTIONS = ("batching", "cache")
 
-    def update_config(self, changes: dict[str, Any]) -> EngineConfig:
+    def update_config(self, changes: dict[str, Any],
+                      on_server: Optional[Callable[[ServerConfig], None]] = None) -> EngineConfig:
         """Apply batching and cache settings at run time, without reloading weights.
 
         Requests already queued or running finish under the old settings; new ones use the new.
 
+        Args:
+            changes: sections of settings to change, e.g. ``{"batching": {"max_batch_size": 8}}``.
+            on_server: whoever serves the ``server`` section (the service's rate limits and
+                circuit); given, ``changes`` may hold that section, already in full values, and it
+                is called with the new one while the change is made. Without it the section needs
+                a restart.
+
         Raises:
             ConfigError: an unknown key, a refused value, or a section that needs a reload.
         """
-        from engine.config import ConfigError
-
         for section in changes:
             if section in ("model", "load"):
                 raise ConfigError(f"{section}: changing it needs a reload of the weights; use POST /admin/load")
-            if section == "server":
+            if section == "server" and on_server is None:
                 raise ConfigError("server: changing it needs a restart of the engine")
-            if section not in self.RUNTIME_SECTIONS:
+            if section not in (*self.RUNTIME_SECTIONS, "server"):
                 raise ConfigError(f"{section}: unknown section (runtime sections: batching, cache)")
             if not isinstance(changes[section], dict):
                 raise ConfigError(f"{section}: expected a table of settings")
-        merged = self.config.model_dump()
-        for section, values in changes.items():
-            merged[section].update(values)
-        new = EngineConfig.from_dict(merged)
-        with self._lifecycle.lock:  # a load installing its model reads the settings under it
-            old, self.config = self.config, new
+        # Read, change and write the settings under the lock a load adopting its model takes,
+        # so neither change is lost; a refusal raises before anything is written.
+        with self._lifecycle.lock:
+            old = self.config
+            new = old.merged(changes)
+            self.config = new
             self._lifecycle.rebuild_scheduler(old, new)
+            if "server" in changes:
+                on_server(new.server)
         log.info("config changed", extra={"event": "config", "changes": changes})
         return new
 

@@ -10,15 +10,18 @@ breaker sees every outcome.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from engine.config import ConfigError, RateLimit, ServerConfig
+from engine.config import ConfigError, EngineConfig, RateLimit, ServerConfig
 from engine.events import EventBus
 from engine.metrics import EngineMetrics
 from engine.service.circuit import CircuitBreaker
 from engine.service.errors import ServiceError
 from engine.service.keys import KeyRing, Principal, may_call, may_use_route, refusal
 from engine.service.ratelimit import Decision, RateLimiter
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 log = logging.getLogger("engine.service")
 
@@ -75,27 +78,41 @@ class Service:
         return self.server.rate_limit is not None or any(k.rate_limit for k in self.server.keys)
 
     # ------------------------------------------------------------------ run-time changes
-    def updated_server(self, changes: dict[str, Any]) -> ServerConfig:
-        """The server section with ``changes`` applied, validated but not yet in force. Only the
-        rate limits change at run time: ``rate_limit`` and each named key's ``rate_limit``.
+    def update_config(self, engine: "Engine", changes: dict[str, Any]) -> EngineConfig:
+        """Change settings at run time: batching and cache (the engine's), and of the server
+        section the rate limits and the circuit (this service's). Everything is validated before
+        anything changes, and the change is made under the engine's lifecycle lock.
 
         Raises:
-            ConfigError: another field, an unknown key name, a refused value.
+            ConfigError: a section or field that needs a reload or a restart, an unknown key
+                name, a refused value.
         """
-        from engine.config import EngineConfig
+        if "server" in changes:
+            changes = {**changes, "server": self._server_section(changes["server"])}
+        return engine.update_config(changes, on_server=self.apply_server)
 
+    def _server_section(self, changes: Any) -> dict[str, Any]:
+        """The server fields ``changes`` touches, in full values for ``EngineConfig.merged``. Only
+        the rate limits change at run time: ``rate_limit`` and each named key's ``rate_limit``.
+
+        Raises:
+            ConfigError: another field, an unknown key name, an entry of the wrong shape.
+        """
+        if not isinstance(changes, dict):
+            raise ConfigError("server: expected a table of settings")
         allowed = {"rate_limit", "keys", "circuit"}
         for field in changes:
             if field not in allowed:
                 raise ConfigError(f"server.{field}: changing it needs a restart of the engine "
                                   f"(at run time: server.rate_limit, server.keys[].rate_limit, server.circuit)")
         data = self.server.model_dump()
+        section = {}
         if "rate_limit" in changes:
-            data["rate_limit"] = changes["rate_limit"]
+            section["rate_limit"] = changes["rate_limit"]
         if "circuit" in changes:
             if not isinstance(changes["circuit"], dict):
                 raise ConfigError("server.circuit: expected a table of settings")
-            data["circuit"] = {**data["circuit"], **changes["circuit"]}
+            section["circuit"] = {**data["circuit"], **changes["circuit"]}
         if "keys" in changes:
             entries = changes["keys"]
             if not isinstance(entries, list):
@@ -110,7 +127,8 @@ class Service:
                     raise ConfigError(f"server.keys: no key named {entry['name']!r} "
                                       f"(keys: {', '.join(by_name) or 'none'})")
                 by_name[entry["name"]]["rate_limit"] = entry.get("rate_limit")
-        return EngineConfig.from_dict({"server": data}).server
+            section["keys"] = data["keys"]
+        return section
 
     def apply_server(self, server: ServerConfig) -> None:
         for key in server.keys:

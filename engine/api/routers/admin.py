@@ -52,23 +52,10 @@ async def put_config(request: Request, engine: EngineDep) -> PublicConfig:
         raise APIError(400, "the request body is not valid JSON") from None
     if not isinstance(changes, dict):
         raise APIError(400, 'send a JSON object of sections, e.g. {"batching": {"max_batch_size": 8}}')
-    service = request.app.state.service
     try:
-        # The server section (rate limits, circuit) is the service's: validated first, applied
-        # only once the engine has taken the rest, so a refusal changes nothing.
-        server = None
-        if "server" in changes:
-            if not isinstance(changes["server"], dict):
-                raise ConfigError("server: expected a table of settings")
-            server = service.updated_server(changes["server"])
-        rest = {section: values for section, values in changes.items() if section != "server"}
-        if rest or server is None:
-            engine.update_config(rest)
+        request.app.state.service.update_config(engine, changes)
     except ConfigError as exc:
         raise APIError(400, str(exc), code="invalid_config") from None
-    if server is not None:
-        service.apply_server(server)
-        engine.config = engine.config.model_copy(update={"server": server})
     return PublicConfig.model_validate(engine.public_config())
 
 
