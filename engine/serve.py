@@ -108,24 +108,29 @@ def run_server(config: EngineConfig) -> int:
     if service is None:
         return 2
     app = create_app(engine, service)
-    grpc_server = _start_grpc(engine, service)
-    if grpc_server is False:
-        return 1
     try:
         sock = _bind(config.server.host, config.server.port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.server.host, config.server.port, exc,
                   extra={"event": "bind_failed"})
         return 1
-    host, port = sock.getsockname()[:2]
-    log.info("listening on http://%s:%s", host, port, extra={"event": "listening", "host": host, "port": port})
-    if config.model.path:
-        _load_at_start(engine)
-    server = _Server(engine, uvicorn.Config(app, log_config=None, access_log=False,
-                                            log_level=config.server.log_level, timeout_graceful_shutdown=5))
-    server.run(sockets=[sock])
-    if grpc_server is not None:
-        grpc_server.stop()
+    # gRPC starts once HTTP has its port, and stops however serving ends; its line comes before
+    # "listening", which clients wait for.
+    grpc_server = _start_grpc(engine, service)
+    if grpc_server is False:
+        sock.close()
+        return 1
+    try:
+        host, port = sock.getsockname()[:2]
+        log.info("listening on http://%s:%s", host, port, extra={"event": "listening", "host": host, "port": port})
+        if config.model.path:
+            _load_at_start(engine)
+        server = _Server(engine, uvicorn.Config(app, log_config=None, access_log=False,
+                                                log_level=config.server.log_level, timeout_graceful_shutdown=5))
+        server.run(sockets=[sock])
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop()
     return 0
 
 
