@@ -18,6 +18,8 @@ from typing import Callable, Optional
 
 import httpx
 
+from engine.service.errors import GRPC_CODES
+
 PERCENTILES = (50, 90, 99)
 
 
@@ -155,9 +157,8 @@ async def _one_grpc_request(stub, metadata, body: dict) -> RequestResult:
     return result
 
 
-# gRPC failures in the same table as REST's (errors by status).
-GRPC_AS_HTTP = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
-                "RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}
+# gRPC failures in the same table as REST's (errors by status): the service's map, read backwards.
+GRPC_AS_HTTP = {code: status for status, code in GRPC_CODES.items()}
 
 
 async def run_level(url: str, api_key: Optional[str], model: str, concurrency: int, requests: int,

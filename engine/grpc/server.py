@@ -36,7 +36,6 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name  # deepseek
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "seed", "top_k", "repetition_penalty",
                    "frequency_penalty", "presence_penalty")
 HEALTH_POLL_S = 0.5
-STATUS_FOR_EVENT = {400: 400, 500: 500, 503: 503, 504: 504}
 
 
 def _code(error: ServiceError) -> grpc.StatusCode:
@@ -120,7 +119,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         gen = gateway.submit(self.engine, self.service, body, ids, opens_reasoning, events.put, request_id,
                              "grpc", principal, address)
         context.add_callback(gen.cancel)  # the client cancelled or went away: free the slot
-        outcome = "disconnected"
+        outcome, error = "disconnected", None
         try:
             while True:
                 event = events.get()
@@ -133,15 +132,18 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                                                   completion_tokens=event.completion_tokens))
                     return
                 elif isinstance(event, ErrorEvent):
-                    outcome = "error"
-                    raise ServiceError(event.status_code, event.message, event.error_type)
+                    error = ServiceError(event.status_code, event.message, event.error_type)
+                    break
         finally:
             gen.cancel()
-            access_log.info("gRPC %s %s", rpc, outcome, extra={
-                "event": "request", "protocol": "grpc", "method": rpc, "request_id": request_id,
-                "outcome": outcome, "key": principal.name})
+            if error is None:  # a failure gets its one line from _abort, with its status
+                access_log.info("gRPC %s %s", rpc, outcome, extra={
+                    "event": "request", "protocol": "grpc", "method": rpc, "request_id": request_id,
+                    "outcome": outcome, "key": principal.name})
+        # Only a failure leaves the loop by its end.
+        self._abort(context, error, rpc, request_id=request_id, outcome="error", key=principal.name)
 
-    def _abort(self, context, error: ServiceError, rpc: str) -> None:
+    def _abort(self, context, error: ServiceError, rpc: str, **fields: Any) -> None:
         # The retry delay (and, over a rate limit, the x-ratelimit-* values) as trailing metadata.
         trailing = {name.lower(): value for name, value in error.headers.items()
                     if name.lower().startswith("x-ratelimit-")}
@@ -150,7 +152,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         if trailing:
             context.set_trailing_metadata(tuple(trailing.items()))
         access_log.info("gRPC %s %s", rpc, error.grpc_code, extra={
-            "event": "request", "protocol": "grpc", "method": rpc, "status": error.grpc_code})
+            "event": "request", "protocol": "grpc", "method": rpc, "status": error.grpc_code, **fields})
         context.abort(_code(error), error.message)
 
 
