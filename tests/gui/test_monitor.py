@@ -79,7 +79,7 @@ def points(curve) -> int:
 
 
 def test_round_tops_and_time_labels():
-    from deepseek_desktop.panels.monitor import ago_label, round_top
+    from deepseek_desktop.widgets.telemetry_plots import ago_label, round_top
 
     assert [round_top(v) for v in (0, float("nan"), 0.3, 1, 1.01, 3, 7.2, 140)] == [1, 1, 0.5, 1, 2, 5, 10, 200]
     assert [ago_label(v) for v in (0, -45, -60, -150, -3600)] == ["now", "-45 s", "-1 min", "-2:30", "-60 min"]
