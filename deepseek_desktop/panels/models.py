@@ -1,77 +1,27 @@
 """ModelsPanel: the model library (catalog table, folders, demo fetch, GGUF import), the memory
-estimate for the chosen options before anything loads, and load / cancel / unload with progress."""
+estimate for the chosen options before anything loads, and load / cancel / unload with progress.
+The table, the options form, the estimate, the job line and the folders dialog are widgets of
+their own (``deepseek_desktop.widgets``); the panel composes them and runs the load buttons."""
 
 from __future__ import annotations
 
-import os
-import re
 from typing import Optional
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
-    QFormLayout, QFrame, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QListWidget, QProgressBar,
-    QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QFileDialog, QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget,
 )
 
 from deepseek_desktop.state.engine_session import EngineSession, progress_text
 from deepseek_desktop.state.library import ModelLibrary
+from deepseek_desktop.widgets.folders_dialog import FoldersDialog
+from deepseek_desktop.widgets.job_status import JobStatus
 from deepseek_desktop.widgets.labels import ElidedLabel, WrapLabel
+from deepseek_desktop.widgets.load_options import LoadOptionsForm
+from deepseek_desktop.widgets.memory_estimate import MemoryEstimateView
+from deepseek_desktop.widgets.model_table import ModelTable, same_path
 from engine.states import ModelState
 from engine.memory import format_bytes
-
-COLUMNS = ["Name", "Type", "Parameters", "Size", "Dtype", "Context", "Loadable", "Folder"]
-LOADABLE_COLUMN, FOLDER_COLUMN = 6, 7
-VERDICT_TEXT = {"fits": "Fits", "tight": "Tight", "will-not-fit": "Will not fit", "unknown": "Unknown"}
-
-
-def format_params(n: Optional[int]) -> str:
-    if not n:
-        return "N/A"
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return str(n)
-
-
-JOB_PERCENT = re.compile(r"\((\d{1,3})%\)$|(\d{1,3})%\|")
-
-
-def same_path(a: Optional[str], b: Optional[str]) -> bool:
-    """Without touching the disk (the GUI thread): "/m/x/" and "/m/x" are the same folder."""
-    return bool(a and b) and os.path.normpath(a) == os.path.normpath(b)
-
-class FoldersDialog(QDialog):
-    def __init__(self, folders: list[str], hf_cache: bool, parent=None):
-        super().__init__(parent)
-        self.setWindowTitle("Model folders")
-        layout = QVBoxLayout(self)
-        self.list = QListWidget()
-        self.list.addItems(folders)
-        row = QHBoxLayout()
-        add, remove = QPushButton("Add…"), QPushButton("Remove")
-        add.clicked.connect(self._add)
-        remove.clicked.connect(lambda: [self.list.takeItem(self.list.row(i)) for i in self.list.selectedItems()])
-        row.addWidget(add)
-        row.addWidget(remove)
-        row.addStretch(1)
-        self.hf_cache = QCheckBox("Also list the Hugging Face cache", checked=hf_cache)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        for widget in (QLabel("Folders scanned for models (each folder and two levels below it):"), self.list):
-            layout.addWidget(widget)
-        layout.addLayout(row)
-        layout.addWidget(self.hf_cache)
-        layout.addWidget(buttons)
-
-    def _add(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Add a model folder")
-        if folder:
-            self.list.addItem(folder)
-
-    def folders(self) -> list[str]:
-        return [self.list.item(i).text() for i in range(self.list.count())]
 
 
 class ModelsPanel(QWidget):
@@ -91,9 +41,10 @@ class ModelsPanel(QWidget):
         self.last_estimate = None
         self._outcome: Optional[tuple[str, str, str]] = None  # path, "loaded in …", predicted vs actual
         self._build()
+        library.devices_changed.connect(self.options.set_devices)
         library.entries_changed.connect(self._fill_table)
         library.estimate_ready.connect(self._show_estimate)
-        library.estimate_failed.connect(lambda m: self._set_verdict("unknown", m))
+        library.estimate_failed.connect(lambda m: self.estimate.set_verdict("unknown", m))
         library.job_progress.connect(self._job_progress)
         library.job_finished.connect(self._job_finished)
         if library.entries:  # scanned before this panel was first shown
@@ -114,27 +65,13 @@ class ModelsPanel(QWidget):
         refresh.clicked.connect(self.library.scan)
         for button in (self.demo_button, self.import_button, folders, refresh):
             bar.addWidget(button)
-        self.job_bar = QProgressBar(maximum=0, maximumWidth=160)  # busy until a step reports a percentage
-        self.job_bar.hide()
-        self.job_label = ElidedLabel(elide=Qt.TextElideMode.ElideMiddle)  # a step can name a deep folder
-        bar.addWidget(self.job_bar)
-        bar.addWidget(self.job_label, 1)
+        self.job = JobStatus()
+        self.job_bar, self.job_label = self.job.bar, self.job.label
+        bar.addWidget(self.job, 1)
         layout.addLayout(bar)
 
         splitter = QSplitter()
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().hide()
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        # The folder tells two copies of a model apart; it takes the room left, elided in the middle.
-        header.setSectionResizeMode(FOLDER_COLUMN, QHeaderView.ResizeMode.Stretch)
-        header.setMinimumSectionSize(40)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.table.setWordWrap(False)
+        self.table = ModelTable()
         self.table.itemSelectionChanged.connect(self._on_select)
         self.empty_label = QLabel("No models found yet. Fetch the demo model, import a GGUF file, or add a folder.")
         self.empty_label.setObjectName("hint")
@@ -153,6 +90,7 @@ class ModelsPanel(QWidget):
         layout.addWidget(splitter, 1)
 
     def _build_details(self) -> QWidget:
+        """The selected model's card: its name, the load options, the estimate, the load buttons."""
         card = QFrame()
         card.setObjectName("card")
         layout = QVBoxLayout(card)
@@ -160,42 +98,13 @@ class ModelsPanel(QWidget):
         self.name_label.setObjectName("cta_title")
         self.path_label = ElidedLabel(elide=Qt.TextElideMode.ElideMiddle)  # the whole path in its tooltip
         self.path_label.setObjectName("hint")
-        layout.addWidget(self.name_label)
-        layout.addWidget(self.path_label)
-
-        form = QFormLayout()
-        self.dtype_box = QComboBox()
-        self.dtype_box.addItems(["auto", "bfloat16", "float16", "float32"])
-        self.device_box = QComboBox()
-        self.device_box.addItems(self.library.devices)
-        self.library.devices_changed.connect(self._set_devices)
-        self.context_box = QSpinBox(minimum=16, maximum=1_048_576, singleStep=256, value=2048)
-        self.batch_box = QSpinBox(minimum=1, maximum=256, value=1)
-        self.chunk_box = QDoubleSpinBox(minimum=1, maximum=4096, value=64, suffix=" MB")
-        self.timeout_box = QSpinBox(minimum=10, maximum=86400, value=1800, suffix=" s")
-        for label, widget in (("Dtype", self.dtype_box), ("Device", self.device_box), ("Context", self.context_box),
-                              ("Batch size", self.batch_box), ("Chunk size", self.chunk_box),
-                              ("Load timeout", self.timeout_box)):
-            form.addRow(label, widget)
-        for box in (self.dtype_box, self.device_box):
-            box.currentTextChanged.connect(self._estimate)
-        for spin in (self.context_box, self.batch_box):
-            spin.valueChanged.connect(self._estimate)
-        layout.addLayout(form)
-
-        self.verdict_label = WrapLabel("—")
-        self.verdict_label.setObjectName("verdict")
-        self.estimate_grid = QGridLayout()
-        self.estimate_values: dict[str, QLabel] = {}
-        for row, key in enumerate(["Weights", "KV cache", "Activations", "Reserve", "Total needed", "Free on device"]):
-            self.estimate_grid.addWidget(QLabel(key), row, 0)
-            value = QLabel("—")
-            value.setAlignment(Qt.AlignmentFlag.AlignRight)
-            self.estimate_values[key] = value
-            self.estimate_grid.addWidget(value, row, 1)
-        layout.addWidget(QLabel("Memory estimate"))
-        layout.addWidget(self.verdict_label)
-        layout.addLayout(self.estimate_grid)
+        self.options = LoadOptionsForm(self.library.devices)
+        self.options.estimate_inputs_changed.connect(self._estimate)
+        self.device_box = self.options.device_box
+        self.estimate = MemoryEstimateView()
+        self.verdict_label, self.estimate_values = self.estimate.verdict_label, self.estimate.values
+        for widget in (self.name_label, self.path_label, self.options, self.estimate):
+            layout.addWidget(widget)
 
         buttons = QHBoxLayout()
         self.load_button = QPushButton("Load", enabled=False)
@@ -216,59 +125,21 @@ class ModelsPanel(QWidget):
         layout.addStretch(1)
         return card
 
-    def _set_devices(self, devices: list) -> None:
-        current = self.device_box.currentText()
-        self.device_box.clear()
-        self.device_box.addItems(devices)
-        self.device_box.setCurrentText(current)
-
     # -- catalog
     def _fill_table(self, entries: list) -> None:
-        previous = self.selected.path if self.selected else self.loaded_path
-        self.table.setRowCount(len(entries))
-        for row, entry in enumerate(entries):
-            loadable = "yes" if entry.loadable else f"no: {entry.problem}"
-            folder = os.path.dirname(os.path.normpath(entry.path))
-            values = [entry.name, entry.model_type or entry.architecture or "?", format_params(entry.params),
-                      format_bytes(entry.size_bytes), entry.dtype or "?",
-                      f"{entry.context_length:,}" if entry.context_length else "?", loadable, folder]
-            tips = {1: entry.architecture or "", LOADABLE_COLUMN: loadable, FOLDER_COLUMN: entry.path}
-            for column, value in enumerate(values):
-                item = QTableWidgetItem(value)
-                item.setData(Qt.ItemDataRole.UserRole, entry)
-                item.setToolTip(tips.get(column, ""))
-                self.table.setItem(row, column, item)
-            if same_path(entry.path, previous):
-                self.table.selectRow(row)
-        self._mark_loaded_row()
+        self.table.fill(entries, keep=self.selected.path if self.selected else self.loaded_path)
+        self.table.mark_loaded(self.loaded_path)
         self.empty_label.setVisible(not entries)
 
-    def _mark_loaded_row(self) -> None:
-        """The model the engine serves reads in bold (two copies of a model differ by folder)."""
-        for row in range(self.table.rowCount()):
-            loaded = same_path(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole).path, self.loaded_path)
-            for column in range(self.table.columnCount()):
-                item = self.table.item(row, column)
-                font = item.font()
-                font.setBold(loaded)
-                item.setFont(font)
-
     def select_path(self, path: str) -> bool:
-        for row in range(self.table.rowCount()):
-            if same_path(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole).path, path):
-                self.table.selectRow(row)
-                return True
-        return False
+        return self.table.select_path(path)
 
     def _on_select(self) -> None:
-        items = self.table.selectedItems()
-        self.selected = items[0].data(Qt.ItemDataRole.UserRole) if items else None
-        entry = self.selected
+        self.selected = entry = self.table.selected_entry()
         self.name_label.setText(entry.name if entry else "Select a model")
         self.path_label.setText(entry.path if entry else "")
         if entry and entry.context_length:
-            self.context_box.setMaximum(entry.context_length)  # the engine caps at the model's own
-            self.context_box.setValue(min(entry.context_length, 4096))
+            self.options.fit_context(entry.context_length)
         self._show_load_outcome()
         self._update_buttons()
         self._estimate()
@@ -277,33 +148,19 @@ class ModelsPanel(QWidget):
         if self.selected is None:
             return
         if not self.selected.loadable:
-            self._set_verdict("will-not-fit", f"cannot load: {self.selected.problem}")
+            self.estimate.set_verdict("will-not-fit", f"cannot load: {self.selected.problem}")
             return
-        self.library.estimate(self.selected, self.dtype_box.currentText(), self.device_box.currentText(),
-                              self.context_box.value(), self.batch_box.value())
+        options = self.options
+        self.library.estimate(self.selected, options.dtype_box.currentText(), options.device_box.currentText(),
+                              options.context_box.value(), options.batch_box.value())
 
     def _show_estimate(self, result) -> None:
         self.last_estimate = result
-        values = {"Weights": result.weights_bytes, "KV cache": result.kv_cache_bytes,
-                  "Activations": result.activation_bytes, "Reserve": result.reserve_bytes,
-                  "Total needed": result.total_bytes, "Free on device": result.device_free_bytes}
-        for key, value in values.items():
-            self.estimate_values[key].setText(format_bytes(value))
-        free = format_bytes(result.device_free_bytes)
-        self._set_verdict(result.verdict, f"{format_bytes(result.total_bytes)} needed of {free} free on "
-                                          f"{result.device} ({result.dtype}, {result.batch} × {result.context:,} tokens)")
-
-    def _set_verdict(self, verdict: str, detail: str) -> None:
-        self.verdict_label.setText(f"{VERDICT_TEXT.get(verdict, verdict)} — {detail}")
-        self.verdict_label.setProperty("verdict", verdict)
-        self.verdict_label.style().unpolish(self.verdict_label)
-        self.verdict_label.style().polish(self.verdict_label)
+        self.estimate.show_estimate(result)
 
     # -- load
     def load_body(self) -> dict:
-        return {"path": self.selected.path, "dtype": self.dtype_box.currentText(),
-                "device": self.device_box.currentText(), "chunk_size_mb": self.chunk_box.value(),
-                "load_timeout_s": float(self.timeout_box.value()), "max_context": self.context_box.value()}
+        return self.options.load_body(self.selected.path)
 
     def request_load(self) -> None:
         if self.selected is not None and self.selected.loadable:
@@ -332,7 +189,7 @@ class ModelsPanel(QWidget):
                 if event.get("memory_bytes") is not None:
                     self._outcome = (self.loaded_path, f"loaded in {event.get('load_s', 0):.1f} s on "
                                      f"{event.get('device')} ({event.get('dtype')})", self._predicted_vs_actual(event))
-                self._mark_loaded_row()
+                self.table.mark_loaded(self.loaded_path)
                 self._show_load_outcome()
             elif state in (ModelState.IDLE, ModelState.ERROR):
                 # Unloaded (or failed): what the last load measured no longer describes anything.
@@ -341,7 +198,7 @@ class ModelsPanel(QWidget):
                 self.progress_label.setText("load cancelled" if event.get("cancelled") else
                                             (f"load failed: {event['error']}" if event.get("error") else ""))
                 self.result_label.clear()
-                self._mark_loaded_row()
+                self.table.mark_loaded(self.loaded_path)
             self._update_buttons()
         elif kind == "error":
             self.progress_label.setText(event.get("message", "load failed"))
@@ -400,7 +257,7 @@ class ModelsPanel(QWidget):
     def set_loaded_path(self, path: Optional[str]) -> None:
         """What the engine says it serves (``/admin/status``), selected in the table."""
         self.loaded_path = path
-        self._mark_loaded_row()
+        self.table.mark_loaded(self.loaded_path)
         if path:
             self.select_path(path)
         self._update_buttons()
@@ -427,19 +284,11 @@ class ModelsPanel(QWidget):
             self.library.set_folders(dialog.folders(), dialog.hf_cache.isChecked())
 
     def _job_progress(self, line: str) -> None:
-        # "downloading …: 45.2 of 92.9 MB (49%)" or a tqdm bar ("… 64%|███▍ | 174/272"): a
-        # measured bar; other steps: busy
-        match = JOB_PERCENT.search(line)
-        self.job_bar.setMaximum(100 if match else 0)
-        if match:
-            self.job_bar.setValue(int(match[1] or match[2]))
-        self.job_bar.show()
+        self.job.show_step(line)
         self.demo_button.setEnabled(False)
         self.import_button.setEnabled(False)
-        self.job_label.setText(line)
 
     def _job_finished(self, ok: bool, message: str, path: str) -> None:
-        self.job_bar.hide()
+        self.job.show_outcome(message)
         self.demo_button.setEnabled(True)
         self.import_button.setEnabled(True)
-        self.job_label.setText(message)
