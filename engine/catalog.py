@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
@@ -55,11 +55,6 @@ class ModelEntry:
     tensors: int = 0
     loadable: bool = False
     problem: Optional[str] = None
-
-    def model_dump(self, exclude_none: bool = False) -> dict[str, Any]:
-        """The fields as a dict, as pydantic's ``model_dump`` gave them (the CLI prints it as JSON)."""
-        fields = asdict(self)
-        return {k: v for k, v in fields.items() if v is not None} if exclude_none else fields
 
     def kv_elements_per_token(self) -> Optional[int]:
         """KV cache elements per token over all layers, as transformers stores them.

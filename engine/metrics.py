@@ -17,8 +17,7 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
     0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0,
 )
-MODEL_STATES = tuple(ModelState)
-CIRCUIT_STATES = ("closed", "open", "half_open")  # engine.service.circuit's states  # one engine_model_state series each; the label is the wire spelling
+MODEL_STATES = tuple(ModelState)  # one engine_model_state series each; the label is the wire spelling
 
 
 class EngineMetrics:
@@ -84,7 +83,10 @@ class EngineMetrics:
             self.model_state.labels(state=name.value).set(1 if name == state else 0)
 
     def set_circuit_state(self, state: str) -> None:
-        for name in CIRCUIT_STATES:
+        # Imported here: engine.service imports this module.
+        from engine.service.circuit import STATES
+
+        for name in STATES:
             self.circuit_state.labels(state=name).set(1 if name == state else 0)
 
     def track_device_memory(self, read: Optional[Callable[[], float]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from engine.catalog import ModelEntry, inspect_path, list_models
@@ -41,7 +42,7 @@ def _row(e: ModelEntry) -> str:
 def cmd_models(args) -> int:
     entries = list_models([Path(d) for d in args.dir], hf_cache=not args.no_hf_cache)
     if args.json:
-        print(json.dumps([e.model_dump() for e in entries], indent=2))
+        print(json.dumps([asdict(e) for e in entries], indent=2))
         return 0
     print(f"{'name':40} {'architecture':26} {'params':>8} {'size':>11} {'dtype':9} {'context':>7}  loadable")
     for entry in entries:
@@ -53,7 +54,7 @@ def cmd_models(args) -> int:
 
 def cmd_inspect(args) -> int:
     entry = inspect_path(Path(args.path))
-    result = {"model": entry.model_dump()}
+    result = {"model": asdict(entry)}
     try:
         result["estimate"] = estimate(entry, args.dtype, args.batch, args.context, args.kv_dtype, args.device).as_dict()
     except ValueError as exc:
@@ -62,8 +63,9 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0 if entry.loadable else 1
-    for key, value in entry.model_dump(exclude_none=True).items():
-        print(f"{key:18} {value}")
+    for key, value in result["model"].items():
+        if value is not None:
+            print(f"{key:18} {value}")
     est = result["estimate"]
     if est:
         print(f"\nmemory for {est['dtype']}, batch {est['batch']}, context {est['context']}, KV {est['kv_dtype']}:")

@@ -72,11 +72,6 @@ class Service:
         subject = principal.name if principal.name is not None else f"address:{address}"
         self.limiter.charge(subject, principal.rate_limit, tokens)
 
-    @property
-    def rate_limited(self) -> bool:
-        """Whether any caller can be refused for rate (the OpenAPI document lists 429 then)."""
-        return self.server.rate_limit is not None or any(k.rate_limit for k in self.server.keys)
-
     # ------------------------------------------------------------------ run-time changes
     def update_config(self, engine: "Engine", changes: dict[str, Any]) -> EngineConfig:
         """Change settings at run time: batching and cache (the engine's), and of the server
@@ -149,10 +144,6 @@ class Service:
         log.log(level, "circuit %s: %s", state, reason, extra={"event": "circuit", "state": state, "reason": reason})
         self.events.publish({"type": "circuit", "state": state, "reason": reason,
                              "retry_after": self.server.circuit.cooldown_s if state == "open" else None})
-
-    def describe(self) -> dict:
-        return {"circuit": self.circuit.describe(), "keys": self.keys.names(),
-                "rate_limit": _dump(self.server.rate_limit)}
 
 
 def _dump(limit: Optional[RateLimit]) -> Optional[dict]:

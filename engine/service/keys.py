@@ -86,9 +86,6 @@ class KeyRing:
     def roles(self) -> set[str]:
         return {key.role for key in self._keys}
 
-    def names(self) -> list[str]:
-        return [key.name for key in self._keys]
-
     def set_rate_limit(self, name: str, limit: Optional[RateLimit]) -> None:
         self._keys = [_Key(k.name, k.role, k.digest, limit) if k.name == name else k for k in self._keys]
 
