@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from engine.staging import atomic_write_text
+
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -217,10 +219,7 @@ class EngineConfig(_Section):
 
     def write_toml(self, path: str | Path) -> None:
         """Write atomically: a crash mid-write never leaves a truncated config."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_toml(), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, self.to_toml())
 
     def with_overrides(self, overrides: dict[str, Any]) -> "EngineConfig":
         """Return a copy with dotted keys (``"server.port"``) replaced; None values are skipped.

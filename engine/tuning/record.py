@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
+from engine.staging import atomic_write_text
 from engine.tuning.experiment import Objective, Point
 
 RECORD_FORMAT = "deepseek-tune/1"
@@ -168,10 +169,7 @@ class SweepRecord:
         """Atomically: a crash mid-write never leaves half a record."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def read(cls, path: str | Path) -> "SweepRecord":
