@@ -35,6 +35,9 @@ class TokenBucket:
         """Seconds until the bucket is full again."""
         return max(0.0, (self.capacity - self.level) / self.rate)
 
+    def full_at(self, now: float) -> bool:
+        return self.level + (now - self.updated) * self.rate >= self.capacity
+
 
 @dataclass
 class Decision:
@@ -59,6 +62,15 @@ class _Subject:
         self.requests = TokenBucket(limit.requests_per_s, limit.burst, now)
         self.tokens = TokenBucket(limit.tokens_per_min / 60.0, limit.tokens_per_min, now) if limit.tokens_per_min else None
 
+    def full_at(self, now: float) -> bool:
+        """Whether its buckets have refilled: it answers as a new subject would, so may be dropped."""
+        return self.requests.full_at(now) and (self.tokens is None or self.tokens.full_at(now))
+
+
+# Without keys every client address is a subject: every this many admits, those whose buckets
+# have refilled are forgotten, so the table holds only the recently active.
+SWEEP_EVERY = 1024
+
 
 class RateLimiter:
     """Buckets per subject (a key's name, or ``address:…``), created on first use.
@@ -75,6 +87,7 @@ class RateLimiter:
         self._clock = clock
         self._lock = threading.Lock()
         self._subjects: dict[str, _Subject] = {}
+        self._admits = 0
 
     def configure(self, default: Optional[RateLimit]) -> None:
         """New limits from now on (``PUT /admin/config``): every bucket starts full again."""
@@ -89,6 +102,9 @@ class RateLimiter:
             return Decision(True)
         with self._lock:
             now = self._clock()
+            self._admits += 1
+            if self._admits % SWEEP_EVERY == 0:
+                self._subjects = {name: s for name, s in self._subjects.items() if not s.full_at(now)}
             state = self._subjects.get(subject)
             if state is None or state.limit != limit:
                 state = self._subjects[subject] = _Subject(limit, now)
@@ -118,9 +134,12 @@ class RateLimiter:
         if limit is None or not limit.tokens_per_min or tokens <= 0:
             return
         with self._lock:
+            now = self._clock()
             state = self._subjects.get(subject)
-            if state is not None and state.tokens is not None:
-                state.tokens.refill(self._clock())
+            if state is None:  # swept while its request ran: its buckets were full
+                state = self._subjects[subject] = _Subject(limit, now)
+            if state.tokens is not None:
+                state.tokens.refill(now)
                 state.tokens.level -= tokens
 
 
