@@ -37,7 +37,7 @@ def test_kv_elements_match_the_cache_transformers_builds(tiny_model):
     import torch
     from transformers import AutoModelForCausalLM, DynamicCache
 
-    from engine.runtime.generator import cache_argument
+    from engine.runtime.kv_cache import cache_argument
 
     for arch in ("llama", "qwen2", "deepseek_v3"):
         entry = inspect_folder(tiny_model(arch))

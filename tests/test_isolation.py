@@ -85,7 +85,7 @@ def test_sampling_steps_stay_finite_for_every_admitted_value():
     import torch
 
     from engine.requests import SamplingParams
-    from engine.runtime.generator import sampling_processors
+    from engine.runtime.sampling import sampling_processors
 
     logits = torch.randn(1, 50) * 30
     history = torch.tensor([[1, 2, 3, int(logits.argmax())]])

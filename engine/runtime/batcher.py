@@ -19,14 +19,11 @@ import torch
 from transformers import DynamicCache
 
 from engine.requests import GenerationRequest
-from engine.runtime.generator import (
-    QueuedGenerator,
-    RequestRun,
-    cache_argument,
-    inject_model_faults,
-    kv_layers,
-    sampling_processors,
-)
+from engine.runtime.faults import inject_model_faults
+from engine.runtime.kv_cache import cache_argument, kv_layers
+from engine.runtime.queued_generator import QueuedGenerator
+from engine.runtime.request_run import RequestRun
+from engine.runtime.sampling import sampling_processors
 
 log = logging.getLogger("engine.batcher")
 

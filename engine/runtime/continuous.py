@@ -24,8 +24,8 @@ from engine.config import BatchingConfig
 from engine.memory import device_memory
 from engine.metrics import EngineMetrics
 from engine.requests import GenerationRequest, QueueFullError, UnsupportedInMode
-from engine.runtime.generator import RequestRun
 from engine.runtime.loader import LoadedModel
+from engine.runtime.request_run import RequestRun
 
 log = logging.getLogger("engine.continuous")
 

@@ -10,9 +10,9 @@ from engine import paths
 from engine.config import BatchingConfig, CacheConfig
 from engine.metrics import EngineMetrics
 from engine.runtime.batcher import DynamicBatcher
-from engine.runtime.generator import SequentialGenerator
 from engine.runtime.loader import LoadedModel
 from engine.runtime.prefix_cache import PrefixCache, model_fingerprint
+from engine.runtime.sequential import SequentialGenerator
 from engine.scheduling import Scheduler
 
 log = logging.getLogger("engine.modes")
