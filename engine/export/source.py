@@ -8,7 +8,6 @@ known about its origin (model, fingerprint, date, sweep point, figures, hardware
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Optional
 
 from engine.config import ConfigError, EngineConfig
 from engine.records import RECORD_KIND, model_summary
+from engine.telemetry.engine_metrics import parse
 
 
 class ExportError(ValueError):
@@ -177,10 +177,11 @@ def _foreign(url: str, client) -> ExportSource:
 
 def _vllm_cache_info(text: str) -> Optional[dict[str, str]]:
     """The labels of vLLM's ``vllm:cache_config_info`` gauge, or None."""
-    for line in text.splitlines():
-        if line.startswith("vllm:cache_config_info{"):
-            return dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
-    return None
+    try:
+        series = parse(text).get("vllm:cache_config_info")
+    except ValueError:  # not Prometheus' text format: another server's page
+        return None
+    return dict(next(iter(series))) if series else None
 
 
 # ---------------------------------------------------------------------------- files
