@@ -206,9 +206,10 @@ class WorkerPool:
             self._servers[key] = server = EngineServer(model, extra_args=args).start()
         return server
 
-    def stop_where(self, unwanted: Callable[[tuple[str, ...]], bool]) -> None:
-        """Stop early the servers whose arguments no later test asks for (each holds a few hundred MB)."""
-        for key in [key for key in self._servers if unwanted(key[1:])]:
+    def stop_where(self, unwanted: Callable[[Path, tuple[str, ...]], bool]) -> None:
+        """Stop early the servers no later test asks for (each holds a few hundred MB):
+        ``unwanted(model, args)`` picks them by model folder and arguments."""
+        for key in [key for key in self._servers if unwanted(Path(key[0]), key[1:])]:
             self._servers.pop(key).stop()
 
     def stop_all(self) -> None:

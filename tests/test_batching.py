@@ -33,9 +33,12 @@ def batching_worker(worker_pool, folder, mode):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def stop_the_workers_only_this_module_asks(worker_pool):
+def stop_the_workers_only_this_module_asks(worker_pool, tiny_model):
     yield
-    worker_pool.stop_where(lambda args: args[:2] in [("--batching-mode", mode) for mode in MODES if mode != "dynamic"])
+    # test_generation asks the dynamic ones again, test_isolation the llama ones in every mode.
+    shared_with_later_tests = {tiny_model("llama")}
+    worker_pool.stop_where(lambda model, args: model not in shared_with_later_tests and args[:2] in [
+        ("--batching-mode", mode) for mode in MODES if mode != "dynamic"])
 
 
 @pytest.mark.parametrize("mode", MODES)
