@@ -138,18 +138,19 @@ def _service(engine: Engine):
     """Keys, rate limits and circuit breaker, shared by REST and gRPC; None when a key's
     variable is missing or the fault-injection variable cannot be read (both logged)."""
     from engine.config import ConfigError
+    from engine.faults import FAULTS, FAULTS_ERROR, FaultSpecError
     from engine.service import Service
-    from engine.service.faults import FaultInjector, FaultSpecError
 
     try:
-        faults = FaultInjector.from_env()
+        if FAULTS_ERROR is not None:  # read once, when engine.faults was imported
+            raise FAULTS_ERROR
         service = Service(engine.config.server, engine.metrics, engine.events)
     except (ConfigError, FaultSpecError) as exc:
         log.error("%s", exc, extra={"event": "config_error"})
         return None
-    if faults.active:
-        log.warning("fault injection is on: %s (tests only)", faults.describe(),
-                    extra={"event": "faults", "faults": faults.describe()})
+    if FAULTS.active:
+        log.warning("fault injection is on: %s (tests only)", FAULTS.describe(),
+                    extra={"event": "faults", "faults": FAULTS.describe()})
     return service
 
 

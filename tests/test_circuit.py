@@ -15,7 +15,7 @@ import pytest
 from engine.config import ConfigError, EngineConfig
 from engine.service.circuit import CircuitBreaker, CircuitOpen
 from engine.config import CircuitConfig
-from engine.service.faults import FaultInjector, FaultSpecError
+from engine.faults import FaultInjector, FaultSpecError
 from helpers import EngineServer, read_events
 
 COOLDOWN_S = 1.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from engine.requests import GenerationRequest
-from engine.service.faults import FAULTS
+from engine.faults import FAULTS
 
 
 class InjectedFault(RuntimeError):

@@ -21,11 +21,11 @@ from transformers import DynamicCache
 from engine.config import BatchingConfig
 from engine.metrics import EngineMetrics
 from engine.requests import GenerationRequest, QueueFullError
+from engine.runtime.backoff import BatchLimit
 from engine.runtime.kv_cache import cache_bytes
 from engine.runtime.loader import LoadedModel
 from engine.runtime.prefix_cache import PrefixCache
 from engine.runtime.request_run import RequestRun
-from engine.service.backoff import BatchLimit
 
 log = logging.getLogger("engine.generator")  # the name its log lines have always carried
 

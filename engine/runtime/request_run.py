@@ -14,11 +14,11 @@ from typing import Callable, Optional
 import torch
 from transformers import StoppingCriteria
 
+from engine.faults import FAULTS
 from engine.metrics import EngineMetrics
 from engine.requests import ErrorEvent, FinishEvent, GenerationRequest, TextEvent
 from engine.runtime.faults import InjectedFault
 from engine.runtime.loader import LoadedModel
-from engine.service.faults import FAULTS
 from engine.textstream import IncrementalDetokenizer, ReasoningSplitter, StopMatcher
 
 log = logging.getLogger("engine.generator")  # the name its log lines have always carried

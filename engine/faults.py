@@ -105,12 +105,14 @@ class FaultInjector:
         return any(self.trip(step, n) for n in max_tokens_of_rows)
 
 
-def _from_env() -> FaultInjector:
+def _from_env() -> tuple[FaultInjector, Optional[FaultSpecError]]:
     try:
-        return FaultInjector.from_env()
-    except FaultSpecError:
-        return FaultInjector([])  # serve refuses to start with the message (engine.serve)
+        return FaultInjector.from_env(), None
+    except FaultSpecError as exc:
+        return FaultInjector([]), exc
 
 
-# The worker's injector, read once at import; empty (every ``trip`` False) unless the variable is set.
-FAULTS = _from_env()
+# The worker's injector, read once at import; empty (every ``trip`` False) unless the variable is
+# set. A value that cannot be read leaves it empty and its error in FAULTS_ERROR, with which
+# serve refuses to start (engine.serve).
+FAULTS, FAULTS_ERROR = _from_env()
