@@ -1,6 +1,7 @@
 """ChildProcess: the one wrapper around QProcess for every program the app starts (the worker,
 the demo fetch, the GGUF import). It starts the program, hands over its stderr a line at a time,
-stops it (terminate, then kill after a grace period) and reports one readable ``Outcome``.
+stops it (terminate, then kill after a grace period: waiting for it, or returning at once with
+``ended`` to follow) and reports one readable ``Outcome``.
 
 The owners (``EngineProcess``, ``ModelLibrary``) add what is theirs: restarts, JSON log lines,
 job messages. Nothing else in the app creates a QProcess.
@@ -13,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Signal
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
 # tqdm redraws its bar after a carriage return: a "\r" ends a line as "\n" does.
 LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -53,6 +54,7 @@ class ChildProcess(QObject):
         self._process.readyReadStandardError.connect(self._read_stderr)
         self._process.finished.connect(self._on_finished)
         self._process.errorOccurred.connect(self._on_error)
+        self._kill_timer = QTimer(self, singleShot=True, timeout=self._kill_if_running)
 
     def start(self, program: str, args: list[str], env: Optional[dict[str, str]] = None) -> bool:
         """Start ``program``; False (and nothing done) when one is still running. ``env`` is
@@ -70,9 +72,11 @@ class ChildProcess(QObject):
         return True
 
     def stop(self, grace_ms: int = 5000, quiet: bool = False) -> None:
-        """Terminate, then kill after ``grace_ms`` (0: kill at once). Blocks until it has ended.
-        ``quiet``: no signal is emitted any more (its owner is going away)."""
+        """Terminate, then kill after ``grace_ms`` (0: kill at once). Blocks until it has ended
+        (for quitting; ``stop_soon`` keeps the GUI responsive). ``quiet``: no signal is emitted
+        any more (its owner is going away)."""
         self._stopping = True
+        self._kill_timer.stop()
         if quiet:
             self.blockSignals(True)
         if not self.running():
@@ -83,6 +87,19 @@ class ChildProcess(QObject):
                 return
         self._process.kill()
         self._process.waitForFinished(3000)
+
+    def stop_soon(self, grace_ms: int = 5000) -> None:
+        """Terminate, and kill if it is still running after ``grace_ms``. Returns at once:
+        ``ended`` says when it has ended."""
+        self._stopping = True
+        if not self.running() or self._kill_timer.isActive():
+            return
+        self._process.terminate()
+        self._kill_timer.start(grace_ms)
+
+    def _kill_if_running(self) -> None:
+        if self.running():
+            self._process.kill()
 
     def running(self) -> bool:
         return self._process.state() != QProcess.ProcessState.NotRunning
@@ -103,6 +120,7 @@ class ChildProcess(QObject):
                 self.line.emit(text)
 
     def _on_finished(self, code: int, status: QProcess.ExitStatus) -> None:
+        self._kill_timer.stop()
         self._read_stderr()
         self._emit_lines([self._buffer])  # a last line without its newline
         self._buffer = b""

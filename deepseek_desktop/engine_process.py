@@ -48,6 +48,7 @@ class EngineProcess(QObject):
         self.restarts = 0            # crashes in a row (reset once a worker stays up)
         self.extra_args = list(extra_args or [])
         self._started_at = 0.0
+        self._start_when_ended = False  # ``restart``: the stopped worker's ``ended`` starts the next
         self._restart_timer = QTimer(self, singleShot=True, timeout=self.start)
         self._child = ChildProcess(self, tail_lines=40)
         self._child.line.connect(self._on_line)
@@ -80,10 +81,24 @@ class EngineProcess(QObject):
         self._child.start(sys.executable, self.arguments(), self.environment())
 
     def stop(self, grace_ms: int = 5000) -> None:
-        """Terminate, then kill after ``grace_ms``; no restart follows."""
+        """Terminate, then kill after ``grace_ms``; no restart follows. Blocks until it has ended
+        (for quitting)."""
         self._restart_timer.stop()
+        self._start_when_ended = False
         self._child.stop(grace_ms)
         self._set_state(ProcessState.STOPPED)
+
+    def restart(self, grace_ms: int = 5000) -> None:
+        """Stop the worker and start a new one once it has ended (terminate, kill after
+        ``grace_ms``). Returns at once: the GUI stays responsive while the worker shuts down."""
+        self._restart_timer.stop()
+        self.restarts = 0
+        if not self._child.running():
+            self.start()
+            return
+        self._start_when_ended = True
+        self._set_state(ProcessState.STOPPED)
+        self._child.stop_soon(grace_ms)
 
     def restart_now(self) -> None:
         self._restart_timer.stop()
@@ -127,6 +142,9 @@ class EngineProcess(QObject):
     def _on_ended(self, outcome: Outcome) -> None:
         if outcome.stopped:
             self.finished.emit(f"engine stopped (exit code {outcome.code})")
+            if self._start_when_ended:
+                self._start_when_ended = False
+                self.start()
             return
         if outcome.start_error:
             self.finished.emit(f"engine failed to start: {outcome.start_error}")

@@ -169,9 +169,8 @@ class EngineSession(QObject):
             self.notifier.warning("attached to an engine this app did not start: restart it where it runs")
             return
         self.replies_cut.emit("the engine was restarted")
-        self.engine.stop()
-        self.engine.restarts = 0
-        self.engine.start()
+        self._loading_when_crashed = self.state == ModelState.LOADING  # then it is not loaded again
+        self.engine.restart()  # returns at once; the new worker starts when the old one has ended
 
     # -- attaching
     def _attach(self, url: str, api_key: str) -> None:
@@ -297,13 +296,15 @@ class EngineSession(QObject):
             self._set_available(False)
 
     def _on_engine_finished(self, why: str) -> None:
+        asked = self.engine is not None and self.engine.state == ProcessState.STOPPED  # stop or restart
         self._health_timer.stop()
         self._events = None
-        self._loading_when_crashed = self.state == ModelState.LOADING
+        if not asked:
+            self._loading_when_crashed = self.state == ModelState.LOADING
         self._set_model(None)
         self.replies_cut.emit(why.splitlines()[0])
         self._exit_reason = why
-        if self.engine is not None and self.engine.state != ProcessState.STOPPED:
+        if not asked:
             self.notifier.error(why.replace("\n", " | "), source="engine")
             self._set_state(ProcessState.CRASHED, why)  # EngineProcess then says "restarting in…" or "failed"
 

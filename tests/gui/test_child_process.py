@@ -43,6 +43,17 @@ def test_stop_terminates_and_says_it_was_asked(qtbot):
     assert ended.args[0].stopped and not child.running()
 
 
+def test_stop_soon_returns_at_once_and_kills_one_that_ignores_terminate(qtbot):
+    child = ChildProcess()
+    child.start(sys.executable, ["-c", "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                       "sys.stderr.write('ready\\n'); time.sleep(60)"])
+    qtbot.waitSignal(child.line, timeout=10_000).wait()
+    with qtbot.waitSignal(child.ended, timeout=10_000) as ended:
+        child.stop_soon(grace_ms=300)
+        assert child.running()  # terminate ignored, the kill still to come: nothing waited here
+    assert ended.args[0].stopped and ended.args[0].crashed and not child.running()
+
+
 def test_a_quiet_stop_emits_nothing(qtbot):
     child = ChildProcess()
     ended = []

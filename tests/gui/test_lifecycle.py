@@ -131,8 +131,14 @@ def test_restart_and_a_relaunch_bring_the_loaded_model_back_selected_in_models(m
     wait_state(qtbot, window, "idle")
     load_and_wait(qtbot, window, llama_dir)
     first_pid = window.engine.pid()
+    seen = []
+    window.engine.state_changed.connect(seen.append)
+    window.engine.finished.connect(lambda why: seen.append(("ended", window.engine.running())))
     window.engine_session.restart()
+    # It returned at once: the old worker is still ending; the new one starts after it has ended.
+    assert window.engine.running() and window.engine.pid() == first_pid and seen == ["stopped"]
     qtbot.waitUntil(lambda: window.engine.pid() not in (0, first_pid), timeout=60_000)
+    assert seen[:3] == ["stopped", ("ended", False), "starting"]
     qtbot.waitUntil(lambda: window.model_id == llama_dir.name, timeout=120_000)
     qtbot.waitUntil(lambda: selected(window) and window.models.unload_button.isEnabled(), timeout=10_000)
     window.close()
