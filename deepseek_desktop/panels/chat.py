@@ -197,7 +197,7 @@ class ChatPanel(QWidget):
         button is here) in the call to action; from now, and as it is now."""
         engine.model_changed.connect(lambda model_id, hint: self.set_model_ready(model_id is not None, hint))
         engine.load_progress.connect(self.show_load_progress)
-        library.job_progress.connect(self.cta_status.setText)
+        library.job_progress.connect(lambda line, _percent: self.cta_status.setText(line))
         library.job_finished.connect(lambda _ok, message, _path: (self.cta_status.setText(message),
                                                                   self._name_demo_button()))
         self.set_model_ready(engine.model_id is not None, engine.model_hint())

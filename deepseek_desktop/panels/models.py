@@ -283,8 +283,8 @@ class ModelsPanel(QWidget):
         if dialog.exec():
             self.library.set_folders(dialog.folders(), dialog.hf_cache.isChecked())
 
-    def _job_progress(self, line: str) -> None:
-        self.job.show_step(line)
+    def _job_progress(self, line: str, percent: Optional[int]) -> None:
+        self.job.show_step(line, percent)
         self.demo_button.setEnabled(False)
         self.import_button.setEnabled(False)
 

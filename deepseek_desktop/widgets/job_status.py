@@ -3,16 +3,12 @@ when the step reports a percentage and busy otherwise, and the step's text, elid
 
 from __future__ import annotations
 
-import re
+from typing import Optional
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QWidget
 
 from deepseek_desktop.widgets.labels import ElidedLabel
-
-# "downloading …: 45.2 of 92.9 MB (49%)" or a tqdm bar ("… 64%|███▍ | 174/272")
-JOB_PERCENT = re.compile(r"\((\d{1,3})%\)$|(\d{1,3})%\|")
-
 
 class JobStatus(QWidget):
     def __init__(self, parent=None):
@@ -25,11 +21,11 @@ class JobStatus(QWidget):
         row.addWidget(self.bar)
         row.addWidget(self.label, 1)
 
-    def show_step(self, line: str) -> None:
-        match = JOB_PERCENT.search(line)
-        self.bar.setMaximum(100 if match else 0)
-        if match:
-            self.bar.setValue(int(match[1] or match[2]))
+    def show_step(self, line: str, percent: Optional[int] = None) -> None:
+        """``percent``: the library's reading of the step (None: busy)."""
+        self.bar.setMaximum(100 if percent is not None else 0)
+        if percent is not None:
+            self.bar.setValue(percent)
         self.bar.show()
         self.label.setText(line)
 

