@@ -80,7 +80,7 @@ class TelemetryModel(QObject):
         self.interval_s = interval_s
         self._buffer: Optional[SeriesBuffer] = None
         self._alerts: Optional[AlertWatch] = None
-        self._vram_threshold = 0.9  # the alerts' until they exist
+        self._vram_threshold = 0.9  # read through ``vram_threshold``: the alerts are built late (numpy)
         self.last_row: dict = {}
         self.gpu_count = 0
         self.gpu_reason: Optional[str] = None
@@ -110,6 +110,17 @@ class TelemetryModel(QObject):
             self._alerts = AlertWatch(vram_threshold=self._vram_threshold)
         return self._alerts
 
+    @property
+    def vram_threshold(self) -> float:
+        """The share of a GPU's memory in use that raises an alert (0.9: 90 %)."""
+        return self._vram_threshold
+
+    @vram_threshold.setter
+    def vram_threshold(self, share: float) -> None:
+        self._vram_threshold = share
+        if self._alerts is not None:
+            self._alerts.vram_threshold = share
+
     def start(self) -> None:
         self._thread.start()
         # A script that exits without closing the window must still stop the thread first
@@ -137,14 +148,11 @@ class TelemetryModel(QObject):
         vram_alert = str(store.value(VRAM_ALERT_KEY, ""))
         if vram_alert.isdigit():
             low, high = VRAM_ALERT_PCT
-            self._vram_threshold = min(high, max(low, int(vram_alert))) / 100
-            if self._alerts is not None:
-                self._alerts.vram_threshold = self._vram_threshold
+            self.vram_threshold = min(high, max(low, int(vram_alert))) / 100
 
     def save_settings(self, store: QSettings) -> None:
         store.setValue(INTERVAL_KEY, next((text for text, s in SAMPLE_EVERY.items() if s == self.interval_s), "1 s"))
-        threshold = self._alerts.vram_threshold if self._alerts is not None else self._vram_threshold
-        store.setValue(VRAM_ALERT_KEY, round(threshold * 100))
+        store.setValue(VRAM_ALERT_KEY, round(self.vram_threshold * 100))
 
     @Slot(dict)
     def _on_row(self, row: dict) -> None:

@@ -162,13 +162,13 @@ def test_theme_switch_and_window_geometry_are_remembered(make_window, qtbot):
     window.monitor.window_box.setCurrentText("15 min")
     window.monitor.interval_box.setCurrentText("0.5 s")
     window.monitor.vram_alert_box.setValue(97)
-    assert window.telemetry.alerts.vram_threshold == 0.97
+    assert window.telemetry.alerts.vram_threshold == 0.97 and window.telemetry.vram_threshold == 0.97
     qtbot.waitUntil(lambda: window.telemetry._sampler.interval_ms == 500, timeout=5_000)  # on the sampler's thread
     window.close()
     again = make_window(engine=False)
     assert again.theme == "light"
     assert again.monitor.window_s() == 900 and again.monitor.interval_box.currentText() == "0.5 s"
-    assert again.telemetry.alerts.vram_threshold == 0.97
+    assert again.telemetry.alerts.vram_threshold == 0.97 and again.telemetry.vram_threshold == 0.97
     assert again.stack.currentWidget() is again.logs
     # The offscreen screen clamps a restored width; the height shows the geometry came back
     # (a first launch opens at 1440 x 900).
