@@ -98,7 +98,8 @@ class EngineClient(QObject):
 
     def events(self, on_event: Callable[[dict], None], on_failed=None) -> StreamHandle:
         """Follow ``/admin/events`` (state, progress, error) until the handle is stopped or the
-        engine goes away; the engine sends the current state first."""
+        engine goes away; the engine sends the current state first. ``on_failed`` when it could
+        not be followed or ended without being stopped."""
         handle = StreamHandle()
 
         def work(signals: TaskSignals):
@@ -116,6 +117,8 @@ class EngineClient(QObject):
             except httpx.TransportError:
                 if not handle.stopped:  # stopping shuts the socket: that read error is the stop
                     raise
+            if not handle.stopped:  # the engine ended it (shutting down): as good as a failure
+                raise EngineError("the engine closed its event stream")
             return None
         run_task(work, on_failed=on_failed, on_chunk=on_event, pool=self.stream_pool)
         return handle

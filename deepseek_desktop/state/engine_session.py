@@ -1,9 +1,9 @@
 """EngineSession: the app's connection to one engine, without widgets.
 
 It follows the worker the app started (``EngineProcess``) or a server it was given by URL,
-polls ``/health``, follows ``/admin/events``, sends loads, remembers the last load (and reloads
-it after a crash), and says what it knows through signals. The status bar and the panels only
-observe it; nothing here knows a widget.
+follows ``/admin/events`` (polls ``/health`` only where that stream is missing or failed), sends
+loads, remembers the last load (and reloads it after a crash), and says what it knows through
+signals. The status bar and the panels only observe it; nothing here knows a widget.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ class EngineSession(QObject):
         self.served_path: Optional[str] = None     # the folder /admin/status says is loaded
         self._url, self._api_key = url, api_key or ""
         self._events: Optional[StreamHandle] = None
+        self._model_said: Optional[tuple[Optional[str], str]] = None  # the last (model_id, hint) emitted
         self._loading_when_crashed = False
         self._attached_before = False
         self._exit_reason = ""
@@ -181,8 +182,7 @@ class EngineSession(QObject):
         self.client.url, self.client.api_key = url, api_key
         self.attached.emit(url, api_key, self.engine.pid() if self.engine is not None else None)
         self._set_available(True)
-        self._events = self.client.events(self._on_event, on_failed=self._on_events_failed)
-        self._health_timer.start()
+        self._follow_events()
         self._refresh_status()
         load = self._load_after_attach()
         if load is not None:
@@ -212,6 +212,14 @@ class EngineSession(QObject):
         self.available_changed.emit(available)
 
     # -- what the engine says
+    def _follow_events(self) -> None:
+        """The event stream says the state; health is polled only once it fails (a server
+        without one, or one that went away)."""
+        def failed(message: str) -> None:
+            if self._events is handle:  # not a stream ended before (a restart's old worker)
+                self._on_events_failed(message)
+        handle = self._events = self.client.events(self._on_event, on_failed=failed)
+
     def _poll_health(self) -> None:
         if self.client is not None:
             self.client.health(self._on_health, self._on_unreachable)
@@ -226,6 +234,8 @@ class EngineSession(QObject):
 
     def _on_events_failed(self, message: str) -> None:
         self._events = None
+        if self.engine is None or self.engine.running():
+            self._health_timer.start()
         if self.engine is None:  # another server: no admin events; poll health and list models
             self._refresh_status()
 
@@ -258,7 +268,7 @@ class EngineSession(QObject):
     def _on_state_event(self, event: dict) -> None:
         state = _model_state(event.get("state"))
         if state == ModelState.READY:
-            self._set_model(event.get("model"))
+            self._set_model(event.get("model"), loaded=self.state == ModelState.LOADING)
             if self.pending_load and event.get("memory_bytes") is not None:
                 self.last_load, self.pending_load = self.pending_load, None
                 write_json("engine/last_load", self.last_load)
@@ -277,9 +287,15 @@ class EngineSession(QObject):
             self.model_was_loaded = loaded
             write_json("engine/model_loaded", loaded)
 
-    def _set_model(self, model_id: Optional[str]) -> None:
+    def _set_model(self, model_id: Optional[str], loaded: bool = False) -> None:
+        """Say the served model when it or the hint changed, or a load just put it in place (a
+        reload of the same model): observers refetch on each emission, and every ready event,
+        status refresh and health poll comes through here."""
         self.model_id = model_id
-        self.model_changed.emit(model_id, self.model_hint())
+        said = (model_id, self.model_hint())
+        if said != self._model_said or loaded:
+            self._model_said = said
+            self.model_changed.emit(*said)
 
     def _set_state(self, state: SessionState, detail: str = "") -> None:
         self.state = state

@@ -44,6 +44,7 @@ def test_a_session_follows_its_worker_through_start_load_and_unload(qtbot, llama
         assert names.index("loading") < names.index("ready")
         assert all(event["type"] == "progress" for event in seen.progress)  # a tiny model may send none
         assert seen.models[-1] == ("tiny-llama", "")
+        assert all(a != b for a, b in zip(seen.models, seen.models[1:]))  # said when it changes only
         assert read_json("engine/last_load", None) == {"path": str(llama_dir)}  # reloaded after a crash
         assert session.ready_client() is session.client
 
@@ -64,6 +65,8 @@ def test_a_session_attaches_to_a_running_server_by_url(qtbot, server):
         assert seen.states[0][0] == "connecting"
         qtbot.waitUntil(lambda: session.model_id == "tiny-llama" and session.state == "ready", timeout=30_000)
         assert seen.attached == [(server.url, server.api_key, None)]  # not a worker of ours: no pid
+        assert seen.models == [("tiny-llama", "")]  # the ready event and each refresh say it once
+        assert not session._health_timer.isActive()  # its event stream says the state: no polling
     finally:
         session.close()
     assert server.proc.poll() is None  # an engine the app did not start keeps running
