@@ -126,6 +126,16 @@ class EngineServer:
         self.stop()
 
 
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, every: float = 0.05) -> bool:
+    """Whether ``predicate()`` became true within ``timeout`` seconds (asked every ``every``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
 def read_events(response, until, limit: int = 10000) -> list[dict]:
     """Read SSE events from an /admin/events response until ``until(event)`` is true."""
     import json

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from helpers import EngineServer
+from helpers import EngineServer, wait_until
 
 PROMPTS = ["Hello there", "The capital of France is"]
 
@@ -38,15 +38,6 @@ def stream_request(srv, max_tokens=4000):
     body = {"model": "tiny-llama-long", "prompt": "Hello", "max_tokens": max_tokens, "stream": True,
             "temperature": 0, "ignore_eos": True}
     return httpx.stream("POST", srv.url + "/v1/completions", headers=srv.headers, json=body, timeout=60)
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_disconnect_stops_generation(long_server):

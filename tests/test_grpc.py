@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -22,7 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from engine.grpc import inference_pb2 as pb
 from engine.grpc import inference_pb2_grpc as pb_grpc
-from helpers import EngineServer
+from helpers import EngineServer, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ("inference_pb2.py", "inference_pb2.pyi", "inference_pb2_grpc.py")
@@ -119,10 +118,8 @@ def test_a_cancelled_stream_frees_its_slot_before_the_next_token(stub, grpc_work
     first = next(call)
     assert first.token_ids
     call.cancel()
-    deadline = time.monotonic() + 10
-    while grpc_worker.metric("engine_requests_running") > 0:
-        assert time.monotonic() < deadline, "the cancelled generation still holds its slot"
-        time.sleep(0.05)
+    assert wait_until(lambda: grpc_worker.metric("engine_requests_running") == 0, 10), \
+        "the cancelled generation still holds its slot"
     assert grpc_worker.metric("engine_requests_total", {"protocol": "grpc", "outcome": "cancelled"}) >= 1
 
 

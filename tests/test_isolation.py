@@ -10,13 +10,12 @@ that row alone while the batch decodes on.
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from helpers import EngineServer
+from helpers import EngineServer, wait_until
 
 NEIGHBOURS = ["The capital of France is", "def add(a, b):"]
 # Long enough to still decode while the short requests come and go, on a quiet machine too (64
@@ -33,12 +32,10 @@ def neighbours_beside(srv, bad_bodies):
     """The neighbours' texts when ``bad_bodies`` arrive while both decode, and the bad answers."""
     with ThreadPoolExecutor(len(NEIGHBOURS)) as pool:
         running = [pool.submit(complete, srv, p, LONG, temperature=0, ignore_eos=True) for p in NEIGHBOURS]
-        deadline = time.monotonic() + 30
         # Both in the engine, decoding (sequential mode: one decodes, the other waits its turn).
-        while (srv.metric("engine_requests_running") < 1
-               or srv.metric("engine_requests_running") + srv.metric("engine_requests_waiting") < len(NEIGHBOURS)):
-            assert time.monotonic() < deadline and not any(f.done() for f in running), "neighbours never overlapped"
-            time.sleep(0.02)
+        assert wait_until(lambda: not any(f.done() for f in running) and srv.metric("engine_requests_running") >= 1
+                          and srv.metric("engine_requests_running") + srv.metric("engine_requests_waiting")
+                          >= len(NEIGHBOURS), 30, every=0.02), "neighbours never overlapped"
         with ThreadPoolExecutor(len(bad_bodies)) as bad_pool:
             bad = list(bad_pool.map(lambda body: complete(srv, "Hi", 4, **body), bad_bodies))
         still_running = not all(f.done() for f in running)

@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from helpers import ROOT, EngineServer
+from helpers import ROOT, EngineServer, wait_until
 
 OPS_KEY = "ops-key-from-env"
 APP_KEY = "app-key-1234"
@@ -44,7 +44,7 @@ role = "monitor"
 name = "burst"
 key = "{BURST_KEY}"
 role = "inference"
-rate_limit = {{ requests_per_s = 2.0, burst = 3 }}
+rate_limit = {{ requests_per_s = 1.0, burst = 3 }}  # 1 s to refill: the burst's 4 requests fit in it
 
 [[server.keys]]
 name = "tokens"
@@ -114,8 +114,11 @@ def test_wrong_or_missing_key_is_401_and_the_command_line_key_stays_admin(keyed)
 def test_logs_and_metrics_name_keys_and_never_show_them(keyed):
     call(keyed, "POST", "/v1/completions", {"model": "tiny-llama", "prompt": "Hi", "max_tokens": 2}, APP_KEY)
     call(keyed, "GET", "/v1/models", key=WATCH_KEY)
-    time.sleep(0.3)
-    entries = [e for e in keyed.logs() if e.get("event") == "request"]
+
+    def requests_logged() -> list[dict]:
+        return [e for e in keyed.logs() if e.get("event") == "request"]
+    assert wait_until(lambda: {"app", "watch"} <= {e.get("key") for e in requests_logged()})  # lines written
+    entries = requests_logged()
     assert any(e.get("key") == "app" and e.get("path") == "/v1/completions" for e in entries)
     assert any(e.get("key") == "watch" for e in entries)
     config = call(keyed, "GET", "/admin/config", key=OPS_KEY).json()
@@ -141,7 +144,7 @@ def test_burst_then_refusal_then_recovery_with_headers_on_every_answer(keyed):
     assert refused.json()["error"]["type"] == "rate_limit_error"
     assert "rate limit of 'burst' reached" in refused.json()["error"]["message"]
     assert call(keyed, "GET", "/v1/models/nope", key=BURST_KEY).headers["x-ratelimit-limit-requests"] == "3"
-    time.sleep(0.6)  # one request refills in 0.5 s
+    time.sleep(1.1)  # one request refills in 1 s
     assert call(keyed, "GET", "/v1/models", key=BURST_KEY).status_code == 200
     assert keyed.metric("engine_rate_limited_total", {"key": "burst"}) >= 1
     assert "x-ratelimit-limit-requests" not in call(keyed, "GET", "/v1/models", key=APP_KEY).headers  # no limit
