@@ -124,3 +124,34 @@ def test_load_returns_its_outcome_and_every_scheduler_meets_the_protocol(llama_d
         assert engine.cancel_load() is False  # nothing is loading: nothing to cancel
     finally:
         engine.unload()
+
+
+@pytest.mark.parametrize("mode", ["sequential", "dynamic", "continuous"])
+def test_a_request_cancelled_while_queued_still_ends_with_one_finish(llama_dir, mode):
+    """Every request ends with exactly one last event, also one whose client left before it ran:
+    the API faces (and the circuit breaker behind them) wait for it."""
+    import queue
+
+    from engine.requests import ErrorEvent
+
+    engine = Engine(EngineConfig.from_dict({"model": {"path": str(llama_dir)},
+                                            "batching": {"mode": mode, "max_batch_size": 1}}))
+    engine.load()
+    try:
+        running, waiting = queue.Queue(), queue.Queue()
+        first = engine.submit([5, 6, 7], SamplingParams(max_new_tokens=400, temperature=0, ignore_eos=True),
+                              running.put)
+        assert isinstance(running.get(timeout=30), TextEvent)  # it runs: the next one waits
+        second = engine.submit([5, 6, 7], SamplingParams(max_new_tokens=4, temperature=0), waiting.put)
+        second.cancel()
+        first.cancel()
+        for events in (running, waiting):
+            event = events.get(timeout=30)
+            while isinstance(event, TextEvent):
+                event = events.get(timeout=30)
+            assert isinstance(event, FinishEvent) and event.finish_reason == "cancelled", event
+            with pytest.raises(queue.Empty):  # nothing after the last event
+                events.get(timeout=0.3)
+        assert not isinstance(event, ErrorEvent) and event.completion_tokens == 0
+    finally:
+        engine.unload()

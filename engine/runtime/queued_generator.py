@@ -20,7 +20,7 @@ from transformers import DynamicCache
 
 from engine.config import BatchingConfig
 from engine.metrics import EngineMetrics
-from engine.requests import GenerationRequest, QueueFullError
+from engine.requests import FinishEvent, GenerationRequest, QueueFullError
 from engine.runtime.backoff import BatchLimit
 from engine.runtime.kv_cache import cache_bytes
 from engine.runtime.loader import LoadedModel
@@ -75,8 +75,8 @@ class QueuedGenerator:
             self._thread.join(timeout)
 
     def _take(self, block: bool = True, timeout: Optional[float] = None) -> Optional[GenerationRequest]:
-        """The next live request (cancelled ones are dropped here), or None: nothing came in
-        time, or the stop sentinel was reached (then ``_stopping`` is set)."""
+        """The next live request (cancelled ones end here), or None: nothing came in time, or
+        the stop sentinel was reached (then ``_stopping`` is set)."""
         while not self._stopping:
             try:
                 request = self._queue.get(block=block, timeout=timeout)
@@ -88,8 +88,19 @@ class QueuedGenerator:
             self.metrics.requests_waiting.dec()
             if not request.cancelled:
                 return request
-            self.metrics.requests_total.labels(outcome="cancelled", protocol=request.protocol).inc()
+            self._end_unstarted(request)
         return None
+
+    def _end_unstarted(self, request: GenerationRequest) -> None:
+        """A request cancelled while it waited still gets its one last event, as a started one
+        does. Nothing of it was processed, so it reports (and is charged) no tokens."""
+        self.metrics.requests_total.labels(outcome="cancelled", protocol=request.protocol).inc()
+        waited = time.monotonic() - request.arrival
+        try:
+            request.sink(FinishEvent(finish_reason="cancelled", prompt_tokens=0, completion_tokens=0,
+                                     time_to_first_token_s=None, duration_s=waited))
+        except Exception:  # the client's side is gone (its event loop closed): nothing to tell
+            log.debug("could not deliver a cancelled request's finish event", exc_info=True)
 
     def start_run(self, request: GenerationRequest) -> RequestRun:
         """A request starts running: counted until it finishes or fails."""

@@ -129,17 +129,6 @@ def submit(engine: Engine, service, body: SamplingFields, ids: list[int], opens_
     except EngineNotReady as exc:
         _release(service, ticket)
         raise ServiceError(503, f"no model is ready: {exc}", "service_unavailable") from None
-    if ticket is not None:
-        # A request cancelled while still queued ends without an event: settle its ticket here
-        # (a half-open circuit would otherwise wait for its probe forever). Once an outcome has
-        # been recorded this does nothing.
-        cancel = gen.cancel
-
-        def cancel_and_settle() -> None:
-            cancel()
-            service.circuit.record(ticket, None)
-
-        gen.cancel = cancel_and_settle
     return gen
 
 
