@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from engine.requests import within_sampling_bounds
 from engine.safetensors_meta import TORCH_NAMES, SafetensorsError, read_header
 from engine.transformers_support import gguf_architectures, unknown_architecture
 
@@ -289,8 +290,6 @@ def list_models(folders: Iterable[Path] = (), hf_cache: bool = True) -> list[Mod
 # What a request may leave out and take from the model: vLLM's ``--generation-config auto`` reads
 # the same keys, and only those the file states (transformers' own defaults are not the model's).
 SAMPLING_KEYS = {"temperature": float, "top_p": float, "top_k": int, "repetition_penalty": float}
-# The range a request may ask for (``engine.protocol.SamplingFields``): a value outside is not used.
-_SAMPLING_RANGE = {"temperature": (0.0, 2.0), "top_p": (1e-9, 1.0), "top_k": (0, 2**31), "repetition_penalty": (1e-9, 10.0)}
 
 
 def sampling_defaults(folder: Path) -> dict[str, Any]:
@@ -305,7 +304,7 @@ def sampling_defaults(folder: Path) -> dict[str, Any]:
     found = {}
     for key, kind in SAMPLING_KEYS.items():
         value = config.get(key)
-        low, high = _SAMPLING_RANGE[key]
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high:
+        # A value a request could not ask for is not used.
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and within_sampling_bounds(key, value):
             found[key] = kind(value)
     return found

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.config import ConfigError, EngineConfig, format_validation_error
 from engine.export.engine_toml import exportable, render_config
 from engine.paths import data_dir
+from engine.protocol import MAX_STOP_SEQUENCES
+from engine.requests import SAMPLING_BOUNDS
 from engine.staging import atomic_write_text
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
@@ -33,16 +35,22 @@ class SamplingDefaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: Optional[float] = Field(None, ge=0, le=2)
-    top_p: Optional[float] = Field(None, gt=0, le=1)
-    top_k: Optional[int] = Field(None, ge=-1)
-    max_tokens: Optional[int] = Field(None, ge=0)
-    repetition_penalty: Optional[float] = Field(None, gt=0)
-    frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)
-    presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
-    seed: Optional[int] = None
-    stop: Optional[list[str]] = Field(None, max_length=4)
+    temperature: Optional[float] = Field(None, **SAMPLING_BOUNDS["temperature"])
+    top_p: Optional[float] = Field(None, **SAMPLING_BOUNDS["top_p"])
+    top_k: Optional[int] = Field(None, **SAMPLING_BOUNDS["top_k"])
+    max_tokens: Optional[int] = Field(None, **SAMPLING_BOUNDS["max_tokens"])
+    repetition_penalty: Optional[float] = Field(None, **SAMPLING_BOUNDS["repetition_penalty"])
+    frequency_penalty: Optional[float] = Field(None, **SAMPLING_BOUNDS["frequency_penalty"])
+    presence_penalty: Optional[float] = Field(None, **SAMPLING_BOUNDS["presence_penalty"])
+    seed: Optional[int] = Field(None, **SAMPLING_BOUNDS["seed"])
+    stop: Optional[list[str]] = Field(None, max_length=MAX_STOP_SEQUENCES)
     system_prompt: Optional[str] = None
+
+    @field_validator("max_tokens", mode="before")
+    @classmethod
+    def _no_limit_is_unset(cls, value):
+        # The chat's 0 means "as the context allows", which a request says by leaving max_tokens out.
+        return None if value == 0 and not isinstance(value, bool) else value
 
 
 def check_name(name: str) -> str:

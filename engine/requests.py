@@ -6,10 +6,32 @@ the server turns them into HTTP responses, library users read them from an itera
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
+
+# The range of each sampling setting, in pydantic's ``Field`` terms. One table for the API's
+# request fields (``engine.protocol.SamplingFields``), presets' ``[sampling]`` and the defaults
+# read from a model's generation_config.json, so none of them takes a value the API refuses.
+# Plain Python: the catalog checks against it without loading pydantic.
+SAMPLING_BOUNDS: dict[str, dict[str, float]] = {
+    "max_tokens": {"ge": 1},
+    "temperature": {"ge": 0.0, "le": 2.0},
+    "top_p": {"gt": 0.0, "le": 1.0},
+    "top_k": {"ge": -1},  # 0 or -1: off
+    "repetition_penalty": {"gt": 0.0, "le": 10.0},
+    "frequency_penalty": {"ge": -2.0, "le": 2.0},
+    "presence_penalty": {"ge": -2.0, "le": 2.0},
+    "seed": {"ge": 0, "lt": 2**63},
+}
+_COMPARISONS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
+
+
+def within_sampling_bounds(name: str, value: float) -> bool:
+    """Whether the API would take ``value`` for the sampling setting ``name``."""
+    return all(_COMPARISONS[kind](value, limit) for kind, limit in SAMPLING_BOUNDS[name].items())
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,32 @@ def test_only_the_sampling_settings_a_model_states_are_its_defaults(tmp_path):
     assert sampling_defaults(tmp_path) == {}
 
 
+def test_presets_the_catalog_and_the_api_take_the_same_sampling_ranges():
+    """One table of ranges (engine.requests.SAMPLING_BOUNDS): a preset or a model's file never
+    holds a value the API would refuse."""
+    from pydantic import ValidationError
+
+    from engine.presets import SamplingDefaults
+    from engine.requests import SAMPLING_BOUNDS, within_sampling_bounds
+
+    refused = {"temperature": 2.5, "top_p": 0.0, "top_k": -2, "max_tokens": -1, "repetition_penalty": 50.0,
+               "frequency_penalty": -3.0, "presence_penalty": 3.0, "seed": -1}
+    assert set(refused) == set(SAMPLING_BOUNDS)
+    for name, value in refused.items():
+        assert not within_sampling_bounds(name, value), name
+        with pytest.raises(ValidationError, match=name):
+            ChatCompletionRequest(model="m", messages=MESSAGES, **{name: value})
+        with pytest.raises(ValidationError, match=name):
+            SamplingDefaults(**{name: value})
+    taken = {"temperature": 0.0, "top_p": 1.0, "top_k": -1, "max_tokens": 1, "repetition_penalty": 10.0,
+             "frequency_penalty": -2.0, "presence_penalty": 2.0, "seed": 0}
+    assert all(within_sampling_bounds(name, value) for name, value in taken.items())
+    ChatCompletionRequest(model="m", messages=MESSAGES, **taken)
+    assert SamplingDefaults(**taken).model_dump(exclude_none=True) == taken
+    # The chat's "as the context allows" (0) is a preset without max_tokens, as a request says it.
+    assert SamplingDefaults(max_tokens=0).max_tokens is None
+
+
 def test_a_request_takes_the_models_settings_for_what_it_leaves_out():
     model = {"temperature": 0.2, "top_p": 0.5}
     left_out = sampling_params(ChatCompletionRequest(model="m", messages=MESSAGES), 16, model)

@@ -10,6 +10,8 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from engine.requests import SAMPLING_BOUNDS
+
 MAX_STOP_SEQUENCES = 4
 
 
@@ -43,16 +45,16 @@ class SamplingFields(_Request):
     """Sampling settings shared by chat and text completions."""
 
     model: str = Field(..., min_length=1)
-    max_tokens: Optional[int] = Field(None, ge=1)
-    max_completion_tokens: Optional[int] = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=-1, description="0 or -1: off")
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    max_tokens: Optional[int] = Field(None, **SAMPLING_BOUNDS["max_tokens"])
+    max_completion_tokens: Optional[int] = Field(None, **SAMPLING_BOUNDS["max_tokens"])
+    temperature: float = Field(1.0, **SAMPLING_BOUNDS["temperature"])
+    top_p: float = Field(1.0, **SAMPLING_BOUNDS["top_p"])
+    top_k: int = Field(0, **SAMPLING_BOUNDS["top_k"], description="0 or -1: off")
+    repetition_penalty: float = Field(1.0, **SAMPLING_BOUNDS["repetition_penalty"])
+    frequency_penalty: float = Field(0.0, **SAMPLING_BOUNDS["frequency_penalty"])
+    presence_penalty: float = Field(0.0, **SAMPLING_BOUNDS["presence_penalty"])
     stop: Annotated[Optional[Union[str, list[str]]], _STOP_SCHEMA] = None
-    seed: Optional[int] = Field(None, ge=0, lt=2**63)
+    seed: Optional[int] = Field(None, **SAMPLING_BOUNDS["seed"])
     n: int = Field(1, ge=1, le=1, description="only 1 choice per request")
     stream: bool = False
     stream_options: Optional["StreamOptions"] = None
