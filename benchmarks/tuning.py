@@ -79,9 +79,7 @@ def fresh(model_dir: Path, record: tuning.SweepRecord, args) -> float:
     import tomli_w
 
     settings = tuning.sections({k: v for k, v in record.recommended.config.items() if v is not None})
-    path = Path(tempfile.mkdtemp()) / "engine.toml"
-    path.write_text(tomli_w.dumps({"model": {"path": str(model_dir)}, **settings}))
-    with EngineServer(None, extra_args=["--config", str(path)]) as srv:
+    with EngineServer(None, config=tomli_w.dumps({"model": {"path": str(model_dir)}, **settings})) as srv:
         warm_up(srv, args, record.recommended.concurrency)
         return bench_cli(srv, args, record.recommended.concurrency)
 

@@ -110,6 +110,13 @@ class EngineServer:
                     return sample.value
         raise KeyError(name)
 
+    def runtime_config(self) -> dict:
+        """The run-time sections of ``GET /admin/config``: what a sweep changes and puts back."""
+        from engine import tuning
+
+        body = httpx.get(self.url + "/admin/config", headers=self.headers, timeout=10).json()
+        return {section: body[section] for section in tuning.RUNTIME_SECTIONS}
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -162,15 +169,10 @@ def demo_model() -> Path:
     return Path(out.strip().splitlines()[-1])
 
 
-def reference_greedy(model_dir, prompt, max_new_tokens):
-    """What transformers' own ``model.generate`` answers, greedily, for one prompt alone."""
-    return GreedyReference()(model_dir, prompt, max_new_tokens)
-
-
 class GreedyReference:
-    """``reference_greedy`` that loads each model once and remembers each answer: the batching and
-    generation tests ask for the same answers in many cases (the ``greedy_reference`` fixture
-    keeps one for the session)."""
+    """What transformers' own ``model.generate`` answers, greedily, for one prompt alone; each
+    model loaded once and each answer remembered: the batching and generation tests ask for the
+    same answers in many cases (the ``greedy_reference`` fixture keeps one for the session)."""
 
     def __init__(self):
         self._models: dict[str, tuple] = {}

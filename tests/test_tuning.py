@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import tomllib
 
-import httpx
 import pytest
 
 from engine import tuning
@@ -18,13 +17,8 @@ GRID = '"batching.max_batch_size" = [1, 4]\n"batching.max_wait_ms" = [0, 50]\n'
 TINY = tuning.Workload(prompt_tokens=12, output_tokens=4, concurrency=[1, 2], requests=2)
 
 
-def runtime_config(server) -> dict:
-    body = httpx.get(server.url + "/admin/config", headers=server.headers, timeout=10).json()
-    return {section: body[section] for section in tuning.RUNTIME_SECTIONS}
-
-
 def test_cli_sweeps_a_2x2_grid_and_prints_the_recommended_settings_as_toml(server, tmp_path, capsys, app_data):
-    before = runtime_config(server)
+    before = server.runtime_config()
     (tmp_path / "grid.toml").write_text(GRID)
     code = main(["tune", "--url", server.url, "--api-key", server.api_key, "--grid", str(tmp_path / "grid.toml"),
                  "--concurrency", "1,2", "--requests", "2", "--prompt-tokens", "12", "--output-tokens", "4",
@@ -61,11 +55,11 @@ def test_cli_sweeps_a_2x2_grid_and_prints_the_recommended_settings_as_toml(serve
     assert "point 10/10" in out.err  # the progress on stderr
     assert (tmp_path / "s.csv").read_text().count("\n") == 11
     assert len(tuning.list_records()) == 1  # kept in the data folder too
-    assert runtime_config(server) == before
+    assert server.runtime_config() == before
 
 
 def test_a_refused_value_is_marked_with_the_engines_message_and_the_sweep_goes_on(server):
-    before = runtime_config(server)
+    before = server.runtime_config()
     grid = {"batching.max_batch_size": [0, 2]}
     record = tuning.Sweep(server.url, server.api_key, grid, TINY, tuning.Objective()).run()
     assert record.status == "finished" and record.restored is True
@@ -75,17 +69,17 @@ def test_a_refused_value_is_marked_with_the_engines_message_and_the_sweep_goes_o
     assert not any(p.pareto or p.meets_slo for p in refused)
     measured = [p for p in record.points if p.config == {"batching.max_batch_size": 2}]
     assert len(measured) == 2 and all(p.measured for p in measured)
-    assert runtime_config(server) == before
+    assert server.runtime_config() == before
 
 
 def test_config_found_is_restored_after_a_cancel(server):
-    before = runtime_config(server)
+    before = server.runtime_config()
     sweep = None
     seen = []
 
     def on_event(event):
         if event["type"] == "progress" and event["point"] == 3:  # the first grid point is being measured
-            seen.append(runtime_config(server)["batching"]["max_batch_size"])
+            seen.append(server.runtime_config()["batching"]["max_batch_size"])
             sweep.cancel()
 
     sweep = tuning.Sweep(server.url, server.api_key, {"batching.max_batch_size": [3, 5]},
@@ -95,7 +89,7 @@ def test_config_found_is_restored_after_a_cancel(server):
     assert seen and seen[0] == 3
     assert record.status == "cancelled" and record.restored is True
     assert len(record.points) == 2 and all(p.reference for p in record.points)  # the level cut short is not kept
-    assert runtime_config(server) == before
+    assert server.runtime_config() == before
 
 
 def test_worker_killed_mid_sweep_stops_the_sweep_and_keeps_the_points_done(llama_dir, tmp_path):

@@ -12,11 +12,6 @@ from engine import tuning
 GRID = '"batching.max_batch_size" = [1, 4]\n"batching.max_wait_ms" = [0, 50]\n'
 
 
-def runtime_config(server) -> dict:
-    body = httpx.get(server.url + "/admin/config", headers=server.headers, timeout=10).json()
-    return {section: body[section] for section in tuning.RUNTIME_SECTIONS}
-
-
 def restore(server, config: dict) -> None:
     httpx.put(server.url + "/admin/config", headers=server.headers, json=config, timeout=10).raise_for_status()
 
@@ -40,7 +35,7 @@ def small_experiment(panel, output_tokens: int = 4) -> None:
 
 
 def test_budget_knobs_and_a_2x2_sweep(make_window, qtbot, server):
-    before = runtime_config(server)
+    before = server.runtime_config()
     window, panel = open_panel(make_window, qtbot, server)
     model = panel.model
     try:
@@ -76,7 +71,7 @@ def test_budget_knobs_and_a_2x2_sweep(make_window, qtbot, server):
             panel.run_button.click()
             assert panel.cancel_button.isEnabled() and not panel.run_button.isEnabled()
         record = finished.args[0]
-        assert record.status == "finished" and record.restored is True and runtime_config(server) == before
+        assert record.status == "finished" and record.restored is True and server.runtime_config() == before
         assert len(record.points) == 10 and all(p.measured for p in record.points)
         assert panel.sweep_plot.scatter.data.size == 10  # every point on the plot
         plotted = {int(spot.data()) for spot in panel.sweep_plot.scatter.points()}
@@ -100,7 +95,7 @@ def test_budget_knobs_and_a_2x2_sweep(make_window, qtbot, server):
         assert f"#{chosen.index}" in panel.details.text() and panel.export_button.isEnabled()
         panel.apply_point_button.click()
         expected = {k.partition(".")[2]: v for k, v in chosen.config.items()}
-        qtbot.waitUntil(lambda: all(runtime_config(server)["batching"][k] == v for k, v in expected.items()),
+        qtbot.waitUntil(lambda: all(server.runtime_config()["batching"][k] == v for k, v in expected.items()),
                         timeout=10_000)
         qtbot.waitUntil(lambda: model.in_force["batching.max_batch_size"] == expected["max_batch_size"],
                         timeout=10_000)
@@ -123,15 +118,15 @@ def test_budget_knobs_and_a_2x2_sweep(make_window, qtbot, server):
 
 
 def test_quitting_mid_sweep_puts_the_settings_back(make_window, qtbot, server):
-    before = runtime_config(server)
+    before = server.runtime_config()
     window, panel = open_panel(make_window, qtbot, server)
     try:
         small_experiment(panel, output_tokens=48)
         panel.run_button.click()
         # point 3 is the first grid point: the sweep has changed the engine's settings
         qtbot.waitUntil(lambda: (panel.model.last_progress or {}).get("point", 0) >= 3, timeout=120_000)
-        assert runtime_config(server) != before
+        assert server.runtime_config() != before
         window.close()
-        assert runtime_config(server) == before
+        assert server.runtime_config() == before
     finally:
         restore(server, before)
