@@ -44,9 +44,8 @@ class KnobRow:
         self.editor.setMinimumWidth(104 if choices else 60)
         self.editor.setMaximumWidth(104 if choices else 84)
         self.refusal = QLabel("")
-        self.refusal.setObjectName("refusal")
+        self.refusal.setObjectName("refusal")  # red in each theme
         self.refusal.setWordWrap(True)
-        self.refusal.setStyleSheet("color: #ff8a8a;")
         self.refusal.hide()
 
     def show_value(self, in_force: Any, value: Any, edited: bool) -> None:

@@ -25,8 +25,8 @@ class KnobsSection(Card):
         self.knobs: dict[str, KnobRow] = {}
         grid = self._build_grid()
         self.general_refusal = QLabel("")
+        self.general_refusal.setObjectName("refusal")  # red in each theme
         self.general_refusal.setWordWrap(True)
-        self.general_refusal.setStyleSheet("color: #ff8a8a;")
         self.general_refusal.hide()
         self.apply_button = QPushButton("Apply")
         self.apply_button.setObjectName("primary")

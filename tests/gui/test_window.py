@@ -186,6 +186,17 @@ def test_gpus_found_after_launch_join_the_device_choice_stand_in_gpu_list(make_w
     assert box.currentText() == "cpu" and window.library.estimate_device("auto") == "cuda:0"
 
 
+def test_the_tuning_refusals_are_red_in_each_theme(make_window):
+    window = make_window(engine=False)
+    section = window.tuning.knobs_section
+    labels = [section.general_refusal, *(row.refusal for row in section.knobs.values())]
+    for theme, red in (("light", "#b3261e"), ("dark", "#ff8a8a")):  # the themes' own, not pink on white
+        window.set_theme(theme)
+        for label in labels:
+            label.ensurePolished()
+            assert label.palette().color(label.foregroundRole()).name() == red, (theme, label.text())
+
+
 def test_job_progress_shows_a_measured_bar_for_bytes_and_tqdm_steps_else_busy(make_window):
     window = make_window(engine=False)
     library, panel = window.library, window.models
