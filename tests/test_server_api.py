@@ -163,3 +163,23 @@ def test_every_stderr_line_of_the_worker_is_json(server, client, served_model):
         except ValueError:
             not_json.append(line)
     assert not_json == []
+
+
+@pytest.mark.parametrize("content, reasoning", [("Paris", ""), ("", "thinking"), ("é", "both"), ("", "")])
+def test_per_token_chunks_are_the_documented_chunk_models(content, reasoning):
+    """Per-token chunks are built as plain dicts on the hot path: they still validate as the
+    models the OpenAPI document names, and are the bytes those models would give."""
+    import json
+
+    from engine.api.streaming import Reply, sse
+    from engine.protocol import ChatCompletionChunk, CompletionChunk
+    from engine.requests import TextEvent
+
+    event = TextEvent(content=content, reasoning=reasoning)
+    for chat, model in ((True, ChatCompletionChunk), (False, CompletionChunk)):
+        line = Reply("id-1", "tiny-llama", chat, "/v1/path").text_chunk(event)
+        assert line.startswith("data: ") and line.endswith("\n\n")
+        chunk = model.model_validate_json(line.removeprefix("data: "))
+        assert sse(chunk.model_dump()) == line
+        assert chunk.usage is None and chunk.choices[0].finish_reason is None
+    assert json.loads(line.removeprefix("data: "))["choices"][0]["text"] == content
