@@ -106,8 +106,11 @@ def _log_request(scope, status: int, started: float) -> None:
 def assume_json_body(scope):
     """Treat a POST without a JSON content type as JSON: ``curl -d`` sends form encoding by
     default, and every body this API takes is JSON."""
-    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-    content_type = dict(scope["headers"]).get(b"content-type", b"")
+    content_type = b""
+    for key, value in scope["headers"]:  # the last one counts, as it always did
+        if key == b"content-type":
+            content_type = value
     if content_type.startswith(b"application/json"):
         return scope
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
     return {**scope, "headers": headers + [(b"content-type", b"application/json")]}

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 from transformers import DynamicCache
 
+from engine.faults import FAULTS
 from engine.requests import GenerationRequest
 from engine.runtime.faults import inject_model_faults
 from engine.runtime.kv_cache import cache_argument, kv_layers
@@ -189,7 +190,8 @@ class _Batch:
         ids = torch.tensor([[pad] * (longest - len(r.tokens)) + r.tokens for r in rows], device=self.device)
         mask = torch.tensor([[0] * (longest - len(r.tokens)) + [1] * len(r.tokens) for r in rows], device=self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        inject_model_faults([r.run.request for r in rows])
+        if FAULTS.active:  # off outside tests: build no list of requests then
+            inject_model_faults([r.run.request for r in rows])
         logits = model(input_ids=ids[:, cached:], attention_mask=mask, position_ids=positions[:, cached:],
                        use_cache=True, logits_to_keep=1, **{self.cache_arg: cache}).logits[:, -1, :]
         if self.cache is None:
@@ -269,6 +271,7 @@ class _Batch:
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=-1)
         self.positions = self.positions + 1
         ids = torch.tensor(self.step, device=self.device).unsqueeze(-1)
-        inject_model_faults([row.run.request for row in self.rows])
+        if FAULTS.active:  # off outside tests: no list of requests per decode step
+            inject_model_faults([row.run.request for row in self.rows])
         self.logits = self.loaded.model(input_ids=ids, attention_mask=self.mask, position_ids=self.positions,
                                         use_cache=True, **{self.cache_arg: self.cache}).logits[:, -1, :]
