@@ -125,8 +125,10 @@ class EngineClient(QObject):
 
     def chat_stream(self, body: dict, on_piece, on_done, on_failed) -> StreamHandle:
         """Stream a chat completion. ``on_piece((kind, text))`` for each piece, kind "reasoning"
-        or "content"; ``on_done(result)`` with finish reason, usage, time to first token and
-        whether it was stopped; ``on_failed(message)`` when the engine refused or went away."""
+        or "content" (and ("citations", [source, …]) once, first, for a grounded answer: the
+        ``search`` extension); ``on_done(result)`` with finish reason, usage, time to first token,
+        whether it was stopped, and a grounded answer's ``unknown_citations``; ``on_failed(message)``
+        when the engine refused or went away."""
         handle = StreamHandle()
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
 
@@ -163,6 +165,10 @@ class EngineClient(QObject):
                 if "error" in data:
                     raise EngineError(data["error"].get("message", str(data["error"])))
                 result["usage"] = data.get("usage") or result["usage"]
+                if data.get("citations") is not None:  # a grounded answer's sources, on its first chunk
+                    signals.chunk.emit(("citations", data["citations"]))
+                if data.get("unknown_citations") is not None:  # on its last chunk
+                    result["unknown_citations"] = data["unknown_citations"]
                 for choice in data.get("choices", []):
                     delta = choice.get("delta", {})
                     for kind in ("reasoning_content", "content"):

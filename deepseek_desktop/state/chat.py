@@ -28,6 +28,7 @@ def conversation_settings(stored: Optional[dict]) -> dict:
         settings.update(dict.fromkeys(OLD_DEFAULTS))
     return settings
 SAVE_EVERY_MS = 1000  # a streaming reply is written this often, and when it ends
+SEARCH_TOP_K = 5      # passages a grounded reply is given (the search extension's default)
 
 
 def stats_text(stats: dict) -> str:
@@ -136,9 +137,27 @@ class ChatSession(QObject):
         if self.current is None:
             self.new_conversation()
         self.current["system_prompt"] = system_prompt
-        self.current["settings"] = {**DEFAULT_SETTINGS, **settings}
+        # Choices made elsewhere than the settings form (the documents used) stay as they are.
+        kept = {k: v for k, v in (self.current.get("settings") or {}).items() if k not in DEFAULT_SETTINGS}
+        self.current["settings"] = {**DEFAULT_SETTINGS, **kept, **settings}
         self.store.update_conversation(self.current["id"], system_prompt=system_prompt,
                                        settings=self.current["settings"])
+
+    def use_documents(self, collection: Optional[str]) -> None:
+        """Ground this conversation's replies in a document collection (None: in nothing): each
+        request then carries the ``search`` extension and each reply keeps its citations."""
+        if self.current is None:
+            self.new_conversation()
+        settings = self.current.setdefault("settings", dict(DEFAULT_SETTINGS))
+        if settings.get("documents") == collection:
+            return
+        settings["documents"] = collection
+        self.store.update_conversation(self.current["id"], settings=settings)
+
+    @property
+    def documents(self) -> Optional[str]:
+        """The collection this conversation's replies are grounded in, if any."""
+        return ((self.current or {}).get("settings") or {}).get("documents")
 
     # -- messages
     def send(self, text: str, edit_position: Optional[int] = None) -> bool:
@@ -207,6 +226,8 @@ class ChatSession(QObject):
                 body[key] = settings[key]
         if settings.get("max_tokens"):
             body["max_tokens"] = int(settings["max_tokens"])
+        if settings.get("documents"):
+            body["search"] = {"collection": settings["documents"], "top_k": SEARCH_TOP_K}
         return body
 
     def _answered_turns(self) -> list[dict]:
@@ -235,6 +256,10 @@ class ChatSession(QObject):
         if reply is not self.reply:
             return  # a late piece of a reply already marked interrupted
         kind, text = piece
+        if kind == "citations":  # a grounded reply's sources: kept with it, written with it
+            reply["citations"] = text
+            self.message_updated.emit(reply)
+            return
         now = time.monotonic()
         self._first_piece_at = self._first_piece_at or now
         self._pieces += 1
@@ -257,6 +282,8 @@ class ChatSession(QObject):
         if result.get("decode_s") and (stats.get("completion_tokens") or 0) > 1:
             stats["tokens_per_s"] = (stats["completion_tokens"] - 1) / result["decode_s"]
         stats["finish_reason"] = result.get("finish_reason")
+        if result.get("unknown_citations"):  # [n] in the reply that name no source it was given
+            stats["unknown_citations"] = result["unknown_citations"]
         if result.get("interrupted"):
             self._finish("interrupted", {**stats, "error": result["interrupted"]})
             self.notifier.error(f"the reply was cut off: {result['interrupted']}")

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS messages (
     reasoning TEXT NOT NULL DEFAULT '',
     status TEXT NOT NULL DEFAULT 'done',   -- done | streaming | stopped | interrupted | error
     stats TEXT NOT NULL DEFAULT '{}',
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    citations TEXT NOT NULL DEFAULT '[]'   -- a grounded reply's sources, as the engine numbered them
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, position);
 """
@@ -44,6 +45,18 @@ CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id,
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+# Columns added after the first release: a history written before them gets them, empty.
+ADDED_COLUMNS = {"citations": "TEXT NOT NULL DEFAULT '[]'"}
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    have = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+    for name, declaration in ADDED_COLUMNS.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE messages ADD COLUMN {name} {declaration}")
+    db.commit()
 
 
 class ChatStore:
@@ -70,6 +83,7 @@ class ChatStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA foreign_keys=ON")
             db.executescript(SCHEMA)
+            _add_missing_columns(db)
         except sqlite3.DatabaseError:
             db.close()
             raise
@@ -120,16 +134,18 @@ class ChatStore:
     # -- messages
     def messages(self, conversation_id: str) -> list[dict]:
         rows = self.db.execute("SELECT * FROM messages WHERE conversation_id=? ORDER BY position", (conversation_id,))
-        return [{**dict(r), "stats": json.loads(r["stats"])} for r in rows]
+        return [{**dict(r), "stats": json.loads(r["stats"]), "citations": json.loads(r["citations"])} for r in rows]
 
     def save_message(self, message: dict) -> None:
         """Insert or replace one message (the whole row: a streaming reply is rewritten as it grows)."""
         with self.db:
             self.db.execute(
-                "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO messages (id, conversation_id, position, role, content, reasoning, status, "
+                "stats, created, citations) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (message["id"], message["conversation_id"], message["position"], message["role"],
                  message.get("content", ""), message.get("reasoning", ""), message.get("status", "done"),
-                 json.dumps(message.get("stats") or {}), message.get("created") or time.time()))
+                 json.dumps(message.get("stats") or {}), message.get("created") or time.time(),
+                 json.dumps(message.get("citations") or [])))
             self.db.execute("UPDATE conversations SET updated=? WHERE id=?", (time.time(), message["conversation_id"]))
 
     def truncate(self, conversation_id: str, from_position: int) -> None:

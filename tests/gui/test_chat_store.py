@@ -69,3 +69,26 @@ def test_long_replies_are_drawn_in_chunks_that_end_at_paragraph_breaks_outside_c
     assert cut == 3 * len(para) and text[:cut].endswith("\n\n")  # 4 would pass 2,000 characters
     assert chunk_end(text, 6 * len(para)) is None  # the code block starts here and is longer than a chunk
     assert chunk_end(para * 3, 0) is None  # shorter than a chunk: one piece
+
+
+def test_a_grounded_replys_citations_are_kept_and_an_older_history_gains_the_column(tmp_path):
+    path = tmp_path / "chats.sqlite3"
+    # A history written before citations existed: the messages table without that column.
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE conversations (id TEXT PRIMARY KEY, title TEXT NOT NULL, system_prompt TEXT NOT NULL "
+        "DEFAULT '', settings TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL, updated REAL NOT NULL);"
+        "CREATE TABLE messages (id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL, position INTEGER NOT NULL, "
+        "role TEXT NOT NULL, content TEXT NOT NULL DEFAULT '', reasoning TEXT NOT NULL DEFAULT '', status TEXT "
+        "NOT NULL DEFAULT 'done', stats TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL);"
+        "INSERT INTO conversations VALUES ('c', 'old', '', '{}', 1, 1);"
+        "INSERT INTO messages VALUES ('m', 'c', 0, 'user', 'hello', '', 'done', '{}', 1);")
+    old.commit()
+    old.close()
+    store = ChatStore(path)
+    assert store.messages("c")[0]["citations"] == []
+    cited = [{"n": 1, "collection": "docs", "path": "/d/a.md", "title": "A", "heading": "Intro", "page": None,
+              "lines": [3, 9], "snippet": "the <mark>answer</mark>"}]
+    store.save_message({**_message("c", 1, "assistant", "It is so [1]."), "citations": cited})
+    store.close()
+    assert ChatStore(path).messages("c")[1]["citations"] == cited
