@@ -67,6 +67,7 @@ class MainWindow(QMainWindow):
         self._monitor_window: Optional[QWidget] = None
         self._painted = False
         self._panels: dict[str, QWidget] = {}
+        self._search_model = None  # state.search.SearchModel, made when the Search or Chat panel first needs it
         self.notifier = Notifier(parent=self)
         self._make_folders_private()
         self.theme = apply_theme(settings().value("window/theme", "dark"))
@@ -177,7 +178,7 @@ class MainWindow(QMainWindow):
     def _panel_factories(self) -> dict[str, Callable[[], QWidget]]:
         return {"Models": self._make_models, "Chat": self._make_chat, "Monitor": self._make_monitor,
                 "Tuning": self._make_tuning,
-                "Search": lambda: self._make_placeholder("Search"), "Logs": self._make_logs}
+                "Search": self._make_search, "Logs": self._make_logs}
 
     def _make_models(self) -> QWidget:
         from deepseek_desktop.panels.models import ModelsPanel
@@ -208,16 +209,26 @@ class MainWindow(QMainWindow):
 
         return TuningPanel(TuningModel(self.engine_session, self.notifier, self), self.notifier, self.theme)
 
+    @property
+    def search_model(self):
+        """The document collections and queries (Search panel; the Chat's "Use documents")."""
+        if self._search_model is None:
+            from deepseek_desktop.state.search import SearchModel
+
+            self._search_model = SearchModel(self.engine_session, self.notifier, self)
+        return self._search_model
+
+    def _make_search(self) -> QWidget:
+        from deepseek_desktop.panels.search import SearchPanel
+        from deepseek_desktop.state.search_ask import AskModel
+
+        ask = AskModel(self.engine_session.ready_client, lambda: self.engine_session.model_id, self.notifier, self)
+        return SearchPanel(self.search_model, ask, self.notifier, self.theme)
+
     def _make_logs(self) -> QWidget:
         from deepseek_desktop.panels.logs import LogsPanel
 
         return LogsPanel(self.notifier)  # it shows the notices posted before it was built too
-
-    @staticmethod
-    def _make_placeholder(name: str) -> QWidget:
-        from deepseek_desktop.panels.placeholder import PlaceholderPanel
-
-        return PlaceholderPanel(name)
 
     @property
     def models(self):
@@ -234,6 +245,10 @@ class MainWindow(QMainWindow):
     @property
     def tuning(self):
         return self.panel("Tuning")
+
+    @property
+    def search(self):
+        return self.panel("Search")
 
     @property
     def logs(self):
@@ -329,6 +344,8 @@ class MainWindow(QMainWindow):
         self.save_settings()
         if "Tuning" in self._panels:  # a sweep under way puts back the settings it found
             self.tuning.shutdown()
+        if "Search" in self._panels:  # an answer streaming stops, file previews close
+            self.search.shutdown()
         self.session.stop()
         self.telemetry.stop()
         self.library.stop_job()

@@ -4,7 +4,7 @@ inline styles) and a Copy link above each block, and a viewer that grows to fit 
 from __future__ import annotations
 
 import html
-from typing import Optional
+from typing import Callable, Optional
 
 from markdown_it import MarkdownIt
 from pygments import highlight
@@ -58,6 +58,7 @@ class MarkdownView(QTextBrowser):
     """Read-only Markdown that sizes itself to its content (messages stack in a scroll area)."""
 
     copied = Signal(str)
+    link_clicked = Signal(QUrl)  # a link of another scheme than copy: or http(s): (a citation's cite:n)
 
     def __init__(self, theme: str = "dark", parent=None):
         super().__init__(parent)
@@ -70,10 +71,13 @@ class MarkdownView(QTextBrowser):
         self.anchorClicked.connect(self._on_link)
         self.document().documentLayout().documentSizeChanged.connect(self._fit)
         self.markdown = ""
+        # Applied to the rendered HTML before it is shown (a grounded answer links its [n] markers).
+        self.html_filter: Optional[Callable[[str], str]] = None
 
     def set_markdown(self, text: str) -> None:
         self.markdown = text
-        self.setHtml(self.renderer.render(text))
+        rendered = self.renderer.render(text)
+        self.setHtml(self.html_filter(rendered) if self.html_filter is not None else rendered)
 
     def _fit(self, *_) -> None:
         self.setFixedHeight(int(self.document().size().height()) + 6)
@@ -90,6 +94,8 @@ class MarkdownView(QTextBrowser):
             from PySide6.QtGui import QDesktopServices
 
             QDesktopServices.openUrl(url)
+        else:
+            self.link_clicked.emit(url)
 
     def copy_block(self, index: int) -> Optional[str]:
         if 0 <= index < len(self.renderer.code_blocks):
