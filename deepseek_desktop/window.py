@@ -194,6 +194,7 @@ class MainWindow(QMainWindow):
         panel.wants_models_panel.connect(lambda: self.show_panel("Models"))
         panel.wants_demo.connect(self.fetch_and_load_demo)
         panel.follow(self.engine_session, self.library)
+        panel.follow_documents(self.search_model)
         return panel
 
     def _make_monitor(self) -> QWidget:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
-    QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout, QInputDialog, QLabel, QLineEdit, QListWidget,
+    QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout, QInputDialog, QLabel, QLineEdit, QListWidget,
     QListWidgetItem, QMenu, QPlainTextEdit, QPushButton, QScrollArea, QSpinBox, QSplitter, QToolButton,
     QVBoxLayout, QWidget,
 )
@@ -26,6 +26,7 @@ RENDER_EVERY_MS = 50
 DEMO_FETCH_TEXT = "Fetch the demo model (93 MB download, 540 MB on disk)"
 DEMO_LOAD_TEXT = "Load the demo model (fetched already)"
 MODELS_OWN = "the model's own"
+NO_DOCUMENTS = "No documents"
 
 
 def chosen(box: QDoubleSpinBox) -> Optional[float]:
@@ -60,6 +61,8 @@ class ChatPanel(QWidget):
         self.widgets: dict[str, MessageWidget] = {}
         self.edit_position: Optional[int] = None
         self._dirty: set[str] = set()
+        self._collections: list[str] = []   # offered in "Use documents"
+        self._previews: list[QWidget] = []  # file previews opened from a citation
         self._render_timer = QTimer(self, interval=RENDER_EVERY_MS, timeout=self._render_dirty)
         self._build()
         session.conversations_changed.connect(self._fill_conversations)
@@ -98,7 +101,13 @@ class ChatPanel(QWidget):
         self.title_label.setObjectName("chat_title")
         self.settings_button = QToolButton(text="Settings", checkable=True)
         self.settings_button.toggled.connect(lambda on: self.settings_frame.setVisible(on))
+        # Grounding in a document collection, per conversation (the search extension; issue 13).
+        self.documents_box = QComboBox()
+        self.documents_box.setToolTip("Use documents: answers draw on a collection's passages and cite them")
+        self.documents_box.addItem(NO_DOCUMENTS, None)
+        self.documents_box.activated.connect(lambda _i: self.choose_documents(self.documents_box.currentData()))
         header.addWidget(self.title_label, 1)
+        header.addWidget(self.documents_box)
         header.addWidget(self.settings_button)
         layout.addLayout(header)
         layout.addWidget(self._build_settings())
@@ -202,6 +211,33 @@ class ChatPanel(QWidget):
                                                                   self._name_demo_button()))
         self.set_model_ready(engine.model_id is not None, engine.model_hint())
 
+    def follow_documents(self, search) -> None:
+        """Offer ``search``'s collections (``state.search.SearchModel``) in "Use documents"."""
+        def listed(collections: list) -> None:
+            self._collections = [c["name"] for c in collections]
+            self._fill_documents()
+        search.collections_changed.connect(listed)
+        listed(list(search.collections.values()))
+
+    def choose_documents(self, collection: Optional[str]) -> None:
+        """Ground this conversation in ``collection`` (None: in nothing); a first choice starts one."""
+        self.session.use_documents(collection)
+        self._fill_documents()
+
+    def _fill_documents(self) -> None:
+        chosen = self.session.documents
+        names = self._collections
+        box = self.documents_box
+        box.blockSignals(True)
+        box.clear()
+        box.addItem(NO_DOCUMENTS, None)
+        for name in names:
+            box.addItem(f"Documents: {name}", name)
+        if chosen and chosen not in names:  # deleted, or not listed yet: still what this conversation uses
+            box.addItem(f"Documents: {chosen} (not found)", chosen)
+        box.setCurrentIndex(max(0, box.findData(chosen)) if chosen else 0)
+        box.blockSignals(False)
+
     def _name_demo_button(self) -> None:
         """Say what the button will do: fetch the demo model, or load the copy already here."""
         from engine.paths import demo_model_dir, is_model_folder
@@ -271,6 +307,7 @@ class ChatPanel(QWidget):
         for box, key in ((self.temperature, "temperature"), (self.top_p, "top_p")):
             box.setValue(box.minimum() if settings[key] is None else settings[key])
         self.max_tokens.setValue(int(settings["max_tokens"]))
+        self._fill_documents()
         for message in messages:
             self._add_message(message, scroll=False)
         self._update_regenerate()
@@ -281,6 +318,7 @@ class ChatPanel(QWidget):
         widget.edit_requested.connect(self.begin_edit)
         widget.regenerate_requested.connect(self.regenerate)
         widget.code_copied.connect(lambda: self.notifier.info("code block copied"))
+        widget.open_requested.connect(self.open_source)
         self.widgets[message["id"]] = widget
         self.message_layout.insertWidget(self.message_layout.count() - 1, widget)
         if self.session.current:
@@ -344,6 +382,14 @@ class ChatPanel(QWidget):
         self._update_regenerate()
 
     # -- actions
+    def open_source(self, source: dict) -> None:
+        """A cited source, opened at its page or line (see widgets.file_preview)."""
+        from deepseek_desktop.widgets.file_preview import open_location
+
+        preview = open_location(source, self.notifier, self)
+        if preview is not None:
+            self._previews = [p for p in self._previews if p.isVisible()] + [preview]
+
     def send(self) -> None:
         if self.session.send(self.composer.toPlainText(), self.edit_position):
             self.composer.clear()

@@ -14,6 +14,7 @@ from deepseek_desktop.state.chat import stats_text
 from deepseek_desktop.widgets.labels import WrapLabel
 
 if TYPE_CHECKING:  # markdown-it and Pygments are imported with the first message, not at start-up
+    from deepseek_desktop.widgets.citations import CitationsView
     from deepseek_desktop.widgets.markdown import MarkdownView
 
 STATUS_TEXT = {
@@ -48,6 +49,7 @@ class MessageWidget(QFrame):
     edit_requested = Signal(dict)    # the message, to be edited in the composer
     regenerate_requested = Signal()
     code_copied = Signal()
+    open_requested = Signal(dict)    # a cited source, to be opened at its page or line
 
     def __init__(self, message: dict, theme: str = "dark"):
         super().__init__()
@@ -96,6 +98,7 @@ class MessageWidget(QFrame):
         self.body_layout.setSpacing(0)
         layout.addLayout(self.body_layout)
         self.chunks: list[MarkdownView] = []
+        self.citations_view: Optional[CitationsView] = None  # a grounded reply's sources, under it
         self.settled = 0  # characters of the content drawn in chunks that no longer change
         self._new_chunk()
         self.stats_label = WrapLabel()
@@ -108,9 +111,41 @@ class MessageWidget(QFrame):
 
         view = MarkdownView(self.theme)
         view.copied.connect(lambda _: self.code_copied.emit())
+        view.html_filter = self._link_citations
+        view.link_clicked.connect(self._on_cite_link)
         self.body_layout.addWidget(view)
         self.chunks.append(view)
         return view
+
+    def _link_citations(self, rendered: str) -> str:
+        """A grounded reply's [n] markers as links that open the cited passage below it."""
+        sources = self.message.get("citations") or []
+        if not sources and not (self.message.get("stats") or {}).get("unknown_citations"):
+            return rendered
+        from deepseek_desktop.widgets.citations import link_citations
+
+        return link_citations(rendered, [s.get("n") for s in sources], self.theme)
+
+    def _on_cite_link(self, url) -> None:
+        from deepseek_desktop.widgets.citations import cited_number
+
+        n = cited_number(url)
+        if n is not None and self.citations_view is not None:
+            self.citations_view.show_passage(n)
+
+    def _show_citations(self) -> None:
+        sources = self.message.get("citations") or []
+        unknown = (self.message.get("stats") or {}).get("unknown_citations") or []
+        if not sources and not unknown and self.citations_view is None:
+            return
+        if self.citations_view is None:
+            from deepseek_desktop.widgets.citations import CitationsView
+
+            self.citations_view = CitationsView(self.theme)
+            self.citations_view.open_requested.connect(self.open_requested.emit)
+            self.layout().insertWidget(self.layout().indexOf(self.stats_label), self.citations_view)
+        if (self.citations_view.sources, self.citations_view.unknown) != (sources, unknown):
+            self.citations_view.set_sources(sources, unknown)
 
     def rendered_markdown(self) -> str:
         return "".join(view.markdown for view in self.chunks)
@@ -148,5 +183,6 @@ class MessageWidget(QFrame):
         self.status_label.setText(f"{status}: {error}" if status and error else status)
         self.status_label.setVisible(bool(status))
         self.status_label.setProperty("status", m.get("status"))
+        self._show_citations()
         self.stats_label.setText(stats_text(m.get("stats") or {}) if m["role"] == "assistant" else "")
         self.stats_label.setVisible(bool(self.stats_label.text()))
