@@ -35,6 +35,7 @@ class AskModel(QObject):
         super().__init__(parent)
         self._client, self._model_id, self.notifier = client, model_id, notifier
         self.answer: Optional[dict] = None
+        self.max_tokens: Optional[int] = None  # None: not sent, the answer ends where the model ends it
         self.handle: Optional[StreamHandle] = None
 
     @property
@@ -56,6 +57,8 @@ class AskModel(QObject):
         answer = self.answer = new_answer(question, collection)
         body = {"model": model, "messages": [{"role": "user", "content": question}],
                 "search": {"collection": collection, "top_k": ASK_TOP_K, "mode": "hybrid"}}
+        if self.max_tokens:
+            body["max_tokens"] = self.max_tokens
         self.handle = client.chat_stream(body, lambda piece: self._on_piece(answer, piece),
                                          lambda result: self._on_done(answer, result),
                                          lambda message: self._on_failed(answer, message))
