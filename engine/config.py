@@ -160,6 +160,14 @@ class ServerConfig(_Section):
         return keys
 
 
+class SearchConfig(_Section):
+    """Local document search (``engine.search``): where the index lives and the embedding model."""
+
+    dir: Optional[str] = Field(None, description="index folder (default: <engine data folder>/search)")
+    embedding_model: str = Field("all-MiniLM-L6-v2", description="sentence-embedding model: a model folder, "
+                                 "all-MiniLM-L6-v2 (fetched by fetch-demo) or a Hugging Face cache id; \"\": no semantic search")
+
+
 # Fault injection (tests of the circuit breaker and of per-request isolation) is read from this
 # environment variable only: a configuration file that tries to set it is refused.
 FAULTS_ENV = "DEEPSEEK_ENGINE_FAULTS"
@@ -171,6 +179,7 @@ class EngineConfig(_Section):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
     @model_validator(mode="before")
     @classmethod
