@@ -112,6 +112,9 @@ class SearchModel(QObject):
         self.last_results: Optional[dict] = None
         self._query_id = 0                     # the newest query; replies to older ones are dropped
         self._clocks: dict[str, EtaClock] = {}
+        # Runs that ended, per collection: a 202 answered after its run's last event (a small folder
+        # indexes in milliseconds) must not set the collection back to "indexing".
+        self._runs_ended: dict[str, int] = {}
         self._debounce = QTimer(self, singleShot=True, interval=DEBOUNCE_MS, timeout=self._search_now)
         session.attached.connect(lambda *_: self.refresh())
         session.engine_event.connect(self._on_event)
@@ -183,7 +186,12 @@ class SearchModel(QObject):
     def reindex(self, name: str) -> None:
         """Index the collection's new and changed files (202: it runs in the engine's background)."""
         self._clocks.pop(name, None)
-        self._call("POST", f"/admin/collections/{name}/index", None, self._on_one)
+        ended_before = self._runs_ended.get(name, 0)
+
+        def started(collection: dict) -> None:
+            if self._runs_ended.get(name, 0) == ended_before:
+                self._on_one(collection)
+        self._call("POST", f"/admin/collections/{name}/index", None, started)
 
     def delete(self, name: str) -> None:
         def deleted(_body: dict) -> None:
@@ -213,6 +221,7 @@ class SearchModel(QObject):
         self.progress.emit(name, event, eta)
         if finished:
             self._clocks.pop(name, None)
+            self._runs_ended[name] = self._runs_ended.get(name, 0) + 1
             self._call("GET", f"/admin/collections/{name}", None, self._on_one)  # the counts it ended with
             if event["state"] == "failed":
                 self.notifier.error(f"indexing {name} failed")
