@@ -271,6 +271,8 @@ class MainWindow(QMainWindow):
             self.monitor.set_theme(self.theme)
         if "Tuning" in self._panels:
             self.tuning.set_theme(self.theme)
+        if "Search" in self._panels:
+            self.search.set_theme(self.theme)
         settings().setValue("window/theme", self.theme)
 
     def pop_out_monitor(self) -> QWidget:

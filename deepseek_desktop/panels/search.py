@@ -318,6 +318,19 @@ class SearchPanel(QWidget):
         if n is not None:
             self.citations.show_passage(n)
 
+    def set_theme(self, theme: str) -> None:
+        """Colours of the highlights, links and code drawn from now on; what is shown is redrawn."""
+        self.theme = self.results.theme = theme
+        for view in (self.answer_view, self.citations):
+            view.renderer.theme = theme
+        if self.model.last_results is not None:
+            self._on_results(self.model.last_results)
+        self.citations.set_sources(self.citations.sources, self.citations.unknown)
+        if self.ask_model.answer is not None:
+            self.answer_view.markdown = None  # drawn again, links in the new colours
+            self._answer_dirty = True
+            self._render_answer()
+
     def shutdown(self) -> None:
         self.ask_model.stop()
         for preview in self.previews:

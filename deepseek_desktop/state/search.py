@@ -211,6 +211,7 @@ class SearchModel(QObject):
         if event.get("type") != "index_progress" or not event.get("collection"):
             return
         name = event["collection"]
+        new = name not in self.collections  # made elsewhere (the command line, another client)
         collection = self.collections.setdefault(name, {"name": name, "folders": [], "state": "indexing"})
         clock = self._clocks.setdefault(name, EtaClock())
         eta = clock.update(event)
@@ -218,6 +219,9 @@ class SearchModel(QObject):
         collection["progress"] = None if finished else event
         collection["state"] = "indexing" if not finished else collection.get("state")
         collection["problems"] = event.get("problems", collection.get("problems", 0))
+        if new:
+            self.collections = dict(sorted(self.collections.items()))
+            self.collections_changed.emit(list(self.collections.values()))
         self.progress.emit(name, event, eta)
         if finished:
             self._clocks.pop(name, None)
@@ -261,8 +265,8 @@ class SearchModel(QObject):
         if not text.strip():
             self._show(query_id, {"query": text, "collection": self.scope, "mode": None, "hits": [], "took_ms": 0})
             return
-        if self.client is None:
-            self.search_failed.emit("the engine is not running")
+        if self.client is None or not self.available:
+            self.search_failed.emit(self.reason or "the engine is not running")
             return
         hybrid = self.semantic_ready()
 
