@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,9 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` under a temporary name in the same folder, then rename
     it over ``path``; on any failure the temporary file is removed and ``path`` is left as it was.
 
-    The new file gets the mode a plain ``open(path, "w")`` would give (0666 less the umask).
+    The file gets the mode a plain ``open(path, "w")`` would give: an existing file keeps its
+    own (a config holding API keys that its owner made 0600 stays 0600), a new one 0666 less the
+    umask.
 
     Raises:
         OSError: the folder is missing or not writable, or ``path`` is a folder.
@@ -36,6 +39,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         except FileExistsError:
             continue
     try:
+        try:
+            os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
+        except FileNotFoundError:
+            pass
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)

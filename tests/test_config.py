@@ -1,5 +1,6 @@
 """EngineConfig: TOML in and out, overrides, and refusals that name field, value and what is allowed."""
 
+import os
 import subprocess
 import sys
 
@@ -22,6 +23,22 @@ def test_round_trip_through_toml(tmp_path):
     f = tmp_path / "out.toml"
     config.write_toml(f)
     assert EngineConfig.from_toml(f) == config
+
+
+def test_rewriting_a_config_keeps_its_file_mode(tmp_path):
+    """A config holding API keys that its owner made private stays private when the engine
+    writes it back (PUT /admin/config); a new file gets the umask's mode."""
+    f = tmp_path / "engine.toml"
+    f.write_text('[server]\napi_key = "secret"\n')
+    f.chmod(0o600)
+    EngineConfig.from_toml(f).with_overrides({"server.port": 9001}).write_toml(f)
+    assert f.stat().st_mode & 0o777 == 0o600
+    assert EngineConfig.from_toml(f).server.port == 9001
+    fresh = tmp_path / "new.toml"
+    EngineConfig().write_toml(fresh)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_unknown_key_is_an_error_naming_it():
