@@ -25,6 +25,7 @@ from pydantic import (
 from engine.staging import atomic_write_text
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
+Quantization = Literal["none", "int8", "int4", "auto"]
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -43,6 +44,9 @@ class ModelConfig(_Section):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     max_context: Optional[int] = Field(None, ge=16, description="cap on the model's context length")
     trust_remote_code: bool = False
+    quantization: Quantization = Field(
+        "none", description="weights held quantized: none | int8 | int4 | auto (the smallest loss that fits; "
+                            "see engine.quantization)")
 
     @field_validator("device")
     @classmethod

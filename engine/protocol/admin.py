@@ -27,6 +27,8 @@ class LoadRequest(BaseModel):
     load_timeout_s: float = Field(1800.0, gt=0)
     served_model_name: Optional[str] = None
     max_context: Optional[int] = Field(None, ge=16)
+    quantization: Literal["none", "int8", "int4", "auto"] = Field(
+        "none", description="hold the weights quantized (int8/int4 weight-only); auto picks the smallest loss that fits")
 
 
 class Health(ResponseModel):

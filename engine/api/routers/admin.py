@@ -62,7 +62,8 @@ async def put_config(request: Request, engine: EngineDep) -> PublicConfig:
 @router.post("/load", status_code=202, response_model=LoadAccepted, responses=documented(400, 404, 409))
 async def load(body: LoadRequest, engine: EngineDep) -> LoadAccepted:
     model = ModelConfig(path=body.path, dtype=body.dtype, device=body.device,
-                        served_model_name=body.served_model_name, max_context=body.max_context)
+                        served_model_name=body.served_model_name, max_context=body.max_context,
+                        quantization=body.quantization)
     settings = LoadConfig(chunk_size_mb=body.chunk_size_mb, timeout_s=body.load_timeout_s,
                           max_memory=body.max_memory)
     try:
