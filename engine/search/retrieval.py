@@ -1,0 +1,203 @@
+"""Retrieval: lexical (FTS5 BM25), semantic (cosine over embeddings) and hybrid (reciprocal-rank
+fusion of the two), with collection and path-glob filters, and a snippet of ~200 characters around
+the best match with each matching term in ``<mark>``.
+
+Any query text is valid: the words are taken out of it and each is quoted for FTS5, so ``"``,
+``*``, ``-``, ``NEAR(`` or ``:`` are searched as text, never parsed as FTS5 syntax. A query of
+punctuation only has no words: lexical finds nothing (an empty list, not an error).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from engine.search.store import Store
+from engine.search.vectors import VectorCache
+
+MODES = ("lexical", "semantic", "hybrid")
+RRF_K = 60
+# Each method proposes this many candidates (at least) for the fusion.
+CANDIDATES = 50
+MAX_TERMS = 64
+SNIPPET_CHARS = 200
+_WORD = re.compile(r"\w+", re.UNICODE)
+STOPWORDS = frozenset("""a an and are as at be by can do does for from how i if in into is it its of on or
+that the this to was what when where which who why will with you your""".split())
+
+
+@dataclass
+class Hit:
+    chunk_id: int
+    collection: str
+    path: str
+    title: Optional[str]
+    heading: Optional[str]
+    page: Optional[int]
+    lines: Optional[list[int]]
+    text: str
+    snippet: str = ""
+    score: float = 0.0
+    scores: dict = field(default_factory=lambda: {"lexical": None, "semantic": None})
+
+    def public(self) -> dict:
+        """The hit as the API and the CLI show it (the chunk's full text stays inside)."""
+        return {"collection": self.collection, "path": self.path, "title": self.title, "heading": self.heading,
+                "page": self.page, "lines": self.lines, "snippet": self.snippet, "score": self.score,
+                "scores": self.scores}
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    mode: str
+    took_ms: float
+
+
+def query_terms(query: str) -> list[str]:
+    """The words of ``query``, lowercased, in order, once each; stop words dropped unless only
+    stop words were given."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query) if len(w) <= 64))
+    content = [w for w in words if w not in STOPWORDS]
+    return (content or words)[:MAX_TERMS]
+
+
+def fts_query(terms: Sequence[str]) -> Optional[str]:
+    # Each term quoted: inside quotes FTS5 reads nothing as an operator (\w has no quote in it).
+    return " OR ".join(f'"{t}"' for t in terms) if terms else None
+
+
+class Retriever:
+    """Searches one ``Store``; ``embed`` turns query texts into L2-normalised vectors (None: no
+    semantic search)."""
+
+    def __init__(self, store: Store, vectors: VectorCache,
+                 embed: Optional[Callable[[list[str]], np.ndarray]] = None):
+        self.store, self.vectors, self.embed = store, vectors, embed
+
+    def semantic_ready(self, collections: Sequence[str]) -> bool:
+        return self.embed is not None and any(len(self.vectors.get(c)) for c in collections)
+
+    def search(self, query: str, collections: Sequence[str], top_k: int = 10, mode: str = "hybrid",
+               path_glob: Optional[str] = None) -> SearchResult:
+        started = time.perf_counter()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        terms = query_terms(query)
+        used = mode if mode == "lexical" or self.semantic_ready(collections) else "lexical"
+        pool = max(CANDIDATES, top_k * 3)
+        lexical = self.lexical(terms, collections, pool if used == "hybrid" else top_k, path_glob) \
+            if used != "semantic" else []
+        semantic = self.semantic(query, collections, pool if used == "hybrid" else top_k, path_glob) \
+            if used != "lexical" else []
+        if used == "hybrid":
+            ranked = fuse(lexical, semantic)[:top_k]
+        else:
+            ranked = [(cid, s) for cid, s in (lexical or semantic)][:top_k]
+        lex_scores, sem_scores = dict(lexical), dict(semantic)
+        rows = self.store.chunks_by_id([cid for cid, _ in ranked])
+        hits = []
+        for chunk_id, score in ranked:
+            row = rows.get(chunk_id)
+            if row is None:  # removed since the vectors were loaded
+                continue
+            hit = Hit(chunk_id, row["collection"], row["path"], row["title"], row["heading"], row["page"],
+                      [row["line_start"], row["line_end"]] if row["line_start"] is not None else None,
+                      row["text"], score=float(score),
+                      scores={"lexical": _maybe(lex_scores.get(chunk_id)), "semantic": _maybe(sem_scores.get(chunk_id))})
+            hit.snippet = snippet(hit.text, terms)
+            hits.append(hit)
+        return SearchResult(hits, used, round((time.perf_counter() - started) * 1000, 2))
+
+    def lexical(self, terms: Sequence[str], collections: Sequence[str], limit: int,
+                path_glob: Optional[str] = None) -> list[tuple[int, float]]:
+        match = fts_query(terms)
+        if match is None or not collections:
+            return []
+        marks = ",".join("?" * len(collections))
+        sql = (f"SELECT c.id, bm25(chunks_fts, 1.0, 2.0, 1.0) AS rank FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid"
+               f" WHERE chunks_fts MATCH ? AND c.collection IN ({marks})")
+        args: list = [match, *collections]
+        if path_glob:
+            sql += " AND c.path GLOB ?"
+            args.append(path_glob)
+        sql += " ORDER BY rank LIMIT ?"
+        args.append(limit)
+        # bm25() is lower for better matches; the score shown is its negation (higher is better).
+        return [(r[0], -r[1]) for r in self.store.conn.execute(sql, args)]
+
+    def semantic(self, query: str, collections: Sequence[str], limit: int,
+                 path_glob: Optional[str] = None) -> list[tuple[int, float]]:
+        if self.embed is None or not query.strip():
+            return []
+        vector = self.embed([query])[0]
+        found: list[tuple[int, float]] = []
+        for collection in collections:
+            matrix = self.vectors.get(collection)
+            if not len(matrix) or matrix.matrix.shape[1] != vector.shape[0]:
+                continue
+            allowed = None
+            if path_glob:
+                allowed = np.fromiter((r[0] for r in self.store.conn.execute(
+                    "SELECT id FROM chunks WHERE collection = ? AND path GLOB ?", (collection, path_glob))), dtype=np.int64)
+            found += matrix.top(vector, limit, allowed)
+        found.sort(key=lambda pair: -pair[1])
+        return found[:limit]
+
+
+def fuse(*rankings: Sequence[tuple[int, float]], k: int = RRF_K) -> list[tuple[int, float]]:
+    """Reciprocal-rank fusion: each list adds 1 / (k + rank) for the ids it holds."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, (chunk_id, _) in enumerate(ranking, 1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda pair: -pair[1])
+
+
+def _maybe(value: Optional[float]) -> Optional[float]:
+    return None if value is None else float(value)
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ations", "ation", "ings", "ing", "ies", "ed", "es", "s", "ly"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def snippet(text: str, terms: Sequence[str], width: int = SNIPPET_CHARS) -> str:
+    """About ``width`` characters of ``text`` around the densest cluster of query terms, HTML-escaped,
+    each matching word in ``<mark>``; the start of the text when nothing matches."""
+    stems = {_stem(t) for t in terms}
+    matches = [m for m in _WORD.finditer(text) if _stem(m.group().lower()) in stems]
+    if matches:
+        best, best_count = matches[0].start(), 0
+        for i, m in enumerate(matches):
+            window = {_stem(x.group().lower()) for x in matches[i:] if x.start() < m.start() + width * 0.6}
+            if len(window) > best_count:
+                best, best_count = m.start(), len(window)
+        start = max(0, best - width // 4)
+    else:
+        start = 0
+    end = min(len(text), start + width)
+    if start > 0:  # begin at a word
+        space = text.find(" ", start, min(end, start + 20))
+        start = space + 1 if space != -1 else start
+    if end < len(text):
+        space = text.rfind(" ", max(start, end - 20), end)
+        end = space if space != -1 else end
+    parts, cursor = [], start
+    for m in matches:
+        if m.start() < start or m.end() > end:
+            continue
+        parts.append(html.escape(text[cursor:m.start()]))
+        parts.append(f"<mark>{html.escape(m.group())}</mark>")
+        cursor = m.end()
+    parts.append(html.escape(text[cursor:end]))
+    body = " ".join("".join(parts).split())
+    return ("…" if start > 0 else "") + body + ("…" if end < len(text) else "")
