@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView, QFrame, QHeaderView, QLabel, QListWidget, QListWidgetItem, QProgressBar, QTableWidget,
     QTableWidgetItem, QVBoxLayout,
@@ -78,6 +78,7 @@ class CollectionList(QListWidget):
         self.rows: dict[str, CollectionRow] = {}
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setResizeMode(QListWidget.ResizeMode.Adjust)
         self.currentItemChanged.connect(lambda item, _previous: self.chosen.emit(self._key(item) or None))
 
     @staticmethod
@@ -118,8 +119,8 @@ class CollectionList(QListWidget):
         for i in range(self.count()):
             item = self.item(i)
             row = self.rows.get(self._key(item))
-            if row is not None:
-                item.setSizeHint(row.sizeHint())
+            if row is not None:  # the height it needs; its width is the list's (long texts elide)
+                item.setSizeHint(QSize(1, row.sizeHint().height()))
 
     def show_progress(self, name: str, progress: dict, eta: Optional[float]) -> None:
         row = self.rows.get(name)
