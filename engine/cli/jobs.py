@@ -10,7 +10,8 @@ from typing import Callable
 
 
 def add_fetch_demo(sub) -> None:
-    p = sub.add_parser("fetch-demo", help="fetch SmolLM2-135M-Instruct and convert it; prints its folder last")
+    p = sub.add_parser("fetch-demo", help="fetch SmolLM2-135M-Instruct and convert it, and the search's embedding "
+                                          "model (all-MiniLM-L6-v2) beside it; prints the chat model's folder last")
     p.add_argument("--dir", help="folder to put it in (default: the user's data folder)")
     p.set_defaults(func=cmd_fetch_demo)
 
@@ -54,8 +55,22 @@ def cmd_fetch_demo(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"demo model already present in {path}" if present else f"demo model ready in {path}")
+    _fetch_embedder(path.parent, progress)
     print(path)
     return 0
+
+
+def _fetch_embedder(folder: Path, progress) -> None:
+    """The search's embedding model beside the chat model; without it search is lexical only,
+    so a failure is a warning (the demo's folder stays the last line printed)."""
+    from engine.search.embedder import EmbedderUnavailable, fetch_embedder
+
+    try:
+        embedder, present = fetch_embedder(folder, log=progress)
+    except EmbedderUnavailable as exc:
+        print(f"warning: no embedding model for semantic search: {exc}", file=sys.stderr)
+        return
+    print(f"embedding model already present in {embedder}" if present else f"embedding model ready in {embedder}")
 
 
 def cmd_import_gguf(args) -> int:
