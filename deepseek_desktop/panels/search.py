@@ -24,6 +24,9 @@ from deepseek_desktop.widgets.search_collections import CollectionList, Problems
 from deepseek_desktop.widgets.search_results import ResultsView, results_summary
 
 RENDER_EVERY_MS = 50  # a streaming answer is redrawn at most this often, as in the Chat
+GUIDE = ("Type to search {scope}: results come as you type. New collection… indexes a folder (Markdown, "
+         "text, reStructuredText, HTML, PDF, source code) in the engine; you can search while it runs. "
+         "Ask answers a question from the selected collection and cites its passages.")
 STATUS_TEXT = {"stopped": "stopped", "interrupted": "interrupted", "error": "not answered"}
 
 
@@ -47,8 +50,7 @@ class SearchPanel(QWidget):
         ask.busy_changed.connect(self._on_ask_busy)
         self._on_collections(list(model.collections.values()))
         self._on_available()
-        if model.last_results is not None:
-            self._on_results(model.last_results)
+        self._on_results(model.last_results or {"query": "", "hits": [], "mode": None})
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -236,6 +238,8 @@ class SearchPanel(QWidget):
 
     def _on_chosen(self, name: Optional[str]) -> None:
         self.model.set_scope(name)
+        if not self.model.query.strip():
+            self._on_results({"query": "", "hits": [], "mode": None})
         self._update_buttons()
         self._on_problems(name or "", [])
         if name and self.model.collections.get(name, {}).get("problems"):
@@ -266,8 +270,11 @@ class SearchPanel(QWidget):
     # ------------------------------------------------------------------ results
     def _on_results(self, results: dict) -> None:
         self.summary.setText(results_summary(results))
-        empty = "no passage matches" if results.get("query", "").strip() else ""
-        self.results.show_results(results, empty)
+        self.results.show_results(results, "no passage matches" if results.get("query", "").strip() else self._guide())
+
+    def _guide(self) -> str:
+        scope = self.model.scope
+        return GUIDE.format(scope=f"the collection {scope}" if scope else "every collection")
 
     def _on_search_failed(self, message: str) -> None:
         self.summary.setText(f"search: {message}")
