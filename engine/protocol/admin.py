@@ -137,6 +137,8 @@ class AdminStatus(ResponseModel):
     dtype: Optional[str]
     context_length: Optional[int]
     memory_bytes: Optional[int]
+    quantization: Optional[str] = Field(None, description='how the weights are held: "none", "int8 (torchao)", '
+                                                          '"pre-quantized gptq 4-bit (group 128)" …; null: no model')
     circuit: CircuitStatus
     batch_limit: Optional[BatchLimitStatus] = Field(description="null: no model, or a scheduler without one")
 
