@@ -22,6 +22,7 @@ ALL = ""  # the "All collections" row's key
 class CollectionRow(QFrame):
     def __init__(self, collection: dict, parent=None):
         super().__init__(parent)
+        self.setObjectName("collection_row")
         self.name = collection["name"]
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 6, 8, 6)
@@ -76,6 +77,7 @@ class CollectionList(QListWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.rows: dict[str, CollectionRow] = {}
+        self.setObjectName("collections")
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setResizeMode(QListWidget.ResizeMode.Adjust)
@@ -102,7 +104,7 @@ class CollectionList(QListWidget):
             self.select(selected)
         by_name = {c["name"]: c for c in collections}
         total = sum(c.get("files", 0) for c in collections)
-        self.rows[ALL].update_collection({"summary": f"{len(collections)} collections · {total:,} files"})
+        self.rows[ALL].update_collection({"summary": f"{len(collections)} collection{'s' if len(collections) != 1 else ''} · {total:,} files"})
         for name, collection in by_name.items():
             self.rows[name].update_collection(collection, (etas or {}).get(name))
         self._fit_rows()
