@@ -158,7 +158,8 @@ def _rst(text: str) -> Document:
             levels.append(char)
         level = levels.index(char)
         headings = headings[:level] + [title]
-        start, body = i + 1, [title]
+        # The adornment lines stay in the text: its lines are then the file's lines, one for one.
+        start, body = i + 1, lines[i:i + skip]
         i += skip
     if "".join(body).strip():
         sections.append(Section("\n".join(body), tuple(headings), None, start))
@@ -249,7 +250,7 @@ def _pdf(data: bytes) -> Document:
     import logging
 
     from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError, PdfReadError
+    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # damaged-but-readable files warn per object
     try:
@@ -260,7 +261,7 @@ def _pdf(data: bytes) -> Document:
             try:
                 if not reader.decrypt(""):
                     raise ExtractError("encrypted PDF")
-            except (FileNotDecryptedError, NotImplementedError, ModuleNotFoundError):
+            except (FileNotDecryptedError, DependencyError, NotImplementedError):
                 raise ExtractError("encrypted PDF") from None
         sections = []
         outline = _page_headings(reader)

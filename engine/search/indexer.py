@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class FileToIndex:
     path: str
     size: int
     mtime: float
+    error: Optional[str] = None  # known before reading: a broken link, not a regular file
 
 
 @dataclass
@@ -83,8 +85,16 @@ def discover(folders: list[str], include: list[str], exclude: list[str]) -> tupl
                     continue
                 try:
                     info = os.stat(path)
-                except OSError:
-                    continue  # gone between listing and stat: nothing to index
+                except FileNotFoundError:
+                    if os.path.islink(path):  # listed, so the user expects it: say why it gives nothing
+                        found[path] = FileToIndex(path, 0, 0.0, "unreadable: broken link")
+                    continue  # otherwise gone between listing and stat: nothing to index
+                except OSError as exc:
+                    found[path] = FileToIndex(path, 0, 0.0, f"unreadable: {exc.strerror or exc}")
+                    continue
+                if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+                    found[path] = FileToIndex(path, 0, info.st_mtime, "not a regular file")
+                    continue
                 found[path] = FileToIndex(path, info.st_size, info.st_mtime)
     return list(found.values()), missing, problems
 
@@ -211,7 +221,7 @@ def _lexical_pass(store: Store, spec: dict, summary: IndexSummary, progress: Pro
 
 
 def _unchanged(known: Optional[dict], item: FileToIndex) -> bool:
-    return (known is not None and known["status"] == "ok" and known["size"] == item.size
+    return (item.error is None and known is not None and known["status"] == "ok" and known["size"] == item.size
             and known["mtime"] == item.mtime)
 
 
@@ -222,6 +232,8 @@ def _index_file(store: Store, name: str, item: FileToIndex, known: Optional[dict
     data: Optional[bytes] = None
     digest: Optional[str] = None
     try:
+        if item.error:
+            raise ExtractError(item.error)
         data = read_bytes(path)
         digest = hashlib.sha256(data).hexdigest()
         if known is not None and known["status"] == "ok" and known["hash"] == digest:

@@ -77,11 +77,14 @@ class Retriever:
     semantic search)."""
 
     def __init__(self, store: Store, vectors: VectorCache,
-                 embed: Optional[Callable[[list[str]], np.ndarray]] = None):
+                 embed: Optional[Callable[[list[str]], np.ndarray]] = None,
+                 embed_available: Callable[[], bool] = lambda: True):
         self.store, self.vectors, self.embed = store, vectors, embed
+        self.embed_available = embed_available
 
     def semantic_ready(self, collections: Sequence[str]) -> bool:
-        return self.embed is not None and any(len(self.vectors.get(c)) for c in collections)
+        return (self.embed is not None and self.embed_available()
+                and any(len(self.vectors.get(c)) for c in collections))
 
     def search(self, query: str, collections: Sequence[str], top_k: int = 10, mode: str = "hybrid",
                path_glob: Optional[str] = None) -> SearchResult:
@@ -133,7 +136,7 @@ class Retriever:
 
     def semantic(self, query: str, collections: Sequence[str], limit: int,
                  path_glob: Optional[str] = None) -> list[tuple[int, float]]:
-        if self.embed is None or not query.strip():
+        if self.embed is None or not self.embed_available() or not query.strip():
             return []
         vector = self.embed([query])[0]
         found: list[tuple[int, float]] = []
@@ -164,10 +167,13 @@ def _maybe(value: Optional[float]) -> Optional[float]:
 
 
 def _stem(word: str) -> str:
+    """A rough English stem, enough to mark "descaling" for "descale" (FTS5's porter stemmer
+    matched it; the snippet should show why)."""
     for suffix in ("ations", "ation", "ings", "ing", "ies", "ed", "es", "s", "ly"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
+            word = word[: -len(suffix)]
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 4 else word
 
 
 def snippet(text: str, terms: Sequence[str], width: int = SNIPPET_CHARS) -> str:

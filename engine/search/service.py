@@ -52,7 +52,7 @@ class SearchService:
         self._embedder_lock = threading.Lock()
         self._runs: dict[str, tuple[threading.Thread, threading.Event, Progress]] = {}
         self._runs_lock = threading.Lock()
-        self.retriever = Retriever(self.store, self.vectors, self._embed_or_none)
+        self.retriever = Retriever(self.store, self.vectors, self.encode, self.embedder_available)
 
     # ------------------------------------------------------------------ embedder
     def embedder_available(self) -> bool:
@@ -80,10 +80,9 @@ class SearchService:
                     raise
             return self._embedder
 
-    def _embed_or_none(self):
-        if not self.embedder_available():
-            return None
-        return lambda texts: self.embedder().encode(texts)
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Raises: EmbedderUnavailable."""
+        return self.embedder().encode(texts)
 
     def model_key(self) -> str:
         return str(resolve_model(self.embedding_model))
@@ -133,7 +132,7 @@ class SearchService:
         """Index now, in this thread (the CLI; the background run calls it too)."""
         embed_fn, model = None, None
         if embed and self.embedder_available():
-            embed_fn, model = (lambda texts: self.embedder().encode(texts)), self.model_key()
+            embed_fn, model = self.encode, self.model_key()
         return index_collection(self.store, name, embed_fn, model, publish or self.publish, cancel, progress)
 
     def start_index(self, name: str) -> None:
@@ -190,5 +189,3 @@ class SearchService:
             names = self.names()
         return self.retriever.search(query, names, top_k, mode, path_glob)
 
-    def embed_query(self, text: str) -> np.ndarray:
-        return self.embedder().encode([text])[0]
