@@ -45,12 +45,18 @@ class ChildProcess(QObject):
     line = Signal(str)       # one non-empty line of its stderr, stripped
     ended = Signal(object)   # Outcome, once per start
 
-    def __init__(self, parent: Optional[QObject] = None, tail_lines: int = 40):
+    def __init__(self, parent: Optional[QObject] = None, tail_lines: int = 40, merge_output: bool = False):
+        """``merge_output``: stdout joins stderr, line by line (vLLM logs to stdout, uvicorn to
+        stderr: the lines come in the order they were written); ``Outcome.stdout`` is then empty."""
         super().__init__(parent)
         self.tail: deque[str] = deque(maxlen=tail_lines)
         self._buffer = b""
         self._stopping = False
         self._process = QProcess(self)
+        if merge_output:
+            self._process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+            self._process.readyReadStandardOutput.connect(self._read_stderr)
+        self._merged = merge_output
         self._process.readyReadStandardError.connect(self._read_stderr)
         self._process.finished.connect(self._on_finished)
         self._process.errorOccurred.connect(self._on_error)
@@ -108,7 +114,10 @@ class ChildProcess(QObject):
         return int(self._process.processId())
 
     def _read_stderr(self) -> None:
-        self._buffer += bytes(self._process.readAllStandardError())
+        if self._merged:
+            self._buffer += bytes(self._process.readAllStandardOutput())
+        else:
+            self._buffer += bytes(self._process.readAllStandardError())
         *lines, self._buffer = LINE_END.split(self._buffer)
         self._emit_lines(lines)
 
@@ -124,7 +133,7 @@ class ChildProcess(QObject):
         self._read_stderr()
         self._emit_lines([self._buffer])  # a last line without its newline
         self._buffer = b""
-        stdout = bytes(self._process.readAllStandardOutput()).decode("utf-8", "replace")
+        stdout = "" if self._merged else bytes(self._process.readAllStandardOutput()).decode("utf-8", "replace")
         crashed = status == QProcess.ExitStatus.CrashExit
         self.ended.emit(Outcome(code, crashed=crashed, stopped=self._stopping, stdout=stdout))
 

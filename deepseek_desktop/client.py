@@ -94,7 +94,13 @@ class EngineClient(QObject):
         run_task(work, on_done, on_failed)
 
     def health(self, on_done, on_failed) -> None:
-        self.request("GET", "/health", on_done, on_failed)
+        """``/health``'s body; vLLM answers 200 with an empty one, read as ``{"status": "ok"}``."""
+        def work(_):
+            response = self.http.get(self.url + "/health", headers=self.headers)
+            if response.status_code >= 400:
+                raise EngineError(_error_message(response))
+            return response.json() if response.content.strip() else {"status": "ok"}
+        run_task(work, on_done, on_failed)
 
     def events(self, on_event: Callable[[dict], None], on_failed=None) -> StreamHandle:
         """Follow ``/admin/events`` (state, progress, error) until the handle is stopped or the

@@ -31,6 +31,10 @@ API_KEY_ENV = "DEEPSEEK_ENGINE_API_KEY"  # read by `deepseek-engine serve` when 
 
 
 class EngineProcess(QObject):
+    """The built-in worker. ``VllmProcess`` (vllm_process.py) runs vLLM through the same life."""
+
+    backend = "built-in"   # Engine → Backend, ``deepseek-desktop --backend``
+    admin_api = True       # it serves /admin (load, unload, events, run-time settings)
     listening = Signal(str)          # base URL, on each (re)start
     log_line = Signal(dict)          # one parsed JSON log line of the worker
     finished = Signal(str)           # why it stopped, with the tail of its stderr
@@ -50,7 +54,7 @@ class EngineProcess(QObject):
         self._started_at = 0.0
         self._start_when_ended = False  # ``restart``: the stopped worker's ``ended`` starts the next
         self._restart_timer = QTimer(self, singleShot=True, timeout=self.start)
-        self._child = ChildProcess(self, tail_lines=40)
+        self._child = ChildProcess(self, tail_lines=40, merge_output=self.merge_output)
         self._child.line.connect(self._on_line)
         self._child.ended.connect(self._on_ended)
 
@@ -58,6 +62,11 @@ class EngineProcess(QObject):
     def tail(self) -> deque[str]:
         """The worker's last stderr lines."""
         return self._child.tail
+
+    merge_output = False  # the worker logs JSON lines to stderr only
+
+    def program(self) -> str:
+        return sys.executable
 
     def arguments(self) -> list[str]:
         # The key goes in the environment, not the command line: other local users can read a
@@ -78,7 +87,13 @@ class EngineProcess(QObject):
         self.url = None
         self._started_at = time.monotonic()
         self._set_state(ProcessState.STARTING)
-        self._child.start(sys.executable, self.arguments(), self.environment())
+        try:
+            program, args, env = self.program(), self.arguments(), self.environment()
+        except ValueError as exc:  # a launch setting that cannot work (no vLLM here, no model): no restart
+            self.finished.emit(f"engine failed to start: {exc}")
+            self._set_state(ProcessState.FAILED)
+            return
+        self._child.start(program, args, env)
 
     def stop(self, grace_ms: int = 5000) -> None:
         """Terminate, then kill after ``grace_ms``; no restart follows. Blocks until it has ended
@@ -127,6 +142,7 @@ class EngineProcess(QObject):
             self.state_changed.emit(state.value)
 
     def _on_line(self, text: str) -> None:
+        """A JSON log line of the worker: its ``listening`` event says the port."""
         try:
             entry = json.loads(text)
         except json.JSONDecodeError:

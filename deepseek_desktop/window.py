@@ -26,6 +26,7 @@ from deepseek_desktop.state.engine_session import EngineSession, SessionState, r
 from deepseek_desktop.state.library import ModelLibrary
 from deepseek_desktop.state.settings import settings, write_json
 from deepseek_desktop.telemetry import TelemetryModel
+from deepseek_desktop.widgets.backend_menu import install_backend_menu
 from deepseek_desktop.widgets.export_menu import app_icon, install_export_menu
 from deepseek_desktop.widgets.status_bar import StatusBar
 from engine.paths import cache_dir, data_dir, make_private
@@ -156,6 +157,7 @@ class MainWindow(QMainWindow):
         self.reload_action.setChecked(reload_at_launch())
         self.reload_action.toggled.connect(lambda on: write_json("engine/reload_at_launch", on))
         engine_menu.addAction("Copy address and API key", self._copy_address)
+        install_backend_menu(self, engine_menu)  # built-in or vLLM, remembered
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("About", lambda: QMessageBox.about(
             self, "DeepSeek Desktop", "Run language models on your own machine.\n"

@@ -36,6 +36,7 @@ class ModelsPanel(QWidget):
         self.selected = None
         self.loading = False
         self.engine_available = False
+        self.restart_loads = False  # vLLM: Load restarts the engine on the model (no /admin API)
         self.loaded_path: Optional[str] = None
         self._loading_path: Optional[str] = None
         self.last_estimate = None
@@ -239,6 +240,8 @@ class ModelsPanel(QWidget):
         engine.load_refused.connect(self._on_load_refused)
         if engine.last_state_event is not None:
             self.on_engine_event(engine.last_state_event)
+        if not engine.admin_api:
+            self.without_admin_api(engine.backend)
         self.set_engine_available(engine.available)
         if engine.served_path:
             self.set_loaded_path(engine.served_path)
@@ -250,6 +253,13 @@ class ModelsPanel(QWidget):
         self.progress_label.setText(f"not loaded: {message}")
         self._update_buttons()
 
+    def without_admin_api(self, backend: str) -> None:
+        """vLLM: Load restarts it on the selected model; cancel and unload need our /admin API."""
+        self.restart_loads = True
+        self.load_button.setToolTip(f"{backend} serves one model: Load restarts it on the selected one")
+        for button in (self.cancel_button, self.unload_button):
+            button.setToolTip(f"needs the built-in engine's /admin API; {backend} has none (Engine → Backend)")
+
     def set_engine_available(self, available: bool) -> None:
         self.engine_available = available
         self._update_buttons()
@@ -257,6 +267,10 @@ class ModelsPanel(QWidget):
     def set_loaded_path(self, path: Optional[str]) -> None:
         """What the engine says it serves (``/admin/status``), selected in the table."""
         self.loaded_path = path
+        if self.restart_loads and self.loading:  # vLLM sends no load events: serving it is the end
+            self.loading = False
+            self.progress.setMaximum(1000)
+            self.progress_label.setText("")
         self.table.mark_loaded(self.loaded_path)
         if path:
             self.select_path(path)
@@ -264,7 +278,8 @@ class ModelsPanel(QWidget):
 
     def _update_buttons(self) -> None:
         available = self.engine_available
-        self.load_button.setEnabled(available and not self.loading and bool(self.selected and self.selected.loadable))
+        loadable = available or self.restart_loads
+        self.load_button.setEnabled(loadable and not self.loading and bool(self.selected and self.selected.loadable))
         self.cancel_button.setEnabled(available and self.loading)
         selected_is_loaded = self.selected is not None and same_path(self.selected.path, self.loaded_path)
         self.unload_button.setEnabled(available and not self.loading and selected_is_loaded)

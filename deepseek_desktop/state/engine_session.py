@@ -137,6 +137,12 @@ class EngineSession(QObject):
     # -- commands
     def load(self, body: dict) -> None:
         self.pending_load = body
+        if not self.admin_api:  # vLLM serves the model it starts with: start it on this one
+            self.replies_cut.emit(f"{self.backend} restarts on {Path(body['path']).name}")
+            self.notifier.info(f"starting {self.backend} on {Path(body['path']).name} (it serves one model, "
+                               "chosen at its start)")
+            self.engine.serve_model(body["path"])
+            return
         if self.client is None:
             self.notifier.warning("the engine is not running")
             return
@@ -147,11 +153,24 @@ class EngineSession(QObject):
         self.load_refused.emit(message)
 
     def load_when_ready(self, body: dict) -> None:
-        """Load now, or as soon as the engine listens."""
-        if self.client is not None and self.state not in NOT_LISTENING:
+        """Load now, or as soon as the engine listens (vLLM: start it on that model now)."""
+        if not self.admin_api:
+            self.load(body)
+        elif self.client is not None and self.state not in NOT_LISTENING:
             self.load(body)
         else:
             self.load_on_start = body
+
+    @property
+    def admin_api(self) -> bool:
+        """Whether the engine serves our /admin API (the built-in worker; not vLLM). An engine
+        attached by URL is asked, and says so by failing."""
+        return self.engine is None or self.engine.admin_api
+
+    @property
+    def backend(self) -> str:
+        """"built-in" or "vllm" for an engine the app started; "" for one attached by URL."""
+        return self.engine.backend if self.engine is not None else ""
 
     def cancel_load(self) -> None:
         self.admin("POST", "/admin/cancel-load")
@@ -160,6 +179,10 @@ class EngineSession(QObject):
         self.admin("POST", "/admin/unload")
 
     def admin(self, method: str, path: str, body: Optional[dict] = None, on_done=None) -> None:
+        if not self.admin_api:
+            self.notifier.warning(f"{path} needs the built-in engine's /admin API; {self.backend} has none "
+                                  "(Engine → Backend)")
+            return
         if self.client is None:
             self.notifier.warning("the engine is not running")
             return
@@ -181,6 +204,12 @@ class EngineSession(QObject):
             self.client = EngineClient(url, api_key, self)
         self.client.url, self.client.api_key = url, api_key
         self.attached.emit(url, api_key, self.engine.pid() if self.engine is not None else None)
+        if not self.admin_api:  # vLLM: no /admin at all; its /health and /v1/models say the state
+            self._set_available(False)
+            self._events = None
+            self._health_timer.start()
+            self._refresh_status()
+            return
         self._set_available(True)
         self._follow_events()
         self._refresh_status()
@@ -245,10 +274,22 @@ class EngineSession(QObject):
             self._set_model(data[0]["id"] if data else None)
             if self._events is None:
                 self._set_state(ModelState.READY if data else ModelState.IDLE)
+            if data and not self.admin_api:
+                self._served_by_restart()
         url = self.client.url
         self.client.request("GET", "/v1/models", on_models, lambda m: self.notifier.error(f"engine at {url}: {m}"))
-        if self.engine is not None:
+        if self.engine is not None and self.admin_api:
             self.client.request("GET", "/admin/status", self._on_status, lambda m: None)
+
+    def _served_by_restart(self) -> None:
+        """vLLM answers with the model it was started on: that is the load, remembered as one."""
+        path = self.engine.model_path
+        self.served_path = path
+        self.loaded_path.emit(path)
+        if path and (self.last_load or {}).get("path") != path:
+            self.last_load, self.pending_load = {"path": path}, None
+            write_json("engine/last_load", self.last_load)
+        self._remember_loaded(True)
 
     def _on_status(self, status: dict) -> None:
         self.served_path = status.get("path")

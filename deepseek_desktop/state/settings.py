@@ -30,3 +30,19 @@ def write_json(key: str, value: Any) -> None:
     store = settings()
     store.setValue(key, json.dumps(value))
     store.sync()
+
+
+# The engine the app starts (Engine → Backend, ``deepseek-desktop --backend``).
+BACKENDS = ("built-in", "vllm")
+BACKEND_KEY = "engine/backend"
+
+
+def chosen_backend() -> str:
+    value = read_json(BACKEND_KEY, BACKENDS[0])
+    return value if value in BACKENDS else BACKENDS[0]
+
+
+def remember_backend(name: str) -> None:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    write_json(BACKEND_KEY, name)

@@ -65,7 +65,10 @@ class StatusBar(QStatusBar):
         """``telemetry``: a ``TelemetryModel`` (its rows give memory and speed); ``chat``: a
         ``ChatSession`` (while a reply streams the state reads "generating" with its speed)."""
         session.state_changed.connect(self.show_state)
-        session.model_changed.connect(lambda model_id, _hint: self.model_label.setText(model_id or "no model"))
+        # vLLM's model says so: its state comes from /health and /v1/models, not our /admin events.
+        suffix = " · vLLM" if session.backend == "vllm" else ""
+        session.model_changed.connect(
+            lambda model_id, _hint: self.model_label.setText(f"{model_id}{suffix}" if model_id else "no model"))
         session.load_progress.connect(lambda event: self.state_label.setText(f"loading {load_percent(event):.0f}%"))
         session.engine_event.connect(self.show_circuit)
         telemetry.row_added.connect(self.show_telemetry)
