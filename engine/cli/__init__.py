@@ -7,6 +7,7 @@
     tune       tune.py      sweep batching/cache settings of a running server, recommend the best
     monitor    monitor.py   record GPU, host and engine telemetry to CSV
     export     export.py    a configuration as engine TOML, vLLM, Compose, llama-server, Ollama, run record
+    doctor     doctor.py    what stops a model running here (driver, CUDA, memory, disk, port), what to do
     index, search
                search.py    the document index without a server
     fetch-demo, import-gguf, reshard
@@ -22,15 +23,15 @@ import argparse
 import sys
 from typing import Optional
 
-from engine.cli import bench, export, jobs, models, monitor, search, serve, tune
+from engine.cli import bench, doctor, export, jobs, models, monitor, search, serve, tune
 from engine.config import ConfigError
 
-DESCRIPTION = "deepseek-engine: serve | models | inspect | bench | tune | monitor | export | index | search | fetch-demo | import-gguf | reshard."
+DESCRIPTION = "deepseek-engine: serve | models | inspect | bench | tune | monitor | export | doctor | index | search | fetch-demo | import-gguf | reshard."
 
 # In the order ``deepseek-engine --help`` lists them.
 COMMANDS = (serve.add_serve, jobs.add_fetch_demo, jobs.add_import_gguf, models.add_models, models.add_inspect,
             bench.add_bench, tune.add_tune, monitor.add_monitor, export.add_export, search.add_index, search.add_search,
-            jobs.add_reshard)
+            doctor.add_doctor, jobs.add_reshard)
 
 
 def build_parser() -> argparse.ArgumentParser:
