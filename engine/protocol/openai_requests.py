@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from engine.protocol.search import SearchOptions
 from engine.requests import SAMPLING_BOUNDS
 
 MAX_STOP_SEQUENCES = 4
@@ -110,6 +111,7 @@ class ChatMessage(_Request):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(..., min_length=1)
+    search: Optional[SearchOptions] = Field(None, description="extension: answer from a document collection's passages, given to the model as numbered sources; the reply adds citations and unknown_citations")
 
     def template_messages(self) -> list[dict[str, str]]:
         # "developer" is OpenAI's newer name for "system"; chat templates know only the latter.

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from engine.api.deps import EngineDep
+from engine.api import grounded
 from engine.api.errors import documented
 from engine.api.openapi import event_stream
 from engine.api.streaming import EventStream, Reply, collect_reply, stream_reply
@@ -59,8 +60,8 @@ async def get_model(model_id: str, engine: EngineDep) -> ModelCard:
                         **GENERATION_ERRORS})
 async def chat_completions(body: ChatCompletionRequest, request: Request, engine: EngineDep) -> Response:
     gateway.check_model(engine, body.model)
-    ids, opens_reasoning = gateway.encode_chat(engine, body.template_messages())
-    return await _generate(engine, request, body, ids, opens_reasoning, chat=True)
+    ids, opens_reasoning, grounding = grounded.encode_chat(engine, request, body)
+    return grounded.finish(grounding, await _generate(engine, request, body, ids, opens_reasoning, chat=True))
 
 
 @router.post("/completions", response_model=Completion,
