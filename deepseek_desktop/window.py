@@ -159,6 +159,7 @@ class MainWindow(QMainWindow):
         engine_menu.addAction("Copy address and API key", self._copy_address)
         install_backend_menu(self, engine_menu)  # built-in or vLLM, remembered
         help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction("Diagnostics…", self.show_diagnostics)
         help_menu.addAction("About", lambda: QMessageBox.about(
             self, "DeepSeek Desktop", "Run language models on your own machine.\n"
             "The engine is an OpenAI-compatible server; see the README for its API."))
@@ -327,6 +328,15 @@ class MainWindow(QMainWindow):
         if ok and self._load_fetched:
             self._load_fetched = False
             self.engine_session.load_when_ready({"path": path})
+
+    def show_diagnostics(self) -> QWidget:
+        """``deepseek-engine doctor`` for the model served (or last loaded), with Copy."""
+        from deepseek_desktop.widgets.diagnostics_dialog import DiagnosticsDialog
+
+        model = self.engine_session.served_path or (self.engine_session.last_load or {}).get("path")
+        dialog = DiagnosticsDialog(model, self)
+        dialog.show()
+        return dialog
 
     def _copy_address(self) -> None:
         client = self.engine_session.client
