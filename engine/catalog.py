@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from engine.quantization import PreQuantized, prequantized_problem, read_quantization_config
 from engine.requests import within_sampling_bounds
 from engine.safetensors_meta import TORCH_NAMES, SafetensorsError, read_header
 from engine.transformers_support import gguf_architectures, unknown_architecture
@@ -56,6 +57,14 @@ class ModelEntry:
     tensors: int = 0
     loadable: bool = False
     problem: Optional[str] = None
+    # A checkpoint saved quantized (config.json's quantization_config): method and bits.
+    pre_quantized: Optional[PreQuantized] = None
+    tied_embeddings: bool = False
+
+    @property
+    def quantization(self) -> Optional[str]:
+        """"gptq 4-bit (group 128)", "torchao 8-bit (Int8WeightOnlyConfig)" …; None for float weights."""
+        return self.pre_quantized.label if self.pre_quantized else None
 
     def kv_elements_per_token(self) -> Optional[int]:
         """KV cache elements per token over all layers, as transformers stores them.
@@ -103,6 +112,8 @@ def _describe_config(entry: ModelEntry, config: dict) -> None:
             entry.attention = "mha" if entry.kv_heads == entry.heads else ("mqa" if entry.kv_heads == 1 else "gqa")
     entry.experts = c.get("n_routed_experts") or c.get("num_local_experts") or c.get("num_experts")
     entry.experts_per_token = c.get("num_experts_per_tok")
+    entry.tied_embeddings = bool(c.get("tie_word_embeddings", config.get("tie_word_embeddings", True)))
+    entry.pre_quantized = read_quantization_config(config)
 
 
 def _weight_files(folder: Path, entry: ModelEntry) -> list[Path]:
@@ -150,8 +161,18 @@ def inspect_folder(folder: Path, source: str = "folder", name: Optional[str] = N
             entry.problem = "needs trust_remote_code (custom modeling code)"
         else:
             entry.problem = unknown_architecture(entry.model_type, entry.architecture)
+    if not entry.problem and entry.pre_quantized is not None:
+        # Said before any weight is read: the device a plain load would use, the libraries here.
+        entry.problem = prequantized_problem(entry.pre_quantized, _default_device())
     entry.loadable = entry.problem is None
     return entry
+
+
+def _default_device() -> str:
+    """Where ``device = "auto"`` loads: the first CUDA GPU NVML finds, else the CPU."""
+    from engine.telemetry.gpu import gpu_count
+
+    return "cuda:0" if gpu_count() else "cpu"
 
 
 def _describe_weights(entry: ModelEntry, files: list[Path]) -> None:
@@ -209,11 +230,39 @@ def inspect_gguf(path: Path) -> ModelEntry:
     entry.tensors = len(reader.tensors)
     entry.shards = 1
     types = Counter(t.tensor_type.name for t in reader.tensors)
-    entry.dtype = types.most_common(1)[0][0] if types else None
+    entry.dtype = _gguf_weight_type(types)
+    unreadable = sorted(set(types) & _gguf_unreadable_types())
     if arch not in gguf_architectures():
         entry.problem = f"transformers cannot read GGUF files of architecture {arch!r}"
+    elif unreadable:
+        count = sum(types[t] for t in unreadable)
+        entry.problem = (f"transformers cannot read GGUF quant type {', '.join(unreadable)} ({count} tensors): "
+                         f"gguf-py has no de-quantizer for it; convert the file to another type "
+                         f"(llama.cpp's llama-quantize, e.g. Q8_0 or Q4_K_M)")
     entry.loadable = entry.problem is None
     return entry
+
+
+_FLOAT_GGUF_TYPES = {"F32", "F16", "BF16", "F64"}
+
+
+def _gguf_weight_type(types: Counter) -> Optional[str]:
+    """The file's quant type: the commonest type among quantized tensors (norms are F32 in every
+    file, and a small model can hold more norm tensors than matrices)."""
+    quantized = Counter({t: n for t, n in types.items() if t not in _FLOAT_GGUF_TYPES})
+    return (quantized or types).most_common(1)[0][0] if types else None
+
+
+def _gguf_unreadable_types() -> set[str]:
+    """GGUF tensor types transformers cannot de-quantize: those gguf-py has no de-quantizer for."""
+    import gguf
+    from gguf import quants
+
+    traits = getattr(quants, "_type_traits", None)
+    if traits is None:  # another gguf-py layout: cannot tell, let the load say
+        return set()
+    plain = {"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"}
+    return {t.name for t in gguf.GGMLQuantizationType if t not in traits and t.name not in plain}
 
 
 # ---------------------------------------------------------------------------- scanning

@@ -19,12 +19,14 @@ from engine.lifecycle import (
     LoadOutcome,
     ModelLifecycle,
     ModelProblem,
+    plan_weights,
     validate_model,
 )
 from engine.metrics import EngineMetrics
 from engine.prompts import PromptError, encode_chat, encode_text, plan_max_tokens
 from engine.protocol import new_id
 from engine.requests import (
+    Constraint,
     EngineNotReady,
     ErrorEvent,
     Event,
@@ -86,10 +88,11 @@ class Engine:
         self._lifecycle.check_not_loading()  # before validating: a load running is the first answer
         try:
             entry = self.validate(model)
+            weights = plan_weights(entry, model)  # a refused quantization: before any weight is read
         except ModelProblem as exc:
             self._lifecycle.refuse(exc, model.path)
             raise
-        self._lifecycle.start_load(model, load, entry)
+        self._lifecycle.start_load(model, load, entry, weights)
 
     def load(self, model: Optional[ModelConfig] = None, load: Optional[LoadConfig] = None) -> LoadOutcome:
         """Load and wait; the outcome names the model now served.
@@ -228,6 +231,7 @@ class Engine:
             "dtype": str(loaded.dtype).removeprefix("torch.") if loaded else None,
             "context_length": loaded.context_length if loaded else None,
             "memory_bytes": loaded.device_memory_bytes() if loaded else None,
+            "quantization": loaded.quantization if loaded else None,
         }
 
     def _require(self) -> ServedModel:
@@ -272,27 +276,56 @@ class Engine:
         starts_in_reasoning: bool = False,
         request_id: Optional[str] = None,
         protocol: str = "library",
+        constraint: Optional[Constraint] = None,
+        prompt_logprobs: Optional[int] = None,
     ) -> GenerationRequest:
         """Queue a generation; events arrive through ``sink`` on the generation thread.
 
+        Args:
+            constraint: decode under this grammar (structured output, forced tool calls).
+            prompt_logprobs: send the prompt tokens' log-probabilities (k alternatives each)
+                with the finish event.
         Raises:
             EngineNotReady: no model loaded.
             engine.requests.QueueFullError: too many requests waiting.
+            engine.requests.UnsupportedInMode: the batching mode cannot do what is asked.
+            engine.requests.InvalidConstraint: the constraint's schema does not compile.
         """
+        return self.submit_choices(prompt_ids, [params], [sink], starts_in_reasoning, request_id, protocol,
+                                   constraint, prompt_logprobs)[0]
+
+    def submit_choices(
+        self,
+        prompt_ids: list[int],
+        params: list[SamplingParams],
+        sinks: list,
+        starts_in_reasoning: bool = False,
+        request_id: Optional[str] = None,
+        protocol: str = "library",
+        constraint: Optional[Constraint] = None,
+        prompt_logprobs: Optional[int] = None,
+    ) -> list[GenerationRequest]:
+        """Queue several choices of one prompt (OpenAI's ``n``), one ``params`` and ``sink``
+        each; the scheduler takes them together (dynamic batching decodes them as rows of one
+        batch from one prefill). Raises as ``submit``."""
         scheduler = self.scheduler
         if scheduler is None:
             raise EngineNotReady(self.health()[1])
-        request = GenerationRequest(
-            request_id=request_id or new_id("req"),
+        base = request_id or new_id("req")
+        requests = [GenerationRequest(
+            request_id=base if len(params) == 1 else f"{base}-{index}",
             prompt_ids=prompt_ids,
-            params=params,
+            params=choice,
             sink=sink,
             starts_in_reasoning=starts_in_reasoning,
             timeout_s=self.config.batching.request_timeout_s,
             protocol=protocol,
-        )
-        scheduler.submit(request)
-        return request
+            constraint=constraint,
+            # The prompt is the same for every choice: its log-probabilities come once.
+            prompt_logprobs=prompt_logprobs if index == 0 else None,
+        ) for index, (choice, sink) in enumerate(zip(params, sinks))]
+        scheduler.submit_group(requests)
+        return requests
 
     def generate_text(self, prompt: str, params: SamplingParams) -> Iterator[Event]:
         """Blocking iterator over the events of one plain-text generation."""

@@ -20,8 +20,9 @@ from typing import Any, Callable, Optional
 from engine.catalog import ModelEntry, inspect_path
 from engine.config import EngineConfig, LoadConfig, ModelConfig
 from engine.events import EventBus
-from engine.memory import device_memory, estimate
+from engine.memory import device_memory, estimate, plan_quantization, resolve_dtype, weights_bytes
 from engine.metrics import EngineMetrics
+from engine.quantization import QuantizationPlan, QuantizationRefused
 from engine.scheduling import Scheduler, ServedModel
 from engine.states import ModelState
 
@@ -79,6 +80,29 @@ def validate_model(model: ModelConfig) -> ModelEntry:
     if entry.problem:
         raise ModelProblem(f"cannot load {model.path}: {entry.problem}")
     return entry
+
+
+def load_device(model: ModelConfig) -> str:
+    """The device a load of ``model`` uses (``auto``: the first CUDA GPU, else the CPU)."""
+    if model.device != "auto":
+        return model.device
+    from engine.catalog import _default_device
+
+    return _default_device()
+
+
+def plan_weights(entry: ModelEntry, model: ModelConfig) -> QuantizationPlan:
+    """What the load does with the weights (``auto`` resolved against the device's free memory).
+
+    Raises:
+        ModelProblem: the quantization cannot run on that device with these libraries, or the
+            model is already quantized with another method; the message says what would work.
+    """
+    try:
+        return plan_quantization(entry, model.quantization, model.dtype, load_device(model),
+                                 1, min(entry.context_length or 2048, 2048))
+    except QuantizationRefused as exc:
+        raise ModelProblem(f"cannot load {model.path}: {exc}") from None
 
 
 class ModelLifecycle:
@@ -141,15 +165,20 @@ class ModelLifecycle:
         if self.loading:
             raise LoadInProgress("a model is already loading; cancel it first (POST /admin/cancel-load)")
 
-    def start_load(self, model: ModelConfig, load: LoadConfig, entry: ModelEntry) -> None:
+    def start_load(self, model: ModelConfig, load: LoadConfig, entry: ModelEntry,
+                   weights: Optional[QuantizationPlan] = None) -> None:
         """Load ``model`` on a background thread; its outcome lands in ``outcome``.
 
+        Args:
+            weights: what to do with the weights (``plan_weights``); None: planned here.
         Raises:
             LoadInProgress: another load is running.
+            ModelProblem: the quantization asked for is refused (planned here).
         """
         self.check_not_loading()
+        weights = weights or plan_weights(entry, model)
         self._cancel.clear()
-        self._thread = threading.Thread(target=self._run_load, args=(model, load, entry),
+        self._thread = threading.Thread(target=self._run_load, args=(model, load, entry, weights),
                                         name="model-load", daemon=True)
         self._thread.start()
 
@@ -170,9 +199,9 @@ class ModelLifecycle:
                 return None
         return self.outcome
 
-    def _run_load(self, model: ModelConfig, load: LoadConfig, entry: ModelEntry) -> None:
+    def _run_load(self, model: ModelConfig, load: LoadConfig, entry: ModelEntry, weights: QuantizationPlan) -> None:
         try:
-            self.outcome = self._load(model, load, entry)
+            self.outcome = self._load(model, load, entry, weights)
         except Exception as exc:  # the load thread must always end in a reported state
             log.exception("load failed unexpectedly")
             self.error = f"{type(exc).__name__}: {exc}"
@@ -180,17 +209,20 @@ class ModelLifecycle:
             self.set_state(state, error=self.error)
             self.outcome = LoadOutcome(state, error=self.error)
 
-    def _load(self, model: ModelConfig, load: LoadConfig, entry: ModelEntry) -> LoadOutcome:
+    def _load(self, model: ModelConfig, load: LoadConfig, entry: ModelEntry, weights: QuantizationPlan) -> LoadOutcome:
         from engine.runtime.loader import LoadCancelled, ModelLoadError, load_model, release_memory
 
-        if self.model is not None and not self._fits_beside_current(entry, model):
+        if self.model is not None and not self._fits_beside_current(entry, model, weights):
             log.info("unloading %s to make room", self.model_name,
                      extra={"event": "make_room", "model": self.model_name})
             self.unload()
-        self.set_state(ModelState.LOADING, path=model.path, replacing=self.model_name)
+        if weights.note:
+            log.info("quantization: %s", weights.note, extra={"event": "quantization", "quantization": weights.method})
+        self.set_state(ModelState.LOADING, path=model.path, replacing=self.model_name,
+                       quantization=weights.describe(), quantization_note=weights.note or None)
         started = time.monotonic()
         try:
-            loaded = load_model(model, load, emit=self.events.publish, cancel=self._cancel)
+            loaded = load_model(model, load, emit=self.events.publish, cancel=self._cancel, quantization=weights)
         except LoadCancelled as exc:  # cancelled, or past load.timeout_s
             release_memory()
             return self._ended_without_model(model, str(exc), stopped_because=exc.reason)
@@ -202,7 +234,8 @@ class ModelLifecycle:
         self.set_state(
             ModelState.READY, device=str(loaded.device), dtype=str(loaded.dtype).removeprefix("torch."),
             context_length=loaded.context_length, load_s=round(time.monotonic() - started, 2),
-            memory_bytes=loaded.device_memory_bytes(), estimated_bytes=self.estimate_weights(entry, model),
+            memory_bytes=loaded.device_memory_bytes(), estimated_bytes=self.estimate_weights(entry, model, weights),
+            quantization=loaded.quantization,
         )
         return LoadOutcome(ModelState.READY, model=loaded)
 
@@ -240,16 +273,20 @@ class ModelLifecycle:
         if old_scheduler is not None:
             old_scheduler.stop(join=False)
 
-    def estimate_weights(self, entry: ModelEntry, model: ModelConfig) -> Optional[int]:
+    def estimate_weights(self, entry: ModelEntry, model: ModelConfig,
+                         weights: Optional[QuantizationPlan] = None) -> Optional[int]:
+        device = model.device if model.device != "auto" else "cpu"
         try:
+            if weights is not None:
+                return weights_bytes(entry, resolve_dtype(model.dtype, device), weights)
             return estimate(entry, model.dtype, 1, min(entry.context_length or 2048, 2048),
-                            device=model.device if model.device != "auto" else "cpu").weights_bytes
+                            device=device, quantization=model.quantization).weights_bytes
         except ValueError:
             return None
 
-    def _fits_beside_current(self, entry: ModelEntry, model: ModelConfig) -> bool:
+    def _fits_beside_current(self, entry: ModelEntry, model: ModelConfig, weights: QuantizationPlan) -> bool:
         """Keep the current model while the new one loads only when both fit."""
-        needed = self.estimate_weights(entry, model)
+        needed = self.estimate_weights(entry, model, weights)
         device = model.device if model.device != "auto" else str(self.model.device)
         free = device_memory(device).free_bytes
         return needed is not None and free is not None and needed * ROOM_FACTOR < free

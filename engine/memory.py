@@ -2,7 +2,10 @@
 
     total = weights + KV cache + activations/workspace + reserve
 
-* weights: parameters (counted from the safetensors headers) x bytes of the load dtype;
+* weights: parameters (counted from the safetensors headers) x bytes of the load dtype; quantized
+  (``engine.quantization``): the linear layers at 8 or 4 bits with their scales, the embedding and
+  head at 8 bits per row, the rest (norms, biases, fused experts) in the load dtype; a checkpoint
+  saved quantized holds what its files hold;
 * KV cache: batch x context x KV elements per token (layers x KV heads x (K + V head dims); for
   DeepSeek-V2/V3's MLA, layers x (kv_lora_rank + qk_rope_head_dim), the compressed latent that
   transformers caches) x bytes of the KV dtype;
@@ -20,6 +23,14 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from engine.catalog import ModelEntry
+from engine.quantization import (
+    QuantizationPlan,
+    census_from_dims,
+    census_of,
+    int4_group_size,
+    plan,
+    quantized_weights_bytes,
+)
 from engine.telemetry.gpu import gpu_memory
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8": 1, "int8": 1, "float64": 8}
@@ -52,6 +63,8 @@ class MemoryEstimate:
     device_free_bytes: Optional[int] = None
     device_total_bytes: Optional[int] = None
     verdict: str = "unknown"     # fits | tight | will-not-fit | unknown
+    quantization: str = "none"   # none | int8 | int4 | pre-quantized (what the weights figure counts)
+    float_weights_bytes: int = 0  # the same weights unquantized, in the load dtype
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -65,37 +78,83 @@ def resolve_dtype(dtype: str, device: str) -> str:
 
 
 def estimate(entry: ModelEntry, dtype: str = "auto", batch: int = 1, context: Optional[int] = None,
-             kv_dtype: str = "auto", device: str = "cpu") -> MemoryEstimate:
+             kv_dtype: str = "auto", device: str = "cpu", quantization: str = "none") -> MemoryEstimate:
     """Estimate the memory a load of ``entry`` needs and compare it with ``device``'s free memory.
 
+    Args:
+        quantization: none | int8 | int4 | auto (resolved as the load would: see ``plan_quantization``).
     Raises:
         ValueError: the entry lacks what the estimate needs (parameters, layers, heads).
+        engine.quantization.QuantizationRefused: the quantization cannot run there.
     """
     if not entry.params:
         raise ValueError(f"{entry.name}: parameter count unknown ({entry.problem or 'no weights'})")
     context = context or entry.context_length or 2048
     load_dtype = resolve_dtype(dtype, device)
     kv_dtype = load_dtype if kv_dtype == "auto" else kv_dtype
-    weights, kv, activations, reserve = _parts(entry, load_dtype, kv_dtype, batch, context, device)
+    chosen = plan_quantization(entry, quantization, dtype, device, batch, context)
+    weights, kv, activations, reserve = _parts(entry, load_dtype, kv_dtype, batch, context, device, chosen)
     result = MemoryEstimate(
         model=entry.name, dtype=load_dtype, kv_dtype=kv_dtype, batch=batch, context=context,
         weights_bytes=weights, kv_cache_bytes=kv, activation_bytes=activations, reserve_bytes=reserve,
-        total_bytes=weights + kv + activations + reserve,
+        total_bytes=weights + kv + activations + reserve, quantization=chosen.method,
+        float_weights_bytes=entry.params * DTYPE_BYTES[load_dtype],
     )
     compare_with_device(result, device_memory(device))
     return result
 
 
 def _parts(entry: ModelEntry, load_dtype: str, kv_dtype: str, batch: int, context: int,
-           device: str) -> tuple[int, int, int, int]:
+           device: str, quantization: Optional[QuantizationPlan] = None) -> tuple[int, int, int, int]:
     """(weights, KV cache, activations, reserve) in bytes."""
     wbytes, kvbytes = DTYPE_BYTES[load_dtype], DTYPE_BYTES[kv_dtype]
     per_token = entry.kv_elements_per_token()
     if per_token is None:
         raise ValueError(f"{entry.name}: layers/heads unknown, cannot size the KV cache")
-    return (entry.params * wbytes, batch * context * per_token * kvbytes,
+    return (weights_bytes(entry, load_dtype, quantization), batch * context * per_token * kvbytes,
             _activation_bytes(entry, batch, context, wbytes),
             GPU_RESERVE if device.startswith("cuda") else CPU_RESERVE)
+
+
+def weights_bytes(entry: ModelEntry, load_dtype: str, quantization: Optional[QuantizationPlan] = None) -> int:
+    """The weights' bytes once loaded in ``load_dtype`` (a resolved dtype) as ``quantization`` says."""
+    method = quantization.method if quantization is not None else "none"
+    if method == "pre-quantized" or (method == "none" and entry.pre_quantized is not None):
+        return entry.size_bytes  # held as saved (the headers' few KiB aside)
+    if method == "none":
+        return entry.params * DTYPE_BYTES[load_dtype]
+    census = _census(entry)
+    return quantized_weights_bytes(census, method, DTYPE_BYTES[load_dtype], quantization.group_size,
+                                   tables_quantized=quantization.backend != "bitsandbytes")
+
+
+def _census(entry: ModelEntry):
+    census = census_of(entry.path) if entry.format != "gguf" else None
+    return census or census_from_dims(entry.params or 0, entry.vocab_size, entry.hidden_size,
+                                      entry.intermediate_size, tied=entry.tied_embeddings or entry.format == "gguf")
+
+
+def plan_quantization(entry: ModelEntry, requested: str, dtype: str = "auto", device: str = "cpu",
+                      batch: int = 1, context: Optional[int] = None) -> QuantizationPlan:
+    """What a load with ``requested`` quantization does on ``device``; ``auto`` takes the first of
+    none, int8, int4 whose estimate (at ``batch`` x ``context``) fits the device's free memory.
+
+    Raises:
+        engine.quantization.QuantizationRefused: the request cannot run there (what would is said).
+    """
+    context = context or min(entry.context_length or 2048, 2048)
+    census = _census(entry) if entry.params and entry.pre_quantized is None else None
+    group = int4_group_size(census.input_widths()) if census else None
+    if requested != "auto" or entry.pre_quantized is not None:
+        return plan(requested, device, pre_quantized=entry.pre_quantized, group_size=group)
+    memory = device_memory(device)
+    load_dtype = resolve_dtype(dtype, device)
+    sizes, fits = {}, {}
+    for method in ("none", "int8", "int4"):
+        candidate = QuantizationPlan(method, "torchao" if method != "none" else None, group)
+        sizes[method] = sum(_parts(entry, load_dtype, load_dtype, batch, context, device, candidate))
+        fits[method] = None if memory.free_bytes is None else sizes[method] * (1 + TIGHT_MARGIN) <= memory.free_bytes
+    return plan("auto", device, group_size=group, fits=fits, sizes=sizes, free_bytes=memory.free_bytes)
 
 
 def run_bytes(entry: ModelEntry, batch: int, context: int, dtype: str = "auto", kv_dtype: str = "auto",
@@ -232,7 +291,8 @@ class DeviceBudget:
 def device_budget(entry: ModelEntry, memory: DeviceMemory, *, dtype: str, batch: int, context: int,
                   kv_dtype: str = "auto", share: float = 1.0, prefix_cache_bytes: int = 0,
                   kv_pool_bytes: Optional[int] = None, weights_bytes: Optional[int] = None,
-                  engine_bytes: Optional[int] = None, engine_accounted_bytes: int = 0) -> DeviceBudget:
+                  engine_bytes: Optional[int] = None, engine_accounted_bytes: int = 0,
+                  quantization: str = "none") -> DeviceBudget:
     """The budget of ``memory.device`` for a model already loaded there.
 
     Args:
@@ -243,11 +303,16 @@ def device_budget(entry: ModelEntry, memory: DeviceMemory, *, dtype: str, batch:
             a GPU); with ``memory.free_bytes`` it tells the other processes apart, and on the host
             what it holds beyond ``engine_accounted_bytes`` (weights, KV, prefix cache now) is
             its runtime's reserve.
+        quantization: how the model's weights are held (none | int8 | int4), for the estimate.
     """
     device = memory.device
     load_dtype = resolve_dtype(dtype, device)
+    try:
+        held = plan_quantization(entry, quantization, dtype, device) if quantization != "none" else None
+    except ValueError:  # refused where it is asked about: count the float weights
+        held = None
     weights, kv, activations, reserve = _parts(entry, load_dtype, load_dtype if kv_dtype == "auto" else kv_dtype,
-                                               batch, context, device)
+                                               batch, context, device, held)
     measured_weights = weights_bytes is not None
     weights = weights_bytes if measured_weights else int(weights * share)
     kv = kv_pool_bytes if kv_pool_bytes is not None else int(kv * share)

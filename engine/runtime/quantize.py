@@ -1,0 +1,131 @@
+"""The transformers quantization config for a ``QuantizationPlan``, and the bytes a quantized
+model holds (imports torch; the decisions are made in the torch-free ``engine.quantization``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Optional
+
+import torch
+
+from engine.quantization import QuantizationPlan, WeightCensus, int4_kept_float
+from engine.runtime.noise import TorchaoStartupNoise, install_noise_filter
+
+log = logging.getLogger("engine.loader")
+
+_import_lock = threading.Lock()
+_torchao_explained = False
+
+
+def import_torchao() -> None:
+    """Import torchao (transformers may have already) and explain its dropped lines once."""
+    global _torchao_explained
+    install_noise_filter()
+    import torchao  # noqa: F401
+
+    with _import_lock:
+        if _torchao_explained:
+            return
+        _torchao_explained = True
+    failed = TorchaoStartupNoise.failed_libraries
+    if failed:
+        log.info("torchao: %d of its CUDA kernel libraries did not load (%s); the int8/int4 paths used here "
+                 "run on ATen's kernels and do not need them", failed,
+                 "this torch has no CUDA" if not torch.cuda.is_available() else "built for another CUDA or GPU",
+                 extra={"event": "torchao_import"})
+
+
+def transformers_config(plan: QuantizationPlan, census: Optional[WeightCensus] = None) -> Optional[Any]:
+    """The ``quantization_config`` for ``from_pretrained``; None when nothing is quantized on load
+    (no quantization, or a pre-quantized checkpoint, whose own config transformers reads)."""
+    if plan.method not in ("int8", "int4"):
+        return None
+    if plan.backend == "bitsandbytes":
+        from transformers import BitsAndBytesConfig
+
+        if plan.method == "int8":
+            return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_compute_dtype=torch.bfloat16)
+    import_torchao()
+    from torchao.quantization import Int8WeightOnlyConfig
+    from transformers import TorchAoConfig
+
+    # Linear layers only, while loading; the embedding and head follow in ``quantize_tables``.
+    # (A per-module FqnToConfig would do both at once, but transformers 5.2 then quantizes the
+    # linear layers' biases too, which torchao cannot add.)
+    linear = Int8WeightOnlyConfig() if plan.method == "int8" else _int4_config(plan.group_size or 32)
+    keep: Optional[list[str]] = None
+    if plan.method == "int4" and census is not None:
+        # Shapes int4 cannot pack stay float (the estimate counts them so); naming any module
+        # replaces transformers' default list, so the tables are named as well.
+        keep = int4_kept_float(census, plan.group_size or 32)
+        keep += [name for name in (census.embedding_name, census.head_name) if name]
+    return TorchAoConfig(quant_type=linear, modules_to_not_convert=keep or None)
+
+
+def quantize_tables(model: Any, plan: QuantizationPlan) -> None:
+    """The input embedding and the output head in int8 per row (torchao), after the load: a tied
+    head is pointed at the embedding's int8 table, so the two stay one."""
+    if plan.method not in ("int8", "int4") or plan.backend != "torchao":
+        return
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = head is not None and embedding is not None and head.weight is embedding.weight
+    for module in (embedding, None if tied else head):
+        if module is not None and not _quantized(module.weight):
+            quantize_(module, Int8WeightOnlyConfig(), filter_fn=lambda m, fqn: m is module)
+    if tied:
+        head.weight = embedding.weight
+
+
+def _quantized(tensor: torch.Tensor) -> bool:
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    return is_traceable_wrapper_subclass(tensor)
+
+
+def _int4_config(group_size: int) -> Any:
+    """int4 weight-only that runs where the model is: on a CPU torchao's packed ("opaque") int4
+    tensor, whose matmul is ATen's ``_weight_int4pack_mm_for_cpu``; on a GPU tinygemm's tiles."""
+    if torch.cuda.is_available():
+        from torchao.quantization import Int4WeightOnlyConfig
+
+        return Int4WeightOnlyConfig(group_size=group_size, int4_packing_format="tile_packed_to_4d")
+    from torchao.prototype.quantization.int4.inference_workflow import PrototypeInt4WeightOnlyConfig
+
+    return PrototypeInt4WeightOnlyConfig(group_size=group_size)
+
+
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    """Bytes a tensor holds, through the inner tensors of a quantized subclass (int8 data, scales)."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    if is_traceable_wrapper_subclass(tensor):
+        names, _ = tensor.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(tensor, name)) for name in names)
+    if getattr(tensor, "is_meta", False):
+        return 0
+    return tensor.numel() * tensor.element_size()
+
+
+def model_bytes(model: Any) -> int:
+    """Parameters and buffers once each (a tied head shares the embedding's storage)."""
+    seen: dict[int, int] = {}
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        seen.setdefault(id(tensor), tensor_bytes(tensor))
+    return sum(seen.values())
+
+
+def top1_agreement(reference: Any, model: Any, input_ids: torch.Tensor) -> float:
+    """The share of positions of a text where ``model``'s greedy next token is ``reference``'s.
+
+    Teacher-forced: both read the same text, so one early difference does not derail the rest
+    (generating freely, a single flip would make every later token differ).
+    """
+    with torch.no_grad():
+        want = reference(input_ids).logits[0, :-1].argmax(-1)
+        got = model(input_ids).logits[0, :-1].argmax(-1)
+    return float((want == got).float().mean())
