@@ -45,3 +45,43 @@ def test_bench_without_a_server_says_so():
     result = subprocess.run([sys.executable, "-m", "engine", "bench", "--url", "http://127.0.0.1:9"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "cannot reach a model at http://127.0.0.1:9" in result.stderr
+
+
+def test_bench_compares_two_urls_in_one_table_chart_and_record(server, worker_pool, llama_dir, tmp_path):
+    """The same workload on two engines (the session's server, and a continuous-batching one
+    shared with test_batching): interleaved levels, one table, an SVG chart, one JSON record."""
+    other = worker_pool.get(llama_dir, "--batching-mode", "continuous", "--max-wait-ms", "300")
+    record_file, chart, rows_file = tmp_path / "cmp.json", tmp_path / "cmp.svg", tmp_path / "cmp.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "bench", "--url", server.url, "--url", other.url,
+         "--api-key", server.api_key, "--label", "default", "--label", "continuous", "--concurrency", "1,4",
+         "--requests", "4", "--prompt-tokens", "20", "--output-tokens", "6", "--json", str(record_file),
+         "--chart", str(chart), "--csv", str(rows_file)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    table = result.stdout.splitlines()
+    assert table[1].startswith("endpoint") and "vs first" in table[1]
+    body = [line.split() for line in table[2:]]
+    assert [(r[0], r[1], r[2]) for r in body] == [("default", "1", "4/4"), ("continuous", "1", "4/4"),
+                                                 ("default", "4", "4/4"), ("continuous", "4", "4/4")]
+    assert body[0][4] == "1.00x"  # ratios are to the first endpoint
+    record = json.loads(record_file.read_text())
+    assert record["kind"] == "bench-comparison" and record["workload"]["concurrency"] == [1, 4]
+    assert [(e["name"], e["url"], e["model"]) for e in record["endpoints"]] == [
+        ("default", server.url, "tiny-llama"), ("continuous", other.url, "tiny-llama")]
+    for endpoint in record["endpoints"]:
+        assert [lv["concurrency"] for lv in endpoint["levels"]] == [1, 4]
+        assert all(lv["ok"] == 4 and lv["output_tokens_per_s"] > 0 and lv["ttft_s"]["p99"] > 0 for lv in endpoint["levels"])
+    svg = chart.read_text()
+    assert svg.startswith("<svg") and svg.count("<polyline") == 4 and "p99 TTFT" in svg and "continuous" in svg
+    assert len(list(csv.DictReader(rows_file.open()))) == 4
+
+
+def test_bench_compare_names_the_endpoint_it_cannot_reach(server):
+    result = subprocess.run([sys.executable, "-m", "engine", "bench", "--url", server.url, "--url", "http://127.0.0.1:9",
+                             "--api-key", server.api_key, "--requests", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "cannot reach a model at http://127.0.0.1:9" in result.stderr
+    two_keys = subprocess.run([sys.executable, "-m", "engine", "bench", "--url", server.url, "--api-key", "a",
+                               "--api-key", "b", "--api-key", "c", "--url", server.url],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert two_keys.returncode == 2 and "--api-key is given 3 times for 2 --url" in two_keys.stderr

@@ -10,13 +10,17 @@ from pathlib import Path
 
 def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="load-test any OpenAI-compatible server (streaming)")
-    p.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
-    p.add_argument("--api-key")
+    p.add_argument("--url", required=True, action="append",
+                   help="server base URL, e.g. http://127.0.0.1:8000; repeat it to compare endpoints side by side "
+                        "(the same workload on each, one table, --chart and --json for all)")
+    p.add_argument("--api-key", action="append", help="once for every URL, or once per --url in their order")
+    p.add_argument("--label", action="append", help="a name per --url for the comparison (default host:port)")
+    p.add_argument("--chart", metavar="FILE.svg", help="several URLs: tokens/s and p99 TTFT per concurrency, as SVG")
     p.add_argument("--protocol", choices=("rest", "grpc"), default="rest",
                    help="rest: streaming /v1/completions; grpc: deepseek.v1.Inference/Generate, same workload")
     p.add_argument("--grpc-target", metavar="HOST:PORT",
                    help="the gRPC server (default: --url's host, port 50051)")
-    p.add_argument("--model", help="model id (default: the first in /v1/models)")
+    p.add_argument("--model", action="append", help="model id (default: the first in /v1/models); once, or per --url")
     p.add_argument("--concurrency", default="1,2,4,8", help="comma-separated levels")
     p.add_argument("--requests", type=int, default=16, help="requests per level")
     p.add_argument("--prompt-tokens", type=int, default=128)
@@ -28,10 +32,18 @@ def add_bench(sub) -> None:
     p.set_defaults(func=cmd_bench)
 
 
-def cmd_bench(args) -> int:
-    import asyncio
-    import csv
+def _per_url(values, count: int, flag: str):
+    """A repeated option: none, one for every URL, or one per URL."""
+    if not values:
+        return [None] * count
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise ValueError(f"{flag} is given {len(values)} times for {count} --url: give it once, or once per --url")
+    return values
 
+
+def cmd_bench(args) -> int:
     from engine import bench
 
     try:
@@ -42,6 +54,62 @@ def cmd_bench(args) -> int:
         print(f"error: --concurrency must be positive integers separated by commas, got {args.concurrency!r}",
               file=sys.stderr)
         return 2
+    try:
+        keys = _per_url(args.api_key, len(args.url), "--api-key")
+        models = _per_url(args.model, len(args.url), "--model")
+        labels = args.label or [None] * len(args.url)
+        if len(labels) != len(args.url):
+            raise ValueError(f"--label is given {len(labels)} times for {len(args.url)} --url: one per --url")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if len(args.url) > 1:
+        return _compare(args, levels, keys, models, labels)
+    args.url, args.api_key, args.model = args.url[0], keys[0], models[0]
+    return _one(args, levels)
+
+
+def _compare(args, levels: list[int], keys, models, labels) -> int:
+    """Several endpoints, the same workload: one table, one chart, one record."""
+    import csv
+
+    from engine import bench, bench_compare
+
+    if args.protocol != "rest" or args.baseline:
+        print("error: --protocol grpc and --baseline bench one endpoint: give one --url", file=sys.stderr)
+        return 2
+    endpoints = [bench_compare.Endpoint(u, k, m, lb) for u, k, m, lb in zip(args.url, keys, models, labels)]
+    workload = bench_compare.Workload(levels, args.requests, args.prompt_tokens, args.output_tokens,
+                                      args.shared_prefix_tokens)
+    try:
+        result = bench_compare.compare(endpoints, workload, progress_for=lambda name, level: bench.progress_bar(
+            f"{name} concurrency {level:3d}"))
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    record = result.record()
+    print(f"{len(endpoints)} endpoints, the same workload: {args.requests} requests per level, ~{args.prompt_tokens} "
+          f"prompt tokens, {args.output_tokens} output tokens")
+    print(bench_compare.format_comparison(record))
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2))
+    if args.chart:
+        Path(args.chart).write_text(bench_compare.comparison_svg(record))
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            rows = [{"endpoint": e["name"], "url": e["url"], "model": e["model"],
+                     **bench.LevelReport(**level).row()} for e in record["endpoints"] for level in e["levels"]]
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0 if all(lv["ok"] == lv["requests"] for e in record["endpoints"] for lv in e["levels"]) else 1
+
+
+def _one(args, levels: list[int]) -> int:
+    import asyncio
+    import csv
+
+    from engine import bench
     grpc_target = None
     if args.protocol == "grpc":
         from urllib.parse import urlsplit
