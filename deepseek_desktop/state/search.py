@@ -44,14 +44,21 @@ def progress_percent(progress: Optional[dict]) -> float:
     """Bytes indexed of an ``index_progress`` event in percent (files where bytes are unknown)."""
     if not progress:
         return 0.0
-    for done, total in (("bytes_done", "bytes_total"), ("files_done", "files_total")):
+    pairs = [("bytes_done", "bytes_total"), ("files_done", "files_total")]
+    if progress.get("phase") == "embedding":  # the engine's second pass: dense vectors for the passages
+        pairs.insert(0, ("embedded", "embed_total"))
+    for done, total in pairs:
         if progress.get(total):
             return min(100.0, 100.0 * (progress.get(done) or 0) / progress[total])
     return 0.0
 
 
 def progress_text(progress: dict, eta_s: Optional[float]) -> str:
-    """"12 of 40 files · 3.1 MB of 9.0 MB · 85 chunks/s · ETA 20 s"."""
+    """"12 of 40 files · 3.1 MB of 9.0 MB · 85 chunks/s · ETA 20 s" (while passages are embedded:
+    "embedding 300 of 1,200 passages · ETA 40 s")."""
+    if progress.get("phase") == "embedding" and progress.get("embed_total"):
+        return (f"embedding {progress.get('embedded') or 0:,} of {progress['embed_total']:,} passages · "
+                f"{format_eta(eta_s)}")
     parts = [f"{progress.get('files_done', 0)} of {progress.get('files_total', 0)} files"]
     if progress.get("bytes_total"):
         parts.append(f"{_size(progress.get('bytes_done') or 0)} of {_size(progress['bytes_total'])}")

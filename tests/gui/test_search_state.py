@@ -25,6 +25,9 @@ def test_progress_reads_as_percent_counts_and_an_eta():
     assert progress_percent(event) == 25.0
     assert progress_text(event, 30.0) == "10 of 40 files · 1.0 MB of 4.0 MB · 120 chunks/s · ETA 30 s"
     assert progress_percent({"files_done": 1, "files_total": 4, "bytes_total": 0}) == 25.0
+    embedding = {**event, "phase": "embedding", "embedded": 300, "embed_total": 1200}  # the engine's second pass
+    assert progress_percent(embedding) == 25.0
+    assert progress_text(embedding, 40.0) == "embedding 300 of 1,200 passages · ETA 40 s"
     # No eta_s from the engine: the bytes left at the rate measured since the run's first event.
     clock = EtaClock()
     assert clock.update(progress_event(0), now=100.0) is None
