@@ -158,6 +158,7 @@ class MainWindow(QMainWindow):
         self.reload_action.toggled.connect(lambda on: write_json("engine/reload_at_launch", on))
         engine_menu.addAction("Copy address and API key", self._copy_address)
         install_backend_menu(self, engine_menu)  # built-in or vLLM, remembered
+        engine_menu.addAction("Compare endpoints…", self.show_compare)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("Diagnostics…", self.show_diagnostics)
         help_menu.addAction("About", lambda: QMessageBox.about(
@@ -328,6 +329,18 @@ class MainWindow(QMainWindow):
         if ok and self._load_fetched:
             self._load_fetched = False
             self.engine_session.load_when_ready({"path": path})
+
+    def show_compare(self) -> QWidget:
+        """The same workload on this engine and other URLs (vLLM, another machine), side by side."""
+        from deepseek_desktop.state.compare import CompareRun
+        from deepseek_desktop.widgets.compare_dialog import CompareDialog
+
+        client = self.engine_session.client
+        here = [{"url": client.url, "api_key": client.api_key, "label": self.engine_session.backend or "attached"}
+                ] if client is not None else []
+        dialog = CompareDialog(CompareRun(self), here, self)
+        dialog.show()
+        return dialog
 
     def show_diagnostics(self) -> QWidget:
         """``deepseek-engine doctor`` for the model served (or last loaded), with Copy."""
