@@ -39,18 +39,15 @@ CREATE TABLE IF NOT EXISTS files (
     status TEXT NOT NULL, error TEXT, indexed_at REAL, UNIQUE (collection, path));
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL, collection TEXT NOT NULL, path TEXT NOT NULL,
-    title TEXT, heading TEXT, page INTEGER, line_start INTEGER, line_end INTEGER, text TEXT NOT NULL,
-    embedding BLOB);
+    title TEXT, heading TEXT, page INTEGER, line_start INTEGER, line_end INTEGER, embedding BLOB);
 CREATE INDEX IF NOT EXISTS chunks_by_file ON chunks (file_id);
 CREATE INDEX IF NOT EXISTS chunks_by_collection ON chunks (collection, id);
+-- The chunk's text lives in the FTS5 table itself (rowid = chunks.id): an external-content
+-- table fed by triggers indexed 2.5 times slower here (the Debian manuals: 8 vs 20 MB/s CPU).
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, heading, title, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2');
-CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts(rowid, text, heading, title) VALUES (new.id, new.text, new.heading, new.title);
-END;
+    text, heading, title, tokenize='porter unicode61 remove_diacritics 2');
 CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts(chunks_fts, rowid, text, heading, title)
-    VALUES ('delete', old.id, old.text, old.heading, old.title);
+    DELETE FROM chunks_fts WHERE rowid = old.id;
 END;
 """
 
@@ -235,11 +232,15 @@ class Store:
         with self.transaction() as conn:
             file_id = self._upsert_file(conn, collection, path, size, mtime, digest, title, len(chunks),
                                         characters, "ok", None)
+            # Ids given here (the transaction holds the write lock) so both tables take one executemany.
+            first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0]
             conn.executemany(
-                "INSERT INTO chunks (file_id, collection, path, title, heading, page, line_start, line_end, text)"
+                "INSERT INTO chunks (id, file_id, collection, path, title, heading, page, line_start, line_end)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
-                [(file_id, collection, path, title, c.heading, c.page, c.lines[0] if c.lines else None,
-                  c.lines[1] if c.lines else None, c.text) for c in chunks])
+                [(first + i, file_id, collection, path, title, c.heading, c.page, c.lines[0] if c.lines else None,
+                  c.lines[1] if c.lines else None) for i, c in enumerate(chunks)])
+            conn.executemany("INSERT INTO chunks_fts (rowid, text, heading, title) VALUES (?,?,?,?)",
+                             [(first + i, c.text, c.heading, title) for i, c in enumerate(chunks)])
             self._bump_vectors(conn, collection)
         return len(chunks)
 
@@ -295,8 +296,9 @@ class Store:
                 self._bump_vectors(conn, collection)
 
     def pending_embeddings(self, collection: str, limit: int) -> list[tuple[int, str]]:
-        rows = self.conn.execute("SELECT id, coalesce(heading, '') AS heading, text FROM chunks"
-                                 " WHERE collection = ? AND embedding IS NULL ORDER BY id LIMIT ?", (collection, limit))
+        rows = self.conn.execute("SELECT c.id, coalesce(c.heading, '') AS heading, f.text FROM chunks c"
+                                 " JOIN chunks_fts f ON f.rowid = c.id"
+                                 " WHERE c.collection = ? AND c.embedding IS NULL ORDER BY c.id LIMIT ?", (collection, limit))
         return [(r["id"], f"{r['heading']}\n{r['text']}" if r["heading"] else r["text"]) for r in rows]
 
     def set_embeddings(self, collection: str, ids: Sequence[int], vectors: np.ndarray) -> None:
@@ -327,8 +329,8 @@ class Store:
         for start in range(0, len(ids), 500):
             part = ids[start:start + 500]
             rows = self.conn.execute(
-                f"SELECT id, collection, path, title, heading, page, line_start, line_end, text FROM chunks"
-                f" WHERE id IN ({','.join('?' * len(part))})", part)
+                f"SELECT c.id, c.collection, c.path, c.title, c.heading, c.page, c.line_start, c.line_end, f.text"
+                f" FROM chunks c JOIN chunks_fts f ON f.rowid = c.id WHERE c.id IN ({','.join('?' * len(part))})", part)
             out.update((r["id"], dict(r)) for r in rows)
         return out
 
