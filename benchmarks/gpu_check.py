@@ -13,7 +13,7 @@ step's figures, its time, what failed) and ``gpu_check.csv`` (the bench rows) in
   4. load: each through ``POST /admin/load`` in bfloat16, its progress events counted; the memory
      estimate against what the worker holds (its weights metric, and NVML's reading of its VRAM).
   5. monitor: ``deepseek-engine monitor`` for a few seconds: its GPU columns must not be N/A.
-  6. bench at concurrency 1/8/32/64 in dynamic and continuous modes, against in-process
+  6. bench at concurrency 1/8/32/64 in dynamic and continuous modes (two workers in all), against in-process
      ``generate`` one at a time and a static batch on the same GPU (ratios in the CSV).
   7. prefix cache: TTFT of a long prompt cold, then warm.
   8. the Monitor panel offscreen against the worker: its GPU rows, and a screenshot.
@@ -41,6 +41,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 # import name -> what pip installs (the wheels carried beside the script)
@@ -171,7 +172,7 @@ def load_with_progress(server, model: str, device: str, dtype: str) -> dict:
     """POST /admin/load and follow /admin/events until the model is ready (or failed)."""
     import httpx
 
-    progress, started = [], time.perf_counter()
+    progress, started, loading = [], time.perf_counter(), False  # the stream first says the state before
     with httpx.stream("GET", server.url + "/admin/events", headers=server.headers, timeout=httpx.Timeout(10, read=600)) as events:
         response = httpx.post(server.url + "/admin/load", headers=server.headers, timeout=30,
                               json={"path": model, "dtype": dtype, "device": device})
@@ -183,7 +184,9 @@ def load_with_progress(server, model: str, device: str, dtype: str) -> dict:
             event = json.loads(line[6:])
             if event.get("type") == "progress":
                 progress.append(event)
-            elif event.get("type") == "state" and event.get("state") in ("ready", "error"):
+            elif event.get("type") == "state" and event.get("state") == "loading":
+                loading = True
+            elif event.get("type") == "state" and event.get("state") in ("ready", "error") and loading:
                 if event["state"] == "error":
                     raise RuntimeError(f"load failed: {event.get('error')}")
                 break
@@ -261,32 +264,27 @@ def baseline_step(model: str, device: str, dtype: str, prompt_tokens: int, outpu
     return result
 
 
-def bench_modes(check: Check, model: str, device: str, dtype: str, levels: list[int], requests: int,
-                prompt_tokens: int, output_tokens: int, baseline: dict) -> dict:
+def bench_mode(check: Check, server, mode: str, model: str, levels: list[int], requests: int, prompt_tokens: int,
+               output_tokens: int, baseline: Optional[dict]) -> dict:
+    """``bench`` at each level on a server in ``mode`` with ``model`` loaded; rows to the CSV with
+    their ratios to in-process ``generate`` (one at a time, and a static batch)."""
     from engine import bench
 
     figures = {}
-    for mode in ("dynamic", "continuous"):
-        server = start_engine(device, "--batching-mode", mode)
-        try:
-            load_with_progress(server, model, device, dtype)
-            for level in levels:
-                report = asyncio.run(bench.run_level(server.url, server.api_key, Path(model).name, level,
-                                                     max(requests, level), prompt_tokens, output_tokens,
-                                                     first_index=level * 1000))
-                row = {"model": Path(model).name, "mode": mode, **report.row(),
-                       "vs_generate_one_at_a_time": report.output_tokens_per_s / baseline["sequential_tokens_per_s"],
-                       "vs_static_batch": report.output_tokens_per_s / baseline["static_batch_tokens_per_s"]}
-                check.rows.append(row)
-                figures[f"{mode}@{level}"] = {"tokens_per_s": round(report.output_tokens_per_s, 1),
-                                              "ttft_p99_s": report.ttft_s["p99"], "ok": report.ok,
-                                              "requests": report.requests}
-                if report.ok != report.requests:
-                    raise RuntimeError(f"{mode} at {level}: {report.requests - report.ok} requests failed: {report.errors}")
-            if mode == "dynamic":
-                figures["prefix_cache"] = prefix_cache_ttft(server, Path(model).name, prompt_tokens * 4)
-        finally:
-            server.stop()
+    for level in levels:
+        report = asyncio.run(bench.run_level(server.url, server.api_key, Path(model).name, level, max(requests, level),
+                                             prompt_tokens, output_tokens, first_index=level * 1000))
+        ratios = {"vs_generate_one_at_a_time": None, "vs_static_batch": None}
+        if baseline:
+            ratios = {"vs_generate_one_at_a_time": report.output_tokens_per_s / baseline["sequential_tokens_per_s"],
+                      "vs_static_batch": report.output_tokens_per_s / baseline["static_batch_tokens_per_s"]}
+        check.rows.append({"model": Path(model).name, "mode": mode, **report.row(), **ratios})
+        figures[f"{mode}@{level}"] = {"tokens_per_s": round(report.output_tokens_per_s, 1),
+                                      "ttft_p99_s": report.ttft_s["p99"], "ok": report.ok, "requests": report.requests}
+        if report.ok != report.requests:
+            raise RuntimeError(f"{mode} at {level}: {report.requests - report.ok} requests failed: {report.errors}")
+    if mode == "dynamic":
+        figures["prefix_cache"] = prefix_cache_ttft(server, Path(model).name, prompt_tokens * 4)
     return figures
 
 
@@ -371,21 +369,28 @@ def main(argv=None) -> int:
     if models is None:
         check.write()
         return 1
-    for name in ("llama", "deepseek_v3"):
-        server = start_engine(device)
-        try:
-            check.step(f"load_{name}", load_with_progress, server, models[name], device, dtype)
-            check.step(f"estimate_{name}", estimate_vs_actual, server, models[name], device, dtype)
-            if name == "llama":
-                check.step("monitor", monitor_step, server, check.out, device)
-                check.step("monitor_panel", monitor_panel_step, server, check.out, device)
-        finally:
-            server.stop()
     baseline = check.step("baseline", baseline_step, models["llama"], device, dtype, prompt_tokens, output_tokens,
                           max(levels))
-    if baseline is not None:
-        check.step("bench", bench_modes, check, models["llama"], device, dtype, levels, requests, prompt_tokens,
-                   output_tokens, baseline)
+    bench_args = (levels, requests, prompt_tokens, output_tokens, baseline)
+    # Two workers in all (each start costs seconds): the dynamic one also serves the monitor steps,
+    # the continuous one then loads the DeepSeek-V3 in the 1B's place.
+    server = start_engine(device, "--batching-mode", "dynamic")
+    try:
+        if check.step("load_llama", load_with_progress, server, models["llama"], device, dtype) is not None:
+            check.step("estimate_llama", estimate_vs_actual, server, models["llama"], device, dtype)
+            check.step("monitor", monitor_step, server, check.out, device)
+            check.step("monitor_panel", monitor_panel_step, server, check.out, device)
+            check.step("bench_dynamic", bench_mode, check, server, "dynamic", models["llama"], *bench_args)
+    finally:
+        server.stop()
+    server = start_engine(device, "--batching-mode", "continuous")
+    try:
+        if check.step("load_llama_continuous", load_with_progress, server, models["llama"], device, dtype):
+            check.step("bench_continuous", bench_mode, check, server, "continuous", models["llama"], *bench_args)
+        if check.step("load_deepseek_v3", load_with_progress, server, models["deepseek_v3"], device, dtype):
+            check.step("estimate_deepseek_v3", estimate_vs_actual, server, models["deepseek_v3"], device, dtype)
+    finally:
+        server.stop()
     check.write()
     print(json.dumps({name: {k: v for k, v in step.items() if k != "trace"}
                       for name, step in check.report["steps"].items()}, indent=1, default=str)[:6000])

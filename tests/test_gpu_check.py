@@ -17,8 +17,9 @@ def test_gpu_check_dry_run_on_the_cpu_writes_its_report_and_csv(tmp_path):
     failed = {name: step.get("error") for name, step in report["steps"].items() if not step["ok"]}
     assert result.returncode == 0 and report["ok"], (failed, result.stderr[-3000:])
     steps = report["steps"]
-    assert list(steps) == ["prerequisites", "machine", "models", "load_llama", "estimate_llama", "monitor",
-                           "monitor_panel", "load_deepseek_v3", "estimate_deepseek_v3", "baseline", "bench"]
+    assert list(steps) == ["prerequisites", "machine", "models", "baseline", "load_llama", "estimate_llama", "monitor",
+                           "monitor_panel", "bench_dynamic", "load_llama_continuous", "bench_continuous",
+                           "load_deepseek_v3", "estimate_deepseek_v3"]
     assert steps["prerequisites"]["missing"] == []  # .[test] has all; a GPU machine installs from wheels
     for name in ("llama", "deepseek_v3"):
         assert steps[f"load_{name}"]["progress_events"] >= 1
@@ -26,9 +27,10 @@ def test_gpu_check_dry_run_on_the_cpu_writes_its_report_and_csv(tmp_path):
         assert steps[f"estimate_{name}"]["nvml_worker_bytes"] is None  # no GPU: N/A, not 0
     assert "gpu0_mem_used_bytes" in steps["monitor"]["gpu0_na"] and steps["monitor"]["rows"] >= 3
     assert steps["monitor_panel"]["rows"] >= 4 and (tmp_path / "monitor_panel.png").stat().st_size > 1000
-    bench = steps["bench"]
-    assert {f"{m}@{c}" for m in ("dynamic", "continuous") for c in (1, 8)} <= set(bench)
-    assert bench["prefix_cache"]["cold_ttft_s"] > 0 and bench["prefix_cache"]["warm_ttft_s"] > 0
+    assert {"dynamic@1", "dynamic@8"} <= set(steps["bench_dynamic"])
+    assert {"continuous@1", "continuous@8"} <= set(steps["bench_continuous"])
+    prefix = steps["bench_dynamic"]["prefix_cache"]
+    assert prefix["cold_ttft_s"] > 0 and prefix["warm_ttft_s"] > 0
     rows = list(csv.DictReader((tmp_path / "gpu_check.csv").open()))
     assert [(r["mode"], r["concurrency"]) for r in rows] == [("dynamic", "1"), ("dynamic", "8"),
                                                              ("continuous", "1"), ("continuous", "8")]
