@@ -59,11 +59,12 @@ def make_engine(backend: str, model: Optional[str], demo: bool) -> EngineProcess
     if backend != "vllm":
         return EngineProcess()
     from deepseek_desktop.vllm_process import VllmProcess
+    from deepseek_desktop.state.engine_session import reload_at_launch
     from engine.paths import demo_model_dir, is_model_folder
 
     if model is None and demo and is_model_folder(demo_model_dir()):
         model = str(demo_model_dir())
-    if model is None:
+    if model is None and reload_at_launch():  # Engine → "Load the last model at launch"
         last = read_json("engine/last_load", None)
         model = last.get("path") if isinstance(last, dict) else None
     return VllmProcess(model_path=model)
