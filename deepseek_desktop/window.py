@@ -159,6 +159,7 @@ class MainWindow(QMainWindow):
         engine_menu.addAction("Copy address and API key", self._copy_address)
         install_backend_menu(self, engine_menu)  # built-in or vLLM, remembered
         engine_menu.addAction("Compare endpoints…", self.show_compare)
+        engine_menu.addAction("Several nodes (Ray)…", self.show_nodes)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("Diagnostics…", self.show_diagnostics)
         help_menu.addAction("About", lambda: QMessageBox.about(
@@ -339,6 +340,15 @@ class MainWindow(QMainWindow):
         here = [{"url": client.url, "api_key": client.api_key, "label": self.engine_session.backend or "attached"}
                 ] if client is not None else []
         dialog = CompareDialog(CompareRun(self), here, self)
+        dialog.show()
+        return dialog
+
+    def show_nodes(self) -> QWidget:
+        """The model served (or last loaded) exported for vLLM over several nodes, with the commands."""
+        from deepseek_desktop.widgets.nodes_dialog import NodesDialog
+
+        model = self.engine_session.served_path or (self.engine_session.last_load or {}).get("path")
+        dialog = NodesDialog(model, self)
         dialog.show()
         return dialog
 
