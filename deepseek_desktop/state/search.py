@@ -21,7 +21,9 @@ from deepseek_desktop.state.engine_session import EngineSession, format_eta
 
 DEBOUNCE_MS = 250          # typing pauses this long before a query is sent
 TOP_K = 20
-ACTIVE = ("indexing",)
+FINISHED = {"done": "ready", "failed": "error", "cancelled": "ready"}  # a run's last event -> the state after it
+SETTLE_MS = 250            # how soon a collection still said "indexing" after its run ended is asked again
+SETTLE_TRIES = 40
 # What the engine accepts as a name (the contract); checked there, the panel only suggests one.
 NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -139,7 +141,8 @@ class SearchModel(QObject):
         self.client.request("GET", "/admin/collections", self._on_collections, self._on_no_collections)
 
     def _on_collections(self, body: dict) -> None:
-        self.collections = {c["name"]: c for c in sorted(body.get("collections") or [], key=lambda c: c["name"])}
+        listed = sorted(body.get("collections") or [], key=lambda c: c["name"])
+        self.collections = {c["name"]: self._settled(c) for c in listed}
         self._set_available(True, "")
         self.collections_changed.emit(list(self.collections.values()))
 
@@ -150,7 +153,20 @@ class SearchModel(QObject):
         self.available, self.reason = available, reason
         self.available_changed.emit(available)
 
-    def _on_one(self, collection: dict) -> None:
+    def _settled(self, collection: dict, tries: int = 0) -> dict:
+        """The engine can still say "indexing" a moment after a run's last event (its progress
+        then reads "done"): shown as the state that run ended in, and asked again shortly."""
+        ended = (collection.get("progress") or {}).get("state")
+        if collection.get("state") == "indexing" and ended in FINISHED:
+            name = collection["name"]
+            collection = {**collection, "state": FINISHED[ended], "progress": None}
+            if tries < SETTLE_TRIES:
+                QTimer.singleShot(SETTLE_MS, self, lambda: self.client and self.client.request(
+                    "GET", f"/admin/collections/{name}", lambda c: self._on_one(c, tries + 1), lambda _m: None))
+        return collection
+
+    def _on_one(self, collection: dict, tries: int = 0) -> None:
+        collection = self._settled(collection, tries)
         self.collections[collection["name"]] = collection
         self.collections = dict(sorted(self.collections.items()))
         self.collections_changed.emit(list(self.collections.values()))

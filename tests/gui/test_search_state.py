@@ -96,3 +96,12 @@ def test_a_text_source_opens_scrolled_to_its_lines(qtbot, tmp_path):
     gone = FilePreview(str(tmp_path / "gone.md"), [1, 1], Notifier())
     qtbot.addWidget(gone)
     qtbot.waitUntil(lambda: "could not read" in gone.status.text(), timeout=5000)
+
+
+def test_a_collection_still_said_indexing_after_its_runs_last_event_reads_as_that_runs_end(qtbot):
+    notifier = Notifier()
+    model = SearchModel(EngineSession(notifier), notifier)
+    model._on_one({"name": "docs", "state": "indexing", "files": 4, "progress": progress_event(4_000_000, state="done")})
+    assert model.collections["docs"]["state"] == "ready" and model.collections["docs"]["progress"] is None
+    model._on_one({"name": "docs", "state": "indexing", "progress": progress_event(1_000)})  # a run under way
+    assert model.collections["docs"]["state"] == "indexing"
