@@ -10,7 +10,7 @@ import operator
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 # The range of each sampling setting, in pydantic's ``Field`` terms. One table for the API's
 # request fields (``engine.protocol.SamplingFields``), presets' ``[sampling]`` and the defaults
@@ -46,10 +46,41 @@ class SamplingParams:
     seed: Optional[int] = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    # None: no log-probabilities; k (0-20): each generated token's, and its k likeliest alternatives.
+    logprobs: Optional[int] = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+MAX_TOP_LOGPROBS = 20
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What a reply must match, decoded under a grammar (``engine.runtime.grammar`` compiles it).
+
+    ``kind`` is ``json_object`` (any JSON object), ``json_schema`` (``schema``: the schema as JSON
+    text, keys sorted, so equal schemas share one compiled grammar) or ``tagged_json`` (the
+    schema's JSON between ``prefix`` and ``suffix``: a tool call in the model's own format).
+    """
+
+    kind: str
+    schema: str = ""
+    prefix: str = ""
+    suffix: str = ""
+
+
+@dataclass
+class TokenLogprob:
+    """One generated (or prompt) token's log-probability under the model's raw distribution,
+    and its likeliest alternatives as (token id, log-probability), best first."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -59,6 +90,7 @@ class TextEvent:
     content: str = ""
     reasoning: str = ""
     token_ids: list[int] = field(default_factory=list)  # generated since the previous event
+    logprobs: Optional[list[TokenLogprob]] = None  # one per token id, when the request asked
 
 
 @dataclass
@@ -69,6 +101,9 @@ class FinishEvent:
     time_to_first_token_s: Optional[float]
     duration_s: float
     token_ids: list[int] = field(default_factory=list)  # generated but not yet sent with text
+    logprobs: Optional[list[TokenLogprob]] = None  # one per token id above, when asked
+    # With echo: the prompt's tokens, the first without a log-probability (nothing precedes it).
+    prompt_logprobs: Optional[list[Optional[TokenLogprob]]] = None
 
 
 @dataclass
@@ -90,6 +125,9 @@ class GenerationRequest:
     starts_in_reasoning: bool = False
     timeout_s: Optional[float] = None
     protocol: str = "library"  # rest | grpc | library: the label of engine_requests_total
+    constraint: Optional[Constraint] = None  # decode under this grammar
+    prompt_logprobs: Optional[int] = None  # k: the prompt tokens' log-probabilities and k alternatives
+    grammar: Any = None  # the compiled ``constraint``, set by the scheduler that takes the request
     arrival: float = field(default_factory=time.monotonic)
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -117,3 +155,7 @@ class EngineNotReady(RuntimeError):
 
 class UnsupportedInMode(ValueError):
     """The request asks for something the current batching mode cannot do exactly; a 400."""
+
+
+class InvalidConstraint(ValueError):
+    """The schema or grammar of a structured-output request cannot be compiled; a 400."""

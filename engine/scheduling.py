@@ -59,6 +59,11 @@ class Scheduler(Protocol):
         """
         ...
 
+    def submit_group(self, requests: list[GenerationRequest]) -> None:
+        """Queue the choices of one request (``n``) together; raises as ``submit`` (and
+        ``engine.requests.InvalidConstraint`` for a schema that does not compile)."""
+        ...
+
     def stop(self, join: bool = True, timeout: float = 5.0) -> None:
         """Take no new requests; with ``join``, wait up to ``timeout`` for the loop to end."""
         ...

@@ -69,8 +69,8 @@ def test_wrong_shapes_are_400_naming_the_field(server, body, field):
 @pytest.mark.parametrize("field, value", [
     ("temperature", -0.5), ("temperature", 2.5), ("top_p", 0.0), ("top_p", 1.5), ("top_k", -2),
     ("max_tokens", 0), ("frequency_penalty", 3.0), ("presence_penalty", -2.5),
-    ("repetition_penalty", 0.0), ("n", 2), ("seed", -1), ("stop", ["a", "b", "c", "d", "e"]),
-    ("logprobs", True),
+    ("repetition_penalty", 0.0), ("n", 9), ("seed", -1), ("stop", ["a", "b", "c", "d", "e"]),
+    ("top_logprobs", 21),
 ])
 def test_out_of_range_sampling_values_are_400(server, served_model, field, value):
     r = post(server, "/v1/chat/completions", {"model": served_model, "messages": MESSAGES, field: value})
@@ -142,7 +142,7 @@ def test_broken_model_folder_reports_reason_and_keeps_running(tmp_path):
     ("/v1/completions", {"prompt": "\udfff"}, "not valid Unicode"),
     ("/v1/completions", {"prompt": ""}, "prompt is empty"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "content"),
-    ("/v1/completions", {"prompt": "hi", "echo": True}, "echo"),
+    ("/v1/completions", {"prompt": "hi", "echo": True, "stream": True}, "echo"),
 ])
 def test_odd_inputs_are_400_not_500(server, served_model, path, body, fragment):
     r = post(server, path, {"model": served_model, "max_tokens": 4, **body})

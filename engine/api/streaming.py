@@ -9,6 +9,7 @@ always were.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -18,6 +19,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from engine.api.errors import error_body, error_response
+from engine.api.logprobs import LogprobFormatter
 from engine.events import EventBus
 from engine.protocol import (
     AssistantMessage,
@@ -33,7 +35,7 @@ from engine.protocol import (
     Usage,
     now,
 )
-from engine.requests import ErrorEvent, FinishEvent, GenerationRequest, TextEvent
+from engine.requests import ErrorEvent, FinishEvent, GenerationRequest, TextEvent, TokenLogprob
 
 access_log = logging.getLogger("engine.access")
 
@@ -55,35 +57,45 @@ def sse(payload: Any) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def usage(finish: FinishEvent) -> Usage:
-    return Usage(prompt_tokens=finish.prompt_tokens, completion_tokens=finish.completion_tokens,
-                 total_tokens=finish.prompt_tokens + finish.completion_tokens)
+def total_usage(finishes: list[FinishEvent]) -> Usage:
+    """Usage of a request's choices: the prompt counted once, every choice's completion."""
+    prompt = max(finish.prompt_tokens for finish in finishes)
+    completion = sum(finish.completion_tokens for finish in finishes)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 class Reply:
-    """Builds the OpenAI bodies of one chat or text completion, and logs it once when it ends."""
+    """Builds the OpenAI bodies of one chat or text completion, and logs it once when it ends.
 
-    def __init__(self, request_id: str, model: str, chat: bool, path: str, key: Optional[str] = None):
+    ``logprobs``: formats the tokens' log-probabilities when the request asked for them.
+    ``echo``: the prompt text that comes before each text completion's choice.
+    """
+
+    def __init__(self, request_id: str, model: str, chat: bool, path: str, key: Optional[str] = None,
+                 logprobs: Optional[LogprobFormatter] = None, echo: Optional[str] = None):
         self.id, self.model, self.chat, self.path = request_id, model, chat, path
         self.key = key  # the API key's name (never the key)
         self.created = now()
         self.started = time.monotonic()
+        self.logprobs = logprobs
+        self.echo = echo
+        self._offsets: dict[int, int] = {}  # streamed completions: where each choice's next token starts
         # What every per-token chunk repeats. Those chunks are built as plain dicts (a model per
         # token cost twice the time); a test checks they validate as the chunk models.
         self._envelope = {"id": self.id, "object": "chat.completion.chunk" if chat else "text_completion",
                           "created": self.created, "model": self.model}
 
     def _chunk(self, choice: Union[ChatChunkChoice, TextChunkChoice, None],
-               finished: Optional[FinishEvent] = None) -> str:
+               finished: Optional[Usage] = None) -> str:
         kind = ChatCompletionChunk if self.chat else CompletionChunk
         chunk = kind(id=self.id, created=self.created, model=self.model, choices=[choice] if choice else [],
-                     usage=usage(finished) if finished else None)
+                     usage=finished)
         return sse(chunk.model_dump())
 
-    def first_chunk(self) -> str:
-        return self._chunk(ChatChunkChoice(delta=ChatDelta(role="assistant", content="")))
+    def first_chunk(self, index: int = 0) -> str:
+        return self._chunk(ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content="")))
 
-    def text_chunk(self, event: TextEvent) -> str:
+    def text_chunk(self, event: TextEvent, index: int = 0) -> str:
         """A ``ChatCompletionChunk`` (or ``CompletionChunk``) with the event's text, on the hot path."""
         if self.chat:
             delta = {}
@@ -91,25 +103,57 @@ class Reply:
                 delta["reasoning_content"] = event.reasoning
             if event.content:
                 delta["content"] = event.content
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
         else:
-            choice = {"index": 0, "text": event.content, "logprobs": None, "finish_reason": None}
+            choice = {"index": index, "text": event.content, "logprobs": None, "finish_reason": None}
+        if event.logprobs is not None:
+            choice["logprobs"] = self._stream_logprobs(event.logprobs, index)
         return sse({**self._envelope, "choices": [choice]})
 
-    def finish_chunk(self, reason: str) -> str:
+    def _stream_logprobs(self, entries: list[TokenLogprob], index: int) -> dict:
         if self.chat:
-            return self._chunk(ChatChunkChoice(delta=ChatDelta(), finish_reason=reason))
-        return self._chunk(TextChunkChoice(text="", finish_reason=reason))
+            return self.logprobs.chat(entries)
+        body = self.logprobs.completion(entries, self._offsets.get(index, 0))
+        if body["text_offset"]:
+            self._offsets[index] = body["text_offset"][-1] + len(body["tokens"][-1])
+        return body
 
-    def usage_chunk(self, finish: FinishEvent) -> str:
-        return self._chunk(None, finished=finish)
+    def finish_chunk(self, finish: FinishEvent, index: int = 0) -> str:
+        """The choice's last chunk: its finish reason, and the log-probabilities of tokens that
+        brought no text (held-back bytes flushed at the end)."""
+        reason = finish.finish_reason
+        logprobs = None
+        if finish.logprobs and self.logprobs is not None:
+            logprobs = self._stream_logprobs(finish.logprobs, index)
+        if self.chat:
+            return self._chunk(ChatChunkChoice(index=index, delta=ChatDelta(), finish_reason=reason, logprobs=logprobs))
+        return self._chunk(TextChunkChoice(index=index, text="", finish_reason=reason, logprobs=logprobs))
 
-    def full(self, content: str, reasoning: str, finish: FinishEvent) -> Union[ChatCompletion, Completion]:
-        fields = dict(id=self.id, created=self.created, model=self.model, usage=usage(finish))
+    def usage_chunk(self, finishes: list[FinishEvent]) -> str:
+        return self._chunk(None, finished=total_usage(finishes))
+
+    def choice(self, index: int, content: str, reasoning: str, finish: FinishEvent,
+               entries: Optional[list[TokenLogprob]], prompt_ids: list[int]) -> Union[ChatChoice, TextChoice]:
+        """One whole choice: its text, finish reason and (when asked) log-probabilities."""
         if self.chat:
             message = AssistantMessage(content=content, reasoning_content=reasoning or None)
-            return ChatCompletion(choices=[ChatChoice(message=message, finish_reason=finish.finish_reason)], **fields)
-        return Completion(choices=[TextChoice(text=content, finish_reason=finish.finish_reason)], **fields)
+            logprobs = self.logprobs.chat(entries) if self.logprobs is not None else None
+            return ChatChoice(index=index, message=message, finish_reason=finish.finish_reason, logprobs=logprobs)
+        text = (self.echo or "") + content
+        logprobs = None
+        if self.logprobs is not None:
+            prompt = self._prompt_entries(finish)
+            logprobs = self.logprobs.completion(prompt + (entries or []), 0, prompt_ids)
+        return TextChoice(index=index, text=text, finish_reason=finish.finish_reason, logprobs=logprobs)
+
+    def _prompt_entries(self, finish: FinishEvent) -> list:
+        return list(finish.prompt_logprobs or []) if self.echo is not None else []
+
+    def full(self, choices: list, finishes: list[FinishEvent]) -> Union[ChatCompletion, Completion]:
+        fields = dict(id=self.id, created=self.created, model=self.model, usage=total_usage(finishes))
+        if self.chat:
+            return ChatCompletion(choices=choices, **fields)
+        return Completion(choices=choices, **fields)
 
     def log(self, status: int, outcome: str, finish: Optional[FinishEvent] = None) -> None:
         fields: dict[str, Any] = {"event": "request", "method": "POST", "path": self.path, "status": status,
@@ -135,9 +179,9 @@ async def stream_reply(reply: Reply, events: asyncio.Queue, gen: GenerationReque
                 yield reply.text_chunk(event)
             elif isinstance(event, FinishEvent):
                 finish, outcome = event, event.finish_reason
-                yield reply.finish_chunk(event.finish_reason)
+                yield reply.finish_chunk(event)
                 if include_usage:
-                    yield reply.usage_chunk(event)
+                    yield reply.usage_chunk([event])
                 break
             elif isinstance(event, ErrorEvent):
                 outcome = "error"
@@ -150,31 +194,107 @@ async def stream_reply(reply: Reply, events: asyncio.Queue, gen: GenerationReque
         reply.log(200, outcome, finish)
 
 
-async def collect_reply(reply: Reply, events: asyncio.Queue, gen: GenerationRequest,
+async def stream_choices(reply: Reply, events: asyncio.Queue, gens: list[GenerationRequest],
+                         include_usage: bool) -> AsyncIterator[str]:
+    """``stream_reply`` for ``n`` > 1: ``events`` holds (choice index, event); each choice's
+    chunks carry its index, each ends with its own finish chunk, usage comes once at the end."""
+    outcome, finishes = "disconnected", {}
+    try:
+        if reply.chat:
+            for index in range(len(gens)):
+                yield reply.first_chunk(index)
+        while len(finishes) < len(gens):
+            index, event = await events.get()
+            if isinstance(event, TextEvent):
+                yield reply.text_chunk(event, index)
+            elif isinstance(event, FinishEvent):
+                finishes[index] = event
+                yield reply.finish_chunk(event, index)
+            elif isinstance(event, ErrorEvent):
+                outcome = "error"
+                yield sse(error_body(event.message, event.error_type, code=event.status_code))
+                break
+        if len(finishes) == len(gens):
+            outcome = finishes[0].finish_reason
+            if include_usage:
+                yield reply.usage_chunk(list(finishes.values()))
+        yield "data: [DONE]\n\n"
+    finally:
+        for gen in gens:
+            gen.cancel()
+        reply.log(200, outcome, _summed(finishes))
+
+
+def _summed(finishes: dict[int, FinishEvent]) -> Optional[FinishEvent]:
+    """One finish event for the access log: the first choice's, with every choice's tokens."""
+    if len(finishes) <= 1:
+        return finishes.get(0)
+    first = finishes[min(finishes)]
+    return dataclasses.replace(first, completion_tokens=sum(f.completion_tokens for f in finishes.values()))
+
+
+class _Collected:
+    """One choice's parts as they arrive."""
+
+    def __init__(self):
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.logprobs: list[TokenLogprob] = []
+        self.finish: Optional[FinishEvent] = None
+
+    def add(self, event: TextEvent) -> None:
+        self.content.append(event.content)
+        self.reasoning.append(event.reasoning)
+        if event.logprobs:
+            self.logprobs.extend(event.logprobs)
+
+
+async def collect_reply(reply: Reply, events: asyncio.Queue, gens: list[GenerationRequest],
                         request: Request) -> Response:
-    """The whole reply as one JSON body; generation stops if the client leaves meanwhile."""
-    content, reasoning = [], []
+    """The whole reply as one JSON body; generation stops if the client leaves meanwhile. With
+    several choices ``events`` holds (choice index, event)."""
+    several = len(gens) > 1
+    choices = [_Collected() for _ in gens]
+    waiting = len(gens)
     try:
         while True:
             try:
-                event = await asyncio.wait_for(events.get(), timeout=DISCONNECT_POLL_S)
+                item = await asyncio.wait_for(events.get(), timeout=DISCONNECT_POLL_S)
             except asyncio.TimeoutError:
                 if await request.is_disconnected():
                     reply.log(499, "disconnected")
                     return Response(status_code=499)
                 continue
+            index, event = item if several else (0, item)
             if isinstance(event, TextEvent):
-                content.append(event.content)
-                reasoning.append(event.reasoning)
+                choices[index].add(event)
             elif isinstance(event, FinishEvent):
-                reply.log(200, event.finish_reason, event)
-                body = reply.full("".join(content), "".join(reasoning), event)
-                return JSONResponse(body.model_dump())
+                choices[index].finish = event
+                if event.logprobs:
+                    choices[index].logprobs.extend(event.logprobs)
+                waiting -= 1
+                if waiting == 0:
+                    return _whole(reply, choices, gens[0].prompt_ids)
             elif isinstance(event, ErrorEvent):
                 reply.log(event.status_code, "error")
                 return error_response(event.status_code, event.message, event.error_type)
     finally:
-        gen.cancel()
+        for gen in gens:
+            gen.cancel()
+
+
+def _whole(reply: Reply, choices: list[_Collected], prompt_ids: list[int]) -> Response:
+    finishes = [c.finish for c in choices]
+    # The prompt's log-probabilities come with the first choice only; every echoed choice shows them.
+    prompt_logprobs = finishes[0].prompt_logprobs
+    bodies = []
+    for index, c in enumerate(choices):
+        finish = c.finish if c.finish.prompt_logprobs is not None else dataclasses.replace(
+            c.finish, prompt_logprobs=prompt_logprobs)
+        bodies.append(reply.choice(index, "".join(c.content), "".join(c.reasoning), finish,
+                                   c.logprobs if reply.logprobs is not None else None, prompt_ids))
+    reply.log(200, finishes[0].finish_reason, _summed(dict(enumerate(finishes))))
+    return JSONResponse(reply.full(bodies, finishes).model_dump())
 
 
 async def engine_events(bus: EventBus) -> AsyncIterator[str]:

@@ -6,25 +6,20 @@ values out of range with a message naming the field.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from engine.protocol.search import SearchOptions
-from engine.requests import SAMPLING_BOUNDS
+from engine.requests import MAX_TOP_LOGPROBS, SAMPLING_BOUNDS
 
 MAX_STOP_SEQUENCES = 4
+MAX_CHOICES = 8
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
-
-
-def _refuse(value, info):
-    """For OpenAI fields this engine does not implement: refused when set, never ignored."""
-    if value:
-        raise ValueError(f"{info.field_name} is not supported by this engine")
-    return value
 
 
 # The validators below keep their own messages (they name the field and the limit); these
@@ -39,7 +34,6 @@ _PROMPT_SCHEMA = WithJsonSchema({"anyOf": [
     _NON_EMPTY_TEXT,
     {"type": "array", "items": _NON_EMPTY_TEXT, "minItems": 1, "maxItems": 1},
 ], "description": "one prompt: a string, or a list holding exactly one string"})
-_UNSUPPORTED_FLAG = WithJsonSchema({"enum": [False, None], "description": "not supported: false or absent"})
 
 
 class SamplingFields(_Request):
@@ -56,11 +50,14 @@ class SamplingFields(_Request):
     presence_penalty: float = Field(0.0, **SAMPLING_BOUNDS["presence_penalty"])
     stop: Annotated[Optional[Union[str, list[str]]], _STOP_SCHEMA] = None
     seed: Optional[int] = Field(None, **SAMPLING_BOUNDS["seed"])
-    n: int = Field(1, ge=1, le=1, description="only 1 choice per request")
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description=f"choices, 1 to {MAX_CHOICES}, decoded as rows of one batch")
     stream: bool = False
     stream_options: Optional["StreamOptions"] = None
-    logprobs: Annotated[Optional[bool], _UNSUPPORTED_FLAG] = None
+    logit_bias: Optional[dict[str, float]] = Field(
+        None, description="token id (as a string) -> -100 to 100, added to that token's logit")
     ignore_eos: bool = Field(False, description="extension: generate exactly max_tokens (benchmarks)")
+    return_tokens_as_token_ids: bool = Field(
+        False, description="extension (as vLLM's): logprobs name each token 'token_id:<id>'")
     user: Optional[str] = None
 
     @field_validator("stop")
@@ -73,7 +70,22 @@ class SamplingFields(_Request):
             raise ValueError("stop sequences must not be empty")
         return value
 
-    _check_logprobs = field_validator("logprobs")(classmethod(lambda cls, value, info: _refuse(value, info)))
+    @field_validator("logit_bias")
+    @classmethod
+    def _check_logit_bias(cls, value):
+        for key, bias in (value or {}).items():
+            if not key.isdigit():
+                raise ValueError(f"logit_bias keys are token ids written as strings; {key!r} is not one")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"logit_bias values lie in -100..100; token {key} has {bias}")
+        return value
+
+    def logit_bias_pairs(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(key), float(bias)) for key, bias in (self.logit_bias or {}).items())
+
+    def top_logprobs_wanted(self) -> Optional[int]:
+        """None: no log-probabilities; k: the sampled token's and k alternatives."""
+        raise NotImplementedError
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -109,9 +121,52 @@ class ChatMessage(_Request):
         return "".join(part.text for part in self.content)
 
 
+class JsonSchemaFormat(_Request):
+    name: str = Field("response", max_length=64)
+    description: Optional[str] = None
+    schema_: dict = Field(default_factory=dict, alias="schema", description="a JSON schema")
+    strict: Optional[bool] = None
+
+
+class ResponseFormat(_Request):
+    """``text`` (the default), ``json_object`` (any JSON object) or ``json_schema``: the reply is
+    decoded under the schema's grammar, so it parses and validates."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JsonSchemaFormat] = None
+
+    @model_validator(mode="after")
+    def _check_schema(self):
+        if self.json_schema is None and self.type == "json_schema":
+            raise ValueError("type json_schema needs json_schema: {name, schema}")
+        return self
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(..., min_length=1)
     search: Optional[SearchOptions] = Field(None, description="extension: answer from a document collection's passages, given to the model as numbered sources; the reply adds citations and unknown_citations")
+    response_format: Optional[ResponseFormat] = None
+    logprobs: Optional[bool] = Field(None, description="each generated token's log-probability")
+    top_logprobs: Optional[int] = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
+                                        description="with logprobs: the likeliest alternatives per token")
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _check_top_logprobs(cls, value, info):
+        if value and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return value
+
+    def top_logprobs_wanted(self) -> Optional[int]:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    @model_validator(mode="after")
+    def _check_combinations(self):
+        structured = self.response_format is not None and self.response_format.type != "text"
+        if structured and self.ignore_eos:
+            raise ValueError("response_format cannot be combined with ignore_eos: a structured reply ends "
+                             "where its grammar does; drop ignore_eos")
+        return self
 
     def template_messages(self) -> list[dict[str, str]]:
         # "developer" is OpenAI's newer name for "system"; chat templates know only the latter.
@@ -123,7 +178,12 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     prompt: Annotated[Union[str, list[str]], _PROMPT_SCHEMA]
-    echo: Annotated[bool, WithJsonSchema({"enum": [False], "description": "not supported: false or absent"})] = False
+    echo: bool = Field(False, description="the prompt before the completion; with logprobs, the prompt "
+                                          "tokens' log-probabilities too (not with stream)")
+    logprobs: Optional[int] = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
+                                    description="each token's log-probability and this many alternatives")
+    guided_json: Optional[Union[dict, str]] = Field(
+        None, description="extension (as vLLM's): a JSON schema the completion is decoded under")
 
     @field_validator("prompt")
     @classmethod
@@ -132,7 +192,29 @@ class CompletionRequest(SamplingFields):
             raise ValueError("send one prompt per request (a list must hold exactly one string)")
         return value
 
-    _check_echo = field_validator("echo")(classmethod(lambda cls, value, info: _refuse(value, info)))
+    @field_validator("guided_json")
+    @classmethod
+    def _check_guided_json(cls, value):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"guided_json is not JSON: {exc}") from None
+            if not isinstance(value, dict):
+                raise ValueError("guided_json must be a JSON schema object")
+        return value
+
+    def top_logprobs_wanted(self) -> Optional[int]:
+        return self.logprobs
+
+    @model_validator(mode="after")
+    def _check_combinations(self):
+        if self.echo and self.stream:
+            raise ValueError("echo is supported on non-streamed completions only; send stream: false")
+        if self.guided_json is not None and self.ignore_eos:
+            raise ValueError("guided_json cannot be combined with ignore_eos: a structured reply ends where "
+                             "its grammar does; drop ignore_eos")
+        return self
 
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from engine.protocol.response_base import ResponseModel, now, omitted_when_none
 
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
 
 _STREAM_USAGE = "in the last chunk (no choices), when stream_options.include_usage"
 
@@ -43,10 +43,28 @@ class AssistantMessage(ResponseModel):
     reasoning_content: Optional[str] = omitted_when_none("the model's thinking, when it thinks aloud")
 
 
+class TopLogprob(ResponseModel):
+    token: str
+    logprob: float
+    bytes: Optional[list[int]] = None
+
+
+class TokenLogprobEntry(TopLogprob):
+    """One token of the reply: its log-probability under the model's raw distribution (before
+    penalties, bias, grammar mask and temperature) and its likeliest alternatives."""
+
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChatLogprobs(ResponseModel):
+    content: Optional[list[TokenLogprobEntry]] = None
+    refusal: Optional[list[TokenLogprobEntry]] = None
+
+
 class ChatChoice(ResponseModel):
     index: int = 0
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: Optional[ChatLogprobs] = None
     finish_reason: FinishReason
 
 
@@ -67,7 +85,7 @@ class ChatDelta(ResponseModel):
 class ChatChunkChoice(ResponseModel):
     index: int = 0
     delta: ChatDelta
-    logprobs: None = None
+    logprobs: Optional[ChatLogprobs] = None
     finish_reason: Optional[FinishReason] = None
 
 
@@ -82,10 +100,20 @@ class ChatCompletionChunk(_CompletionBody):
 # ---------------------------------------------------------------------------- text
 
 
+class CompletionLogprobs(ResponseModel):
+    """The legacy completions shape: parallel lists, one place per token. With ``echo`` the
+    prompt's tokens come first, the very first with a ``null`` log-probability."""
+
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[Optional[float]] = Field(default_factory=list)
+    top_logprobs: list[Optional[dict[str, float]]] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
+
+
 class TextChoice(ResponseModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: Optional[CompletionLogprobs] = None
     finish_reason: FinishReason
 
 

@@ -19,12 +19,12 @@ import torch
 from transformers import DynamicCache
 
 from engine.faults import FAULTS
-from engine.requests import GenerationRequest
+from engine.requests import GenerationRequest, TokenLogprob
 from engine.runtime.faults import inject_model_faults
 from engine.runtime.kv_cache import cache_argument, kv_layers
 from engine.runtime.queued_generator import QueuedGenerator
 from engine.runtime.request_run import RequestRun
-from engine.runtime.sampling import sampling_processors
+from engine.runtime.sampling import sampling_processors, token_logprob
 
 log = logging.getLogger("engine.batcher")
 
@@ -32,20 +32,22 @@ log = logging.getLogger("engine.batcher")
 class _Row:
     """One request's place in the batch: its tokens, its sampler and its stream."""
 
-    def __init__(self, run: RequestRun, device: torch.device):
+    def __init__(self, run: RequestRun, device: torch.device, width: int):
         self.run = run
         request = run.request
         p = request.params
         self.tokens = list(request.prompt_ids)
-        self.processors = sampling_processors(p, len(request.prompt_ids))
+        self.processors = sampling_processors(p, len(request.prompt_ids), run.grammar, width)
         self.reads_history = p.repetition_penalty != 1.0 or bool(p.frequency_penalty or p.presence_penalty)
-        self.plain_greedy = p.greedy and not self.processors
+        self.top_logprobs = p.logprobs  # None: the request wants no log-probabilities
+        self.plain_greedy = p.greedy and not self.processors and self.top_logprobs is None
         self.generator: Optional[torch.Generator] = None
         if not p.greedy:
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed(p.seed if p.seed is not None else int(torch.seed() % 2**63))
 
-    def next_token(self, logits: torch.Tensor) -> int:
+    def next_token(self, logits: torch.Tensor) -> tuple[int, Optional[TokenLogprob]]:
+        """The next token from this row's raw ``logits``, and its log-probability if asked."""
         scores = logits.unsqueeze(0).float()
         if self.processors:
             # Only the penalties read the history; the warpers ignore it, so no copy per step.
@@ -53,11 +55,15 @@ class _Row:
             for processor in self.processors:
                 scores = processor(ids, scores)
         if self.generator is None:
-            return int(scores.argmax(dim=-1))
-        probs = torch.softmax(scores, dim=-1)
-        if not torch.isfinite(probs).all():  # every score -inf: the model's own logits were NaN
-            raise FloatingPointError("the model produced no finite scores for this request")
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+            token = int(scores.argmax(dim=-1))
+        else:
+            probs = torch.softmax(scores, dim=-1)
+            if not torch.isfinite(probs).all():  # every score -inf: the model's own logits were NaN
+                raise FloatingPointError("the model produced no finite scores for this request")
+            token = int(torch.multinomial(probs, 1, generator=self.generator))
+        if self.top_logprobs is None:
+            return token, None
+        return token, token_logprob(logits, token, self.top_logprobs)
 
 
 class DynamicBatcher(QueuedGenerator):
@@ -137,7 +143,8 @@ class DynamicBatcher(QueuedGenerator):
                     row.run.fail(f"generation failed: {type(exc).__name__}: {exc}")
 
     def _rows(self, requests: list[GenerationRequest]) -> list[_Row]:
-        return [_Row(self.start_run(request), self.loaded.device) for request in requests]
+        width = self.loaded.logits_width
+        return [_Row(self.start_run(request), self.loaded.device, width) for request in requests]
 
 
 def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -171,18 +178,37 @@ class _Batch:
 
     def admit(self, rows: list[_Row]) -> None:
         """Prefill ``rows`` and stack them under the running ones. Rows whose prompt starts with
-        a cached prefix are prefilled one by one from it; the others together."""
+        a cached prefix are prefilled from it, one prompt at a time; the others together."""
         fresh = []
+        by_prompt: dict[tuple[int, ...], list[_Row]] = {}
         for row in rows:
-            cache = self.generator.cache_with_prefix(row.tokens) if self.generator.prefix_cache else None
+            by_prompt.setdefault(tuple(row.tokens), []).append(row)
+        for same_prompt in by_prompt.values():
+            prompt = same_prompt[0].tokens
+            cache = self.generator.cache_with_prefix(prompt) if self.generator.prefix_cache else None
             if cache is not None and cache.get_seq_length() > 0:
-                self._prefill([row], cache)
+                self._prefill(same_prompt, cache)
             else:
-                fresh.append(row)
+                fresh.extend(same_prompt)
         if fresh:
             self._prefill(fresh, DynamicCache(config=self.loaded.model.config))
 
     def _prefill(self, rows: list[_Row], cache: DynamicCache) -> None:
+        """Prefill ``rows`` together. Rows with the same prompt (the choices of one request) are
+        prefilled once and their KV, mask, positions and logits copied to each."""
+        distinct: dict[tuple[int, ...], int] = {}  # prompt -> its place among the distinct ones
+        firsts: list[_Row] = []
+        for row in rows:
+            if distinct.setdefault(tuple(row.tokens), len(distinct)) == len(firsts):
+                firsts.append(row)
+        if len(firsts) == len(rows):
+            self._prefill_distinct(rows, cache)
+        else:
+            self._prefill_distinct(firsts, cache, [distinct[tuple(row.tokens)] for row in rows], rows)
+
+    def _prefill_distinct(self, rows: list[_Row], cache: DynamicCache, copies: Optional[list[int]] = None,
+                          all_rows: Optional[list[_Row]] = None) -> None:
+        """``copies``: for each of ``all_rows``, the place of its prompt among ``rows``."""
         model = self.loaded.model
         cached = cache.get_seq_length()
         longest = max(len(r.tokens) for r in rows)
@@ -194,6 +220,11 @@ class _Batch:
             inject_model_faults([r.run.request for r in rows])
         logits = model(input_ids=ids[:, cached:], attention_mask=mask, position_ids=positions[:, cached:],
                        use_cache=True, logits_to_keep=1, **{self.cache_arg: cache}).logits[:, -1, :]
+        if copies is not None:  # one prefill per distinct prompt, one row per request
+            index = torch.tensor(copies, device=self.device, dtype=torch.long)
+            cache.batch_select_indices(index)
+            mask, positions, logits = mask[index], positions[index], logits[index]
+            rows = all_rows
         if self.cache is None:
             self.cache, self.mask, self.positions, self.logits = cache, mask, positions[:, -1:], logits
             self.generator.live_cache = cache
@@ -219,9 +250,12 @@ class _Batch:
         failed: set[int] = set()
         for i, (row, row_logits, best) in enumerate(zip(self.rows, self.logits, greedy)):
             try:
-                token = best if row.plain_greedy else row.next_token(row_logits)
+                if row.plain_greedy:
+                    token, logprob = best, None
+                else:
+                    token, logprob = row.next_token(row_logits)
                 row.tokens.append(token)
-                row.run.on_token(token)
+                row.run.on_token(token, logprob)
             except Exception as exc:
                 self._fail_row(row, exc)
                 failed.add(i)

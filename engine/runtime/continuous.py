@@ -36,8 +36,21 @@ class ContinuousUnsupported(RuntimeError):
     """The manager cannot serve this model; the message says why."""
 
 
-def refuse_unsupported(request_params) -> None:
-    p = request_params
+def refuse_unsupported(request: GenerationRequest) -> None:
+    """The manager samples inside its own step and hands back tokens only: it applies no
+    per-request logits mask or bias and reports no log-probabilities."""
+    per_row = [name for name, wanted in (
+        ("structured output (response_format, guided_json, tool_choice 'required' or a named function)",
+         request.constraint is not None),
+        ("logprobs", request.params.logprobs is not None),
+        ("echo with logprobs", request.prompt_logprobs is not None),
+        ("logit_bias", bool(request.params.logit_bias)),
+    ) if wanted]
+    if per_row:
+        raise UnsupportedInMode(f"{', '.join(per_row)} not available in batching mode 'continuous' (transformers' "
+                                "manager applies no per-request logits mask); set batching.mode to 'dynamic' "
+                                "or 'sequential' to use them")
+    p = request.params
     if p.repetition_penalty != 1.0 or p.frequency_penalty or p.presence_penalty:
         raise UnsupportedInMode("repetition, frequency and presence penalties are not available in "
                                 "batching mode 'continuous'; set batching.mode to 'dynamic' to use them")
@@ -136,8 +149,16 @@ class ContinuousGenerator:
     def alive(self) -> bool:
         return self._router.is_alive() and self._manager.is_running()
 
+    def submit_group(self, requests: list[GenerationRequest]) -> None:
+        """The choices of one request (``n``) as requests of their own; the manager shares
+        their prompt's KV blocks when ``batching.block_sharing`` is on."""
+        for request in requests:
+            refuse_unsupported(request)
+        for request in requests:
+            self.submit(request)
+
     def submit(self, request: GenerationRequest) -> None:
-        refuse_unsupported(request.params)
+        refuse_unsupported(request)
         with self._lock:
             if len(self._runs) >= self.batching.max_batch_size + self.batching.max_queue:
                 raise QueueFullError(f"{len(self._runs)} requests are in the engine "

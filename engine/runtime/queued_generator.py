@@ -9,11 +9,12 @@ many requests run together (``_next_batch``) and how (``_serve``).
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
 import time
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from transformers import DynamicCache
@@ -43,7 +44,8 @@ class QueuedGenerator:
         self.metrics = metrics
         self.batching = batching
         self.prefix_cache = prefix_cache
-        self._queue: "queue.Queue[Optional[GenerationRequest]]" = queue.Queue()
+        self._queue: "queue.Queue[Union[GenerationRequest, tuple[GenerationRequest, ...], None]]" = queue.Queue()
+        self._held: "collections.deque[GenerationRequest]" = collections.deque()  # a group's rest
         self._stopping = False
         self._active: dict[int, RequestRun] = {}
         self.live_cache: Optional[DynamicCache] = None  # the KV of what is generating now
@@ -62,11 +64,25 @@ class QueuedGenerator:
         Raises:
             QueueFullError: ``max_queue`` requests are already waiting.
         """
+        self.submit_group([request])
+
+    def submit_group(self, requests: list[GenerationRequest]) -> None:
+        """Queue the choices of one request (``n``) as one item, so they reach the generation
+        thread together: dynamic batching decodes them as rows of one batch and prefills their
+        shared prompt once.
+
+        Raises:
+            QueueFullError: ``max_queue`` requests are already waiting.
+            InvalidConstraint: a structured-output schema cannot be compiled.
+        """
         max_queue = self.batching.max_queue
         if self._queue.qsize() >= max_queue:
             raise QueueFullError(f"{self._queue.qsize()} requests are waiting (batching.max_queue = {max_queue})")
-        self.metrics.requests_waiting.inc()
-        self._queue.put(request)
+        for request in requests:
+            if request.constraint is not None and request.grammar is None:
+                request.grammar = self.loaded.grammars.compile(request.constraint)
+        self.metrics.requests_waiting.inc(len(requests))
+        self._queue.put(requests[0] if len(requests) == 1 else tuple(requests))
 
     def stop(self, join: bool = True, timeout: float = 5.0) -> None:
         """End the loop after the requests already queued."""
@@ -78,13 +94,19 @@ class QueuedGenerator:
         """The next live request (cancelled ones end here), or None: nothing came in time, or
         the stop sentinel was reached (then ``_stopping`` is set)."""
         while not self._stopping:
-            try:
-                request = self._queue.get(block=block, timeout=timeout)
-            except queue.Empty:
-                return None
-            if request is None:
-                self._stopping = True
-                return None
+            if self._held:
+                request = self._held.popleft()
+            else:
+                try:
+                    request = self._queue.get(block=block, timeout=timeout)
+                except queue.Empty:
+                    return None
+                if request is None:
+                    self._stopping = True
+                    return None
+                if isinstance(request, tuple):  # the choices of one request: the rest come next
+                    self._held.extend(request[1:])
+                    request = request[0]
             self.metrics.requests_waiting.dec()
             if not request.cancelled:
                 return request

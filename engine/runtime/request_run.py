@@ -16,9 +16,10 @@ from transformers import StoppingCriteria
 
 from engine.faults import FAULTS
 from engine.metrics import EngineMetrics
-from engine.requests import ErrorEvent, FinishEvent, GenerationRequest, TextEvent
+from engine.requests import ErrorEvent, FinishEvent, GenerationRequest, TextEvent, TokenLogprob
 from engine.runtime.faults import InjectedFault
 from engine.runtime.loader import LoadedModel
+from engine.runtime.sampling import prompt_logprobs, token_logprob
 from engine.textstream import IncrementalDetokenizer, ReasoningSplitter, StopMatcher
 
 log = logging.getLogger("engine.generator")  # the name its log lines have always carried
@@ -45,6 +46,15 @@ class RequestRun(StoppingCriteria):
         self._ended = False
         self._settled = False  # its last event (finish or failure) has gone out
         self._pending_ids: list[int] = []  # generated, not yet sent with an event
+        self.wants_logprobs = request.params.logprobs is not None
+        self._pending_logprobs: list[TokenLogprob] = []  # one per pending id, when wanted
+        # Sequential mode: the raw scores' log-probabilities recorded by ``RecordLogprobs``
+        # before generate samples, matched to the token when the streamer hands it over.
+        self.recorded: list[torch.Tensor] = []
+        self.grammar = loaded.grammars.matcher(request.grammar) if request.grammar is not None else None
+        self.prompt_logprobs = None
+        if request.prompt_logprobs is not None:
+            self.prompt_logprobs = prompt_logprobs(loaded.model, request.prompt_ids, request.prompt_logprobs)
 
     # -- streamer protocol (called by generate)
     def put(self, value: torch.Tensor) -> None:
@@ -52,7 +62,10 @@ class RequestRun(StoppingCriteria):
             self.prompt_seen = True
             return
         for token_id in value.reshape(-1).tolist():
-            self.on_token(int(token_id))
+            entry = None
+            if self.wants_logprobs and self.recorded:
+                entry = token_logprob(self.recorded.pop(0), int(token_id), self.request.params.logprobs)
+            self.on_token(int(token_id), entry)
 
     def end(self) -> None:
         if self._ended:  # generate() calls it, and so does finish()
@@ -72,14 +85,18 @@ class RequestRun(StoppingCriteria):
             self.timed_out = True
         return self.done
 
-    def on_token(self, token_id: int) -> None:
+    def on_token(self, token_id: int, logprob: Optional[TokenLogprob] = None) -> None:
         if self.hit_eos or self.stops.stopped:
             return
+        if self.grammar is not None:
+            self.grammar.accept(token_id)
         if FAULTS.active and FAULTS.trip("sample", self.request.params.max_new_tokens):
             raise InjectedFault("injected fault: sample")
         now = time.monotonic()
         self.completion_tokens += 1
         self._pending_ids.append(token_id)
+        if logprob is not None:
+            self._pending_logprobs.append(logprob)
         self.metrics.generation_tokens.inc()
         if self.first_token_at is None:
             self.first_token_at = now
@@ -95,11 +112,18 @@ class RequestRun(StoppingCriteria):
 
     def _emit(self, reasoning: str, content: str) -> None:
         if reasoning or content:
-            self.request.sink(TextEvent(content=content, reasoning=reasoning, token_ids=self._take_ids()))
+            self.request.sink(TextEvent(content=content, reasoning=reasoning, token_ids=self._take_ids(),
+                                        logprobs=self._take_logprobs()))
 
     def _take_ids(self) -> list[int]:
         ids, self._pending_ids = self._pending_ids, []
         return ids
+
+    def _take_logprobs(self) -> Optional[list[TokenLogprob]]:
+        if not self.wants_logprobs:
+            return None
+        entries, self._pending_logprobs = self._pending_logprobs, []
+        return entries
 
     @property
     def done(self) -> bool:
@@ -152,4 +176,6 @@ class RequestRun(StoppingCriteria):
             time_to_first_token_s=None if self.first_token_at is None else self.first_token_at - request.arrival,
             duration_s=ended - request.arrival,
             token_ids=self._take_ids(),
+            logprobs=self._take_logprobs(),
+            prompt_logprobs=self.prompt_logprobs,
         ))

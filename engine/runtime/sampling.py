@@ -6,6 +6,8 @@ take the same steps, so a request samples alike in either mode.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from transformers import LogitsProcessor
 from transformers.generation.logits_process import (
@@ -13,6 +15,8 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+
+from engine.requests import TokenLogprob
 
 
 class OpenAIPenalties(LogitsProcessor):
@@ -58,16 +62,61 @@ class StableTemperature(LogitsProcessor):
         return torch.nan_to_num(shifted / temperature, nan=float("-inf"), neginf=float("-inf"))
 
 
-def sampling_processors(params, prompt_length: int) -> list[LogitsProcessor]:
-    """Penalties, then (when sampling) temperature, top-k and top-p, numerically safe for every
-    value the request schema admits; the same steps in sequential and dynamic mode."""
+class LogitBias(LogitsProcessor):
+    """OpenAI's ``logit_bias``: a fixed amount added to the logits of the tokens named."""
+
+    def __init__(self, bias: tuple[tuple[int, float], ...], width: int):
+        self.ids = [token for token, _ in bias if token < width]
+        self.amounts = [amount for token, amount in bias if token < width]
+        self._added: Optional[torch.Tensor] = None
+
+    def __call__(self, input_ids, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self._added is None or self._added.device != scores.device:
+            self._added = torch.zeros(scores.shape[-1], dtype=scores.dtype, device=scores.device)
+            self._added[self.ids] = torch.tensor(self.amounts, dtype=scores.dtype, device=scores.device)
+        return scores + self._added
+
+
+def token_logprob(logits: torch.Tensor, token_id: int, top: int) -> TokenLogprob:
+    """``token_id``'s log-probability under ``logits`` (one row, the model's raw scores, before
+    any penalty, bias, mask or temperature: what OpenAI and vLLM report) and the ``top`` likeliest."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    alternatives: list[tuple[int, float]] = []
+    if top:
+        values, ids = logprobs.topk(top)
+        alternatives = list(zip(ids.tolist(), values.tolist()))
+    return TokenLogprob(token_id, float(logprobs[token_id]), alternatives)
+
+
+def prompt_logprobs(model, prompt_ids: list[int], top: int) -> list[Optional[TokenLogprob]]:
+    """Each prompt token's log-probability given the tokens before it (``echo`` with
+    ``logprobs``; what evaluation harnesses call loglikelihood): one forward pass over the
+    prompt, its own, so the batch's prefill keeps computing only the last position's logits."""
+    with torch.inference_mode():
+        ids = torch.tensor([prompt_ids], device=model.device)
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits[0]
+        entries: list[Optional[TokenLogprob]] = [None]
+        for position in range(1, len(prompt_ids)):
+            entries.append(token_logprob(logits[position - 1], prompt_ids[position], top))
+    return entries
+
+
+def sampling_processors(params, prompt_length: int, grammar: Optional[LogitsProcessor] = None,
+                        width: int = 0) -> list[LogitsProcessor]:
+    """Logit bias, penalties, the grammar's mask, then (when sampling) temperature, top-k and
+    top-p, numerically safe for every value the request schema admits; the same steps in
+    sequential and dynamic mode. ``width``: the scores per step (for ``logit_bias``)."""
     processors: list[LogitsProcessor] = []
+    if params.logit_bias:
+        processors.append(LogitBias(params.logit_bias, width))
     if params.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
     if params.frequency_penalty or params.presence_penalty:
         processors.append(OpenAIPenalties(prompt_length, params.frequency_penalty, params.presence_penalty))
     if processors:
         processors.append(FiniteScores())
+    if grammar is not None:  # after the penalties: no penalty may lift a token the grammar forbids
+        processors.append(grammar)
     if not params.greedy:
         if params.temperature != 1.0:
             processors.append(StableTemperature(params.temperature))

@@ -8,7 +8,7 @@ passes or a stop string appears.
 from __future__ import annotations
 
 import torch
-from transformers import GenerationConfig, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from engine.requests import GenerationRequest
 from engine.runtime.faults import inject_model_faults
@@ -17,9 +17,22 @@ from engine.runtime.queued_generator import QueuedGenerator
 from engine.runtime.sampling import sampling_processors
 
 
+class RecordLogprobs(LogitsProcessor):
+    """Keeps each step's raw scores for the request's log-probabilities; the streamer pairs them
+    with the token generate picks from them."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def __call__(self, input_ids, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.run.recorded.append(scores[0].clone())
+        return scores
+
 
 class SequentialGenerator(QueuedGenerator):
-    """One request at a time through ``model.generate``: the baseline."""
+    """One request at a time through ``model.generate``: the baseline. Several choices of one
+    request (``n``) run one after another, each prefilling the prompt (or taking it from the
+    prefix cache)."""
 
     mode = "sequential"
 
@@ -51,7 +64,10 @@ class SequentialGenerator(QueuedGenerator):
     def _run(self, request: GenerationRequest) -> None:
         run = self.start_run(request)
         p = request.params
-        processors = LogitsProcessorList(sampling_processors(p, len(request.prompt_ids)))
+        processors = LogitsProcessorList(sampling_processors(p, len(request.prompt_ids), run.grammar,
+                                                             self.loaded.logits_width))
+        if run.wants_logprobs:  # first: it sees the model's raw scores
+            processors.insert(0, RecordLogprobs(run))
         inject_model_faults([request])
         if p.seed is not None:
             torch.manual_seed(p.seed)

@@ -4,16 +4,20 @@ same statuses and the same message text, and the circuit breaker sees every outc
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Callable, Optional
 
 from engine.core import Engine, PromptError
 from engine.protocol import SamplingFields
 from engine.requests import (
+    Constraint,
     EngineNotReady,
     ErrorEvent,
     Event,
     FinishEvent,
     GenerationRequest,
+    InvalidConstraint,
     QueueFullError,
     SamplingParams,
     UnsupportedInMode,
@@ -83,45 +87,76 @@ def sampling_params(body: SamplingFields, max_new_tokens: int, model_defaults: O
         seed=body.seed,
         stop=tuple(body.stop_list()),
         ignore_eos=body.ignore_eos,
+        logprobs=body.top_logprobs_wanted(),
+        logit_bias=body.logit_bias_pairs(),
     )
 
 
 def submit(engine: Engine, service, body: SamplingFields, ids: list[int], opens_reasoning: bool,
            sink: Callable[[Event], None], request_id: str, protocol: str,
-           principal: Optional[Principal] = None, address: Optional[str] = None) -> GenerationRequest:
+           principal: Optional[Principal] = None, address: Optional[str] = None,
+           constraint: Optional[Constraint] = None, prompt_logprobs: Optional[int] = None) -> GenerationRequest:
     """Queue one generation; its events reach ``sink`` on the generation thread.
 
     Raises:
-        ServiceError: 400 (context, mode), 429 (queue full), 503 (not ready, circuit open).
+        ServiceError: 400 (context, mode, schema), 429 (queue full), 503 (not ready, circuit open).
+    """
+    return submit_choices(engine, service, body, ids, opens_reasoning, lambda index, event: sink(event),
+                          request_id, protocol, principal, address, constraint, prompt_logprobs, n=1)[0]
+
+
+def submit_choices(engine: Engine, service, body: SamplingFields, ids: list[int], opens_reasoning: bool,
+                   sink: Callable[[int, Event], None], request_id: str, protocol: str,
+                   principal: Optional[Principal] = None, address: Optional[str] = None,
+                   constraint: Optional[Constraint] = None, prompt_logprobs: Optional[int] = None,
+                   n: int = 1) -> list[GenerationRequest]:
+    """Queue ``n`` choices of one generation; ``sink(choice index, event)`` gets their events.
+    Choice ``i`` samples with ``seed + i`` (each reproducible, none a copy of another). The
+    circuit breaker counts the request once (its first choice); every choice's tokens are charged,
+    the prompt's once.
+
+    Raises:
+        ServiceError: 400 (context, mode, schema), 429 (queue full), 503 (not ready, circuit open).
     """
     try:
         max_new = engine.plan_max_tokens(len(ids), body.requested_max_tokens())
     except PromptError as exc:
         raise ServiceError(400, str(exc), param="max_tokens", code="context_length_exceeded") from None
+    defaults = getattr(engine.loaded, "sampling_defaults", None)
+    params = sampling_params(body, max_new, defaults)
+    _check_logit_bias(engine, params)
     try:
         ticket = service.circuit.admit() if service is not None else None
     except CircuitOpen as exc:
         raise ServiceError(503, str(exc), "service_unavailable", code="circuit_open", retry_after=exc.retry_after) from None
 
-    def observed(event: Event) -> None:
+    def observed(index: int, event: Event) -> None:
         if isinstance(event, FinishEvent):
-            if ticket is not None:
+            if ticket is not None and index == 0:
                 service.circuit.record(ticket, None if event.finish_reason == "cancelled" else False)
             if principal is not None:
-                service.charge_tokens(principal, address, event.prompt_tokens + event.completion_tokens)
-        elif isinstance(event, ErrorEvent) and ticket is not None:
+                prompt = event.prompt_tokens if index == 0 else 0
+                service.charge_tokens(principal, address, prompt + event.completion_tokens)
+        elif isinstance(event, ErrorEvent) and ticket is not None and index == 0:
             # Generation failures (500) count; timeouts (504) say nothing of the engine's health.
             service.circuit.record(ticket, True if event.status_code >= 500 and event.status_code != 504 else None,
                                    event.message)
-        sink(event)
+        sink(index, event)
 
+    deliver = observed if service is not None else sink
+    choices = [params if index == 0 or params.seed is None
+               else dataclasses.replace(params, seed=(params.seed + index) % 2**63) for index in range(n)]
+    sinks = [functools.partial(deliver, index) for index in range(n)]
     try:
-        defaults = getattr(engine.loaded, "sampling_defaults", None)
-        gen = engine.submit(ids, sampling_params(body, max_new, defaults), observed if service is not None else sink,
-                             starts_in_reasoning=opens_reasoning, request_id=request_id, protocol=protocol)
+        gens = engine.submit_choices(ids, choices, sinks, starts_in_reasoning=opens_reasoning,
+                                     request_id=request_id, protocol=protocol, constraint=constraint,
+                                     prompt_logprobs=prompt_logprobs)
     except UnsupportedInMode as exc:
         _release(service, ticket)
         raise ServiceError(400, str(exc), code="unsupported_in_batching_mode") from None
+    except InvalidConstraint as exc:
+        _release(service, ticket)
+        raise ServiceError(400, str(exc), param="response_format", code="invalid_schema") from None
     except QueueFullError as exc:
         _release(service, ticket)
         raise ServiceError(429, f"the engine is busy: {exc}; retry shortly", "rate_limit_error",
@@ -129,7 +164,15 @@ def submit(engine: Engine, service, body: SamplingFields, ids: list[int], opens_
     except EngineNotReady as exc:
         _release(service, ticket)
         raise ServiceError(503, f"no model is ready: {exc}", "service_unavailable") from None
-    return gen
+    return gens
+
+
+def _check_logit_bias(engine: Engine, params: SamplingParams) -> None:
+    vocabulary = len(engine.loaded.tokenizer) if engine.loaded is not None else None
+    for token, _ in params.logit_bias:
+        if vocabulary is not None and token >= vocabulary:
+            raise ServiceError(400, f"logit_bias names token {token}, but the model's vocabulary has "
+                                    f"{vocabulary} tokens (ids 0-{vocabulary - 1})", param="logit_bias")
 
 
 def _release(service, ticket) -> None:

@@ -13,7 +13,8 @@ from engine.api.deps import EngineDep
 from engine.api import grounded
 from engine.api.errors import documented
 from engine.api.openapi import event_stream
-from engine.api.streaming import EventStream, Reply, collect_reply, stream_reply
+from engine.api.logprobs import LogprobFormatter
+from engine.api.streaming import EventStream, Reply, collect_reply, stream_choices, stream_reply
 from engine.core import Engine
 from engine.protocol import (
     ChatCompletion,
@@ -28,7 +29,10 @@ from engine.protocol import (
     SamplingFields,
     new_id,
 )
+from engine.requests import Constraint
 from engine.service import gateway
+from engine.service.errors import ServiceError
+from engine.structured import chat_constraint, completion_constraint
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -60,8 +64,9 @@ async def get_model(model_id: str, engine: EngineDep) -> ModelCard:
                         **GENERATION_ERRORS})
 async def chat_completions(body: ChatCompletionRequest, request: Request, engine: EngineDep) -> Response:
     gateway.check_model(engine, body.model)
+    constraint = _constraint(chat_constraint, body.response_format, "response_format")
     ids, opens_reasoning, grounding = grounded.encode_chat(engine, request, body)
-    return grounded.finish(grounding, await _generate(engine, request, body, ids, opens_reasoning, chat=True))
+    return grounded.finish(grounding, await _generate(engine, request, body, ids, opens_reasoning, chat=True, constraint=constraint))
 
 
 @router.post("/completions", response_model=Completion,
@@ -69,8 +74,18 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, engine
                         **GENERATION_ERRORS})
 async def completions(body: CompletionRequest, request: Request, engine: EngineDep) -> Response:
     gateway.check_model(engine, body.model)
+    constraint = _constraint(completion_constraint, body.guided_json, "guided_json")
     ids = gateway.encode_text(engine, body.prompt_text())
-    return await _generate(engine, request, body, ids, False, chat=False)
+    prompt_logprobs = body.logprobs if body.echo else None
+    return await _generate(engine, request, body, ids, False, chat=False, constraint=constraint,
+                           prompt_logprobs=prompt_logprobs, echo=body.prompt_text() if body.echo else None)
+
+
+def _constraint(build, value, param: str) -> Optional[Constraint]:
+    try:
+        return build(value)
+    except ValueError as exc:
+        raise ServiceError(400, str(exc), param=param, code="invalid_schema") from None
 
 
 def _model_card(engine: Engine) -> Optional[ModelCard]:
@@ -81,18 +96,31 @@ def _model_card(engine: Engine) -> Optional[ModelCard]:
 
 
 async def _generate(engine: Engine, request: Request, body: SamplingFields, ids: list[int],
-                    opens_reasoning: bool, chat: bool) -> Response:
-    """Submit to the engine, then stream the reply or collect it into one body."""
+                    opens_reasoning: bool, chat: bool, constraint: Optional[Constraint] = None,
+                    prompt_logprobs: Optional[int] = None, echo: Optional[str] = None) -> Response:
+    """Submit to the engine, then stream the reply or collect it into one body. With ``n`` > 1
+    the queue holds (choice index, event); with one choice, the events alone (the common case
+    pays for no tuple per token)."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
     request_id = new_id("chatcmpl" if chat else "cmpl")
     state = request.scope["state"]
     client = request.scope.get("client")
-    gen = gateway.submit(engine, request.app.state.service, body, ids, opens_reasoning,
-                         lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev), request_id, "rest",
-                         state.get("principal"), client[0] if client else None)
+    if body.n == 1:
+        def sink(index, ev): loop.call_soon_threadsafe(events.put_nowait, ev)
+    else:
+        def sink(index, ev): loop.call_soon_threadsafe(events.put_nowait, (index, ev))
+    gens = gateway.submit_choices(engine, request.app.state.service, body, ids, opens_reasoning, sink, request_id,
+                                  "rest", state.get("principal"), client[0] if client else None,
+                                  constraint=constraint, prompt_logprobs=prompt_logprobs, n=body.n)
     state["logged_by_handler"] = True
-    reply = Reply(request_id, engine.model_name, chat, request.url.path, key=state.get("key"))
+    formatter = None
+    if body.top_logprobs_wanted() is not None:
+        formatter = LogprobFormatter(engine.loaded.tokenizer, body.return_tokens_as_token_ids)
+    reply = Reply(request_id, engine.model_name, chat, request.url.path, key=state.get("key"),
+                  logprobs=formatter, echo=echo)
     if body.stream:
-        return EventStream(stream_reply(reply, events, gen, body.include_usage_in_stream()))
-    return await collect_reply(reply, events, gen, request)
+        if body.n == 1:
+            return EventStream(stream_reply(reply, events, gens[0], body.include_usage_in_stream()))
+        return EventStream(stream_choices(reply, events, gens, body.include_usage_in_stream()))
+    return await collect_reply(reply, events, gens, request)
