@@ -141,6 +141,8 @@ class ModelsPanel(QWidget):
         self.path_label.setText(entry.path if entry else "")
         if entry and entry.context_length:
             self.options.fit_context(entry.context_length)
+        if entry:
+            self.options.fit_quantization(entry)
         self._show_load_outcome()
         self._update_buttons()
         self._estimate()
@@ -153,7 +155,8 @@ class ModelsPanel(QWidget):
             return
         options = self.options
         self.library.estimate(self.selected, options.dtype_box.currentText(), options.device_box.currentText(),
-                              options.context_box.value(), options.batch_box.value())
+                              options.context_box.value(), options.batch_box.value(),
+                              options.quantization_box.currentText())
 
     def _show_estimate(self, result) -> None:
         self.last_estimate = result

@@ -123,7 +123,8 @@ class ModelLibrary(QObject):
             return device
         return "cuda:0" if len(self.devices) > 2 else "cpu"
 
-    def estimate(self, entry, dtype: str, device: str, context: Optional[int], batch: int) -> None:
+    def estimate(self, entry, dtype: str, device: str, context: Optional[int], batch: int,
+                 quantization: str = "none") -> None:
         """Answers through ``estimate_ready``; a stale answer (the user changed a field since) is dropped."""
         self._estimate_serial += 1
         serial, device = self._estimate_serial, self.estimate_device(device)
@@ -131,7 +132,7 @@ class ModelLibrary(QObject):
         def work(_):
             from engine.memory import estimate
 
-            return estimate(entry, dtype=dtype, batch=batch, context=context, device=device)
+            return estimate(entry, dtype=dtype, batch=batch, context=context, device=device, quantization=quantization)
 
         def done(result) -> None:
             if serial == self._estimate_serial:

@@ -46,13 +46,23 @@ def compute_budgets(engine: EngineView, value: Callable[[str], Any], edited: Col
                 share=share, prefix_cache_bytes=prefix if on_host else 0,
                 kv_pool_bytes=kv_pool(e, value, edited, kv_dtype, share),
                 weights_bytes=int(e.weights[device]) if device in e.weights else None, engine_bytes=engine_bytes,
-                engine_accounted_bytes=int(sum(e.weights.values()) + e.kv_now + e.prefix_now)))
+                engine_accounted_bytes=int(sum(e.weights.values()) + e.kv_now + e.prefix_now),
+                quantization=held_quantization(e.status)))
         except (ValueError, KeyError):
             return []
     if prefix and all(not d.startswith("cpu") for d in devices) and "cpu" in e.memory:
         out.append(device_budget(e.entry, e.memory["cpu"], dtype=e.status["dtype"], batch=0, context=context,
                                  share=0.0, prefix_cache_bytes=prefix, weights_bytes=0))
     return out
+
+
+def held_quantization(status: dict) -> str:
+    """int8 | int4 when the served model's weights were quantized on load ("int4 (torchao, group
+    64)" in /admin/status), else none: the estimate's weights then are the float (or as-saved) ones.
+    The measured weights from /metrics count quantized tensors as they are, so this matters only
+    until they arrive."""
+    method = str(status.get("quantization") or "none").split(" ", 1)[0]
+    return method if method in ("int8", "int4") else "none"
 
 
 def kv_pool(engine: EngineView, value: Callable[[str], Any], edited: Collection[str], kv_dtype: str,

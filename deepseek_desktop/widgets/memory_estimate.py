@@ -39,9 +39,18 @@ class MemoryEstimateView(QWidget):
                   "Total needed": result.total_bytes, "Free on device": result.device_free_bytes}
         for key, value in values.items():
             self.values[key].setText(format_bytes(value))
+        quantization = getattr(result, "quantization", "none")
+        held = result.dtype
+        if quantization in ("int8", "int4"):
+            # What quantizing saves: the weights as held, beside the same weights in the dtype.
+            held = f"{quantization} weights, {result.dtype} activations"
+            self.values["Weights"].setText(f"{format_bytes(result.weights_bytes)} "
+                                           f"(unquantized {format_bytes(result.float_weights_bytes)})")
+        elif quantization == "pre-quantized":
+            held = f"weights as saved, {result.dtype} activations"
         needed, free = format_bytes(result.total_bytes), format_bytes(result.device_free_bytes)
         self.set_verdict(result.verdict, f"{needed} needed of {free} free on {result.device} "
-                                         f"({result.dtype}, {result.batch} × {result.context:,} tokens)")
+                                         f"({held}, {result.batch} × {result.context:,} tokens)")
 
     def set_verdict(self, verdict: str, detail: str) -> None:
         self.verdict_label.setText(f"{VERDICT_TEXT.get(verdict, verdict)} — {detail}")
