@@ -297,3 +297,28 @@ def test_torchao_start_up_noise_stays_out_of_the_log(srv, tiny_model):
     logs = srv.logs()
     assert not [line for line in logs if "Failed to load" in str(line.get("message", ""))]
     assert not [line for line in logs if "natively supported by torch.compile" in str(line.get("message", ""))]
+
+
+# ---------------------------------------------------------------------------- exports
+
+
+def _vllm(model: dict, **source):
+    from engine.config import EngineConfig
+    from engine.export.source import ExportSource
+    from engine.export.vllm import vllm_args
+
+    args, _env, notes = vllm_args(ExportSource(config=EngineConfig.from_dict({"model": model}), origin="test", **source))
+    return args, {n.setting: n.why for n in notes}
+
+
+def test_vllm_export_carries_the_quantization_or_says_what_differs(tiny_model, torchao_int8_checkpoint):
+    args, notes = _vllm({"path": str(torchao_int8_checkpoint)})
+    assert args["quantization"] == "torchao"  # saved quantized: vLLM loads the method as saved
+
+    args, notes = _vllm({"path": str(tiny_model("llama")), "device": "cuda", "quantization": "int4"},
+                        hardware={"gpus": [{"memory_bytes": 8 * 2**30}]})
+    assert args["quantization"] == "bitsandbytes" and "not torchao's int4" in notes["model.quantization = int4"]
+
+    args, notes = _vllm({"path": str(tiny_model("llama")), "device": "cpu", "quantization": "int8"})
+    assert "quantization" not in args
+    assert "CPU backend quantizes nothing on load" in notes["model.quantization = int8"]

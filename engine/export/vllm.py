@@ -26,6 +26,9 @@ MAPPING: list[tuple[str, str, str]] = [
     ("model.dtype", "dtype", "auto, float32, bfloat16, float16"),
     ("model.max_context (or the loaded context length)", "max-model-len", "the same number of tokens"),
     ("model.trust_remote_code", "trust-remote-code", "only when true"),
+    ("model.quantization (or a checkpoint saved quantized)", "quantization",
+     "a saved method vLLM has (gptq, awq, fp8, compressed-tensors, bitsandbytes, torchao, gguf); int4 on a GPU: "
+     "bitsandbytes (nf4, not torchao's int4); int8, auto and CPU loads: not mapped, the difference said"),
     ("batching.max_batch_size", "max-num-seqs", "requests decoded together; sequential mode: 1"),
     ("batching.max_batch_tokens", "max-num-batched-tokens", "token budget per step (continuous mode's, or its default: 512 CPU, 4096 GPU)"),
     ("batching.page_size", "block-size", "continuous mode, when set"),
@@ -107,6 +110,7 @@ def vllm_args(source: ExportSource, nodes: int = 1,
                                            "machine): vLLM takes the model's own"))
     if config.model.trust_remote_code:
         args["trust-remote-code"] = True
+    notes += _quantization(source, args, gpu)
     notes += _batching(source, args, gpu)
     notes += _cache(source, args)
     env: dict[str, str] = {}
@@ -119,6 +123,44 @@ def vllm_args(source: ExportSource, nodes: int = 1,
     args["uvicorn-log-level"] = server.log_level
     notes += _unmapped(source)
     return args, env, notes
+
+
+# The quant_method names of checkpoints vLLM loads as saved (its --quantization choices).
+VLLM_SAVED_METHODS = {"gptq", "awq", "fp8", "compressed-tensors", "bitsandbytes", "torchao", "gguf", "mxfp4"}
+
+
+def _quantization(source: ExportSource, args: dict[str, Any], gpu: bool) -> list[Note]:
+    """vLLM's ``quantization`` where it has the method; otherwise what differs, said."""
+    requested = source.config.model.quantization
+    saved = _saved_quantization(source)
+    if saved is not None:
+        if saved.method in VLLM_SAVED_METHODS:
+            args["quantization"] = saved.method
+            return []
+        return [Note("quantization", f"the checkpoint is saved as {saved.label}, which vLLM does not load")]
+    if requested == "none":
+        return []
+    if requested == "int4" and gpu:
+        args["quantization"] = "bitsandbytes"
+        return [Note("model.quantization = int4", "vLLM quantizes on load with bitsandbytes (4-bit nf4, blocks of "
+                                                  "64), not torchao's int4 in groups of 32: close in size, not the "
+                                                  "same numbers")]
+    where = "vLLM's CPU backend quantizes nothing on load" if not gpu else         "vLLM has no int8 weight-only quantization on load (its fp8 is W8A8 and needs an Ada or Hopper GPU)"
+    return [Note(f"model.quantization = {requested}", f"{where}: the weights load in {source.config.model.dtype}; "
+                                                      f"to keep them small, save a quantized checkpoint "
+                                                      f"(GPTQ, AWQ, compressed-tensors) and export that")]
+
+
+def _saved_quantization(source: ExportSource):
+    path = source.config.model.path
+    if not path or not Path(path).exists():
+        return None
+    from engine.catalog import inspect_path
+
+    entry = inspect_path(Path(path))
+    if entry.format == "gguf":
+        return None  # vLLM reads GGUF by the file itself
+    return entry.pre_quantized
 
 
 def _batching(source: ExportSource, args: dict[str, Any], gpu: bool) -> list[Note]:
@@ -204,7 +246,8 @@ def _estimate(source: ExportSource, batch: int, context: Optional[int], gpu: boo
 
     try:
         result = estimate(inspect_path(Path(path)), source.config.model.dtype, batch=batch, context=context,
-                          device="cuda" if gpu else "cpu")
+                          device="cuda" if gpu else "cpu",
+                          quantization="int4" if gpu and source.config.model.quantization == "int4" else "none")
     except (ValueError, OSError):
         return None
     return {"total": result.total_bytes, "kv": result.kv_cache_bytes}
