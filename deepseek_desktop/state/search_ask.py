@@ -84,7 +84,8 @@ class AskModel(QObject):
         if answer is not self.answer:
             return
         answer["unknown_citations"] = result.get("unknown_citations") or []
-        answer["status"] = "stopped" if result.get("stopped") else "interrupted" if result.get("interrupted") else "done"
+        answer["status"] = ("stopped" if result.get("stopped") else
+                            "interrupted" if result.get("interrupted") else "done")
         answer["error"] = result.get("interrupted")
         self._end(answer)
 

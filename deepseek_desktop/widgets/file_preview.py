@@ -75,7 +75,8 @@ def _read_text(path: str) -> str:
     with open(path, "rb") as f:
         data = f.read(PREVIEW_MAX_BYTES + 1)
     if len(data) > PREVIEW_MAX_BYTES:
-        raise ValueError(f"{Path(path).name} is over {PREVIEW_MAX_BYTES // 1_000_000} MB: open it in its own application")
+        raise ValueError(f"{Path(path).name} is over {PREVIEW_MAX_BYTES // 1_000_000} MB: "
+                         "open it in its own application")
     return data.decode("utf-8", errors="replace")
 
 

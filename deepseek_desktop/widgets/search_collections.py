@@ -104,7 +104,9 @@ class CollectionList(QListWidget):
             self.select(selected)
         by_name = {c["name"]: c for c in collections}
         total = sum(c.get("files", 0) for c in collections)
-        self.rows[ALL].update_collection({"summary": f"{len(collections)} collection{'s' if len(collections) != 1 else ''} · {total:,} files"})
+        count = len(collections)
+        plural = "s" if count != 1 else ""
+        self.rows[ALL].update_collection({"summary": f"{count} collection{plural} · {total:,} files"})
         for name, collection in by_name.items():
             self.rows[name].update_collection(collection, (etas or {}).get(name))
         self._fit_rows()

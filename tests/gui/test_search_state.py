@@ -101,7 +101,8 @@ def test_a_text_source_opens_scrolled_to_its_lines(qtbot, tmp_path):
 def test_a_collection_still_said_indexing_after_its_runs_last_event_reads_as_that_runs_end(qtbot):
     notifier = Notifier()
     model = SearchModel(EngineSession(notifier), notifier)
-    model._on_one({"name": "docs", "state": "indexing", "files": 4, "progress": progress_event(4_000_000, state="done")})
+    ended = progress_event(4_000_000, state="done")
+    model._on_one({"name": "docs", "state": "indexing", "files": 4, "progress": ended})
     assert model.collections["docs"]["state"] == "ready" and model.collections["docs"]["progress"] is None
     model._on_one({"name": "docs", "state": "indexing", "progress": progress_event(1_000)})  # a run under way
     assert model.collections["docs"]["state"] == "indexing"
