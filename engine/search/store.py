@@ -26,6 +26,9 @@ from engine.staging import atomic_write_text
 
 DB_NAME = "index.db"
 COLLECTIONS_FILE = "collections.json"
+EVERY_TOKEN = "1"
+# Databases written by another layout of these tables are moved aside and rebuilt like damaged ones.
+SCHEMA_VERSION = 2
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 
 SCHEMA = """
@@ -44,8 +47,9 @@ CREATE INDEX IF NOT EXISTS chunks_by_file ON chunks (file_id);
 CREATE INDEX IF NOT EXISTS chunks_by_collection ON chunks (collection, id);
 -- The chunk's text lives in the FTS5 table itself (rowid = chunks.id): an external-content
 -- table fed by triggers indexed 2.5 times slower here (the Debian manuals: 8 vs 20 MB/s CPU).
+-- "every" holds the same token in each row: a term that matches all (see retrieval.selective_query).
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, heading, title, tokenize='porter unicode61 remove_diacritics 2');
+    text, heading, title, every, tokenize='porter unicode61 remove_diacritics 2');
 CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
     DELETE FROM chunks_fts WHERE rowid = old.id;
 END;
@@ -107,7 +111,14 @@ class Store:
     def _open_checked(self) -> None:
         try:
             conn = self._connect()
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            fresh = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+            if not fresh and version != SCHEMA_VERSION:
+                conn.close()
+                raise sqlite3.DatabaseError(f"written by another version of the index (layout {version}, "
+                                            f"this one reads {SCHEMA_VERSION})")
             conn.executescript(SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("SELECT count(*) FROM collections").fetchone()
             bad = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
             conn.close()
@@ -124,6 +135,7 @@ class Store:
                 os.replace(part, Path(str(aside) + suffix))
         conn = self._connect()
         conn.executescript(SCHEMA)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.close()
         restored = self._restore_collections()
         self.notice = (f"the search index {self.path} was damaged ({exc}); it was kept aside as {aside.name} "
@@ -239,8 +251,8 @@ class Store:
                 " VALUES (?,?,?,?,?,?,?,?,?)",
                 [(first + i, file_id, collection, path, title, c.heading, c.page, c.lines[0] if c.lines else None,
                   c.lines[1] if c.lines else None) for i, c in enumerate(chunks)])
-            conn.executemany("INSERT INTO chunks_fts (rowid, text, heading, title) VALUES (?,?,?,?)",
-                             [(first + i, c.text, c.heading, title) for i, c in enumerate(chunks)])
+            conn.executemany("INSERT INTO chunks_fts (rowid, text, heading, title, every) VALUES (?,?,?,?,?)",
+                             [(first + i, c.text, c.heading, title, EVERY_TOKEN) for i, c in enumerate(chunks)])
             self._bump_vectors(conn, collection)
         return len(chunks)
 
