@@ -226,6 +226,10 @@ def inspect_gguf(path: Path) -> ModelEntry:
     entry.v_head_dim = field(f"{arch}.attention.value_length") or entry.head_dim
     if entry.heads and entry.kv_heads:
         entry.attention = "mha" if entry.kv_heads == entry.heads else ("mqa" if entry.kv_heads == 1 else "gqa")
+    entry.intermediate_size = field(f"{arch}.feed_forward_length")
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    entry.vocab_size = len(tokens.data) if tokens is not None else None
+    entry.tied_embeddings = not any(t.name == "output.weight" for t in reader.tensors)
     entry.params = sum(int(t.n_elements) for t in reader.tensors) or None
     entry.tensors = len(reader.tensors)
     entry.shards = 1

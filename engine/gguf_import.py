@@ -60,3 +60,24 @@ def import_gguf(gguf_file: Path, out_dir: Path, dtype: str = "float32") -> Path:
         tokenizer.save_pretrained(staging)
     log.info("imported %s", gguf_file, extra={"event": "import_gguf", "source": str(gguf_file), "out": str(out_dir)})
     return out_dir
+
+
+def precision_advice(gguf_file: Path) -> str | None:
+    """What keeps the file's precision class once imported: the folder holds de-quantized
+    weights (torchao's CPU int4 tensors cannot be saved), so the class is kept at load time.
+    None for a float file, or one the catalog cannot read."""
+    from engine.catalog import inspect_path
+    from engine.memory import estimate, format_bytes
+    from engine.quantization import gguf_precision_class
+
+    entry = inspect_path(Path(gguf_file))
+    keep = gguf_precision_class(entry.dtype)
+    if keep == "none" or not entry.loadable:
+        return None
+    try:
+        kept = estimate(entry, "float32", device="cpu", quantization=keep)
+    except ValueError:
+        return None
+    return (f"{Path(gguf_file).name} is {entry.dtype}: load the folder with quantization = \"{keep}\" to keep its "
+            f"precision class (weights {format_bytes(kept.weights_bytes)} instead of "
+            f"{format_bytes(kept.float_weights_bytes)} in float32)")

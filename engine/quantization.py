@@ -381,7 +381,9 @@ def census_from_dims(params: int, vocab: Optional[int], hidden: Optional[int], i
             census.head = (vocab, hidden)
             rest -= vocab * hidden
     width = hidden or 1
-    census.linear = [(max(rest, 0) // width, width)] if rest > 0 else []
+    rows = max(rest, 0) // width // INT4_ROW_TILE * INT4_ROW_TILE  # whole tiles; the rest as float
+    census.linear = [(rows, width)] if rows else []
+    census.other = max(rest - rows * width, 0)
     if intermediate and hidden:  # the down projections read the intermediate width
         census.linear.append((0, intermediate))
     return census

@@ -322,3 +322,26 @@ def test_vllm_export_carries_the_quantization_or_says_what_differs(tiny_model, t
     args, notes = _vllm({"path": str(tiny_model("llama")), "device": "cpu", "quantization": "int8"})
     assert "quantization" not in args
     assert "CPU backend quantizes nothing on load" in notes["model.quantization = int8"]
+
+
+@pytest.mark.slow
+def test_demo_gguf_loads_keeping_its_precision_class(demo_gguf):
+    """The demo's Q4_1 GGUF loaded directly in int4 (its class): the catalog's choice, the estimate
+    within 15% of the loaded tensors, and still the right answer."""
+    from engine.catalog import inspect_path
+    from engine.config import ModelConfig
+    from engine.memory import estimate
+    from engine.quantization import gguf_precision_class
+    from engine.runtime.loader import load_model
+
+    entry = inspect_path(demo_gguf)
+    assert entry.dtype == "Q4_1" and gguf_precision_class(entry.dtype) == "int4"
+    loaded = load_model(ModelConfig(path=str(demo_gguf), device="cpu", dtype="float32", quantization="int4"))
+    assert loaded.quantization.startswith("int4 (torchao")
+    estimated = estimate(entry, "float32", device="cpu", quantization="int4")
+    assert abs(estimated.weights_bytes - loaded.weights_bytes) <= ESTIMATE_TOLERANCE * loaded.weights_bytes
+    assert loaded.weights_bytes < 0.25 * estimated.float_weights_bytes
+    ids = loaded.tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                               add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = loaded.model.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in loaded.tokenizer.decode(out[0, ids["input_ids"].shape[1]:])

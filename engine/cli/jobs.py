@@ -76,7 +76,14 @@ def _fetch_embedder(folder: Path, progress) -> None:
 def cmd_import_gguf(args) -> int:
     from engine.gguf_import import GGUFImportError, import_gguf
 
-    return print_made_folder(lambda: import_gguf(Path(args.file), Path(args.out), args.dtype), GGUFImportError)
+    status = print_made_folder(lambda: import_gguf(Path(args.file), Path(args.out), args.dtype), GGUFImportError)
+    if status == 0:
+        from engine.gguf_import import precision_advice
+
+        advice = precision_advice(Path(args.file))
+        if advice:
+            print(advice, file=sys.stderr)
+    return status
 
 
 def cmd_reshard(args) -> int:

@@ -28,6 +28,8 @@ def add_inspect(sub) -> None:
     p.add_argument("--context", type=int, help="tokens per sequence (default: the model's context length)")
     p.add_argument("--kv-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "float8"])
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N: whose free memory to compare with")
+    p.add_argument("--quantization", default="none", choices=["none", "int8", "int4", "auto"],
+                   help="weights held quantized (auto: the smallest loss that fits the device)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
@@ -56,7 +58,8 @@ def cmd_inspect(args) -> int:
     entry = inspect_path(Path(args.path))
     result = {"model": asdict(entry)}
     try:
-        result["estimate"] = estimate(entry, args.dtype, args.batch, args.context, args.kv_dtype, args.device).as_dict()
+        result["estimate"] = estimate(entry, args.dtype, args.batch, args.context, args.kv_dtype, args.device,
+                                      quantization=args.quantization).as_dict()
     except ValueError as exc:
         result["estimate"] = None
         result["estimate_error"] = str(exc)
@@ -68,9 +71,12 @@ def cmd_inspect(args) -> int:
             print(f"{key:18} {value}")
     est = result["estimate"]
     if est:
-        print(f"\nmemory for {est['dtype']}, batch {est['batch']}, context {est['context']}, KV {est['kv_dtype']}:")
+        held = f", weights {est['quantization']}" if est["quantization"] != "none" else ""
+        print(f"\nmemory for {est['dtype']}{held}, batch {est['batch']}, context {est['context']}, KV {est['kv_dtype']}:")
         for part in ("weights", "kv_cache", "activation", "reserve", "total"):
             print(f"  {part:12} {format_bytes(est[part + '_bytes']):>12}")
+        if est["quantization"] in ("int8", "int4"):
+            print(f"  {'(unquantized':12} {format_bytes(est['float_weights_bytes']):>12})")
         print(f"  {est['device']} free: {format_bytes(est['device_free_bytes'])} of "
               f"{format_bytes(est['device_total_bytes'])} -> {est['verdict']}")
     else:

@@ -14,8 +14,8 @@ import torch
 from engine.catalog import sampling_defaults
 from engine.config import LoadConfig, ModelConfig
 from engine.quantization import QuantizationPlan, QuantizationRefused, census_of, int4_group_size, plan
-from engine.runtime.quantize import import_torchao, quantize_tables, transformers_config
-from engine.runtime.progress import CheckpointLayout, LoadCancelled, LoadWatch, watching
+from engine.runtime.quantize import import_torchao, quantize_loaded, quantize_tables, transformers_config
+from engine.runtime.progress import CheckpointLayout, LoadCancelled, LoadWatch, PageReleaser, watching
 from engine.safetensors_meta import read_header
 
 log = logging.getLogger("engine.loader")
@@ -156,13 +156,18 @@ def load_model(cfg: ModelConfig, load: Optional[LoadConfig] = None, emit: Callab
     dtype = resolve_dtype(cfg.dtype, device)
     folder, extra = _source(path)
     quantization = quantization or _plan_for(cfg, path, device)
-    quant_config = transformers_config(quantization, census_of(str(path)) if quantization.quantized else None)
+    # A GGUF file is de-quantized by transformers' own GGUF reader, which takes no second
+    # quantization config: it is quantized once in memory, after the load.
+    after_load = path.suffix == ".gguf" and quantization.method in ("int8", "int4")
+    quant_config = None if after_load else transformers_config(
+        quantization, census_of(str(path)) if quantization.quantized else None)
     if quant_config is not None:
         extra["quantization_config"] = quant_config
     elif quantization.method == "pre-quantized" and quantization.backend == "torchao":
         import_torchao()
     watch = LoadWatch(checkpoint_layout(path), emit, int(load.chunk_size_mb * 2**20), cancel or threading.Event(),
-                      load.timeout_s, target_dtype=_SAFETENSORS_NAMES.get(dtype))
+                      load.timeout_s, target_dtype=_SAFETENSORS_NAMES.get(dtype),
+                      quantizing=quantization.method in ("int8", "int4"))
     device_map: Any = str(device) if device.type != "cpu" else None
     if load.max_memory:
         device_map, extra["max_memory"] = "auto", _max_memory(load.max_memory)
@@ -177,7 +182,12 @@ def load_model(cfg: ModelConfig, load: Optional[LoadConfig] = None, emit: Callab
         raise
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise ModelLoadError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
-    quantize_tables(model, quantization)
+    if after_load:
+        quantize_loaded(model, quantization)
+    else:
+        quantize_tables(model, quantization)
+    if quantization.method in ("int8", "int4") and watch.layout.tensor_span:
+        PageReleaser(watch.layout, "").release_all()
     model.eval()
     return LoadedModel(
         model=model,

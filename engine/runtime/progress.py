@@ -81,10 +81,19 @@ class PageReleaser:
             pass
         return bases
 
-    def release(self, name: str) -> None:
+    def release_all(self) -> None:
+        """Every checkpoint tensor's pages, views or not: after a quantized load the few tensors
+        still viewing the file (norms) read their pages back on use, while the rest of the file,
+        touched once to be quantized, would otherwise stay resident for as long as they live."""
+        self._bases = None  # mapped anew since the load began
+        for name in self.layout.tensor_span:
+            self.release(name, force=True)
+
+    def release(self, name: str, force: bool = False) -> None:
         span = self.layout.tensor_span.get(name)
         # Only converted tensors: one loaded as it is stays a view of these very pages.
-        if self._libc is None or span is None or self.layout.tensor_dtype.get(name) == self.target_dtype:
+        if self._libc is None or span is None or (self.layout.tensor_dtype.get(name) == self.target_dtype
+                                                  and not force):
             return
         if self._bases is None:  # the files are mapped once transformers starts reading them
             self._bases = self._mapping_bases()
@@ -101,10 +110,14 @@ class LoadWatch:
     """Reports progress and enforces cancel/timeout while transformers loads."""
 
     def __init__(self, layout: CheckpointLayout, emit: Callable[[dict], None], chunk_bytes: int,
-                 cancel: threading.Event, timeout_s: Optional[float], target_dtype: Optional[str] = None):
+                 cancel: threading.Event, timeout_s: Optional[float], target_dtype: Optional[str] = None,
+                 quantizing: bool = False):
         self.layout = layout
         converts = target_dtype is not None and set(layout.tensor_dtype.values()) - {target_dtype}
-        self.releaser = PageReleaser(layout, target_dtype) if converts else None
+        # A quantizing load reads every tensor once to quantize it: all its pages can go as it
+        # goes (the few kept as views, norms, read theirs back on use).
+        self.quantizing = quantizing
+        self.releaser = PageReleaser(layout, target_dtype or "") if converts or quantizing else None
         self.emit = emit
         self.chunk_bytes = max(1, chunk_bytes)
         self.cancel = cancel
@@ -136,7 +149,7 @@ class LoadWatch:
             self.check()
             yield item  # transformers materialises this tensor before asking for the next one
             if self.releaser is not None:
-                self.releaser.release(name)
+                self.releaser.release(name, force=self.quantizing)
             self.tensors_done += 1
             self.bytes_done += self.layout.tensor_bytes.get(name, per_unknown)
             shard = self.layout.tensor_shard.get(name, self.shard)

@@ -81,6 +81,30 @@ def quantize_tables(model: Any, plan: QuantizationPlan) -> None:
         head.weight = embedding.weight
 
 
+def quantize_loaded(model: Any, plan: QuantizationPlan) -> None:
+    """Quantize a model already in memory (a GGUF file, which transformers de-quantizes as it
+    reads and whose loader takes no other quantization config): the linear layers by the plan,
+    then the tables; the float copy is freed layer by layer as each is replaced."""
+    if plan.method not in ("int8", "int4") or plan.backend != "torchao":
+        return
+    import_torchao()
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    from engine.quantization import int4_packs
+
+    group = plan.group_size or 32
+    head = model.get_output_embeddings()
+
+    def wanted(module: Any, fqn: str) -> bool:
+        if not isinstance(module, torch.nn.Linear) or module is head:
+            return False
+        return plan.method == "int8" or int4_packs(module.out_features, module.in_features, group)
+
+    linear = Int8WeightOnlyConfig() if plan.method == "int8" else _int4_config(group)
+    quantize_(model, linear, filter_fn=wanted)
+    quantize_tables(model, plan)
+
+
 def _quantized(tensor: torch.Tensor) -> bool:
     from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
