@@ -37,12 +37,12 @@ def add_search(sub) -> None:
     p.set_defaults(func=cmd_search)
 
 
-def _service(args):
+def _service(args, threads=None):
     from engine.config import EngineConfig
     from engine.search.service import SearchService
 
     settings = (EngineConfig.from_toml(args.config) if args.config else EngineConfig()).search
-    service = SearchService(Path(settings.dir) if settings.dir else None, settings.embedding_model)
+    service = SearchService(Path(settings.dir) if settings.dir else None, settings.embedding_model, threads=threads)
     if service.store.notice:
         print(f"warning: {service.store.notice}", file=sys.stderr)
     return service
@@ -88,7 +88,7 @@ def cmd_search(args) -> int:
     if not 1 <= args.top_k <= 100:
         print("error: --top-k must be 1..100", file=sys.stderr)
         return 2
-    service = _service(args)
+    service = _service(args, threads=1)  # one query: more threads only wait for each other
     try:
         result = service.search(args.query, args.collection, args.top_k, args.mode, args.path_glob)
     except (StoreError, EmbedderUnavailable) as exc:

@@ -70,12 +70,16 @@ def resolve_model(name: str, base_dir: Optional[Path] = None) -> Path:
 class Embedder:
     """A loaded sentence-embedding model; ``encode`` is thread-safe (one batch at a time)."""
 
-    def __init__(self, folder: Path, device: str = "cpu"):
+    def __init__(self, folder: Path, device: str = "cpu", threads: Optional[int] = None):
+        """``threads``: torch's intra-op threads for this process (one query gains nothing from
+        more, and on a busy CPU two threads waiting for each other stalled it for up to a second)."""
         try:
             import torch
             from transformers import AutoModel, AutoTokenizer
         except ImportError as exc:
             raise EmbedderUnavailable(f"semantic search needs torch and transformers: {exc}") from None
+        if threads:
+            torch.set_num_threads(threads)
         self.folder, self.device = Path(folder), device
         self.name = self.folder.name
         try:

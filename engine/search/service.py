@@ -41,7 +41,8 @@ class SearchService:
     """
 
     def __init__(self, folder: Optional[Path] = None, embedding_model: str = DEFAULT_EMBEDDING_MODEL,
-                 publish: Optional[Callable[[dict], None]] = None, device: str = "cpu"):
+                 publish: Optional[Callable[[dict], None]] = None, device: str = "cpu",
+                 threads: Optional[int] = None):
         from engine.search.vectors import VectorCache
 
         self.folder = Path(folder).expanduser() if folder else default_search_dir()
@@ -49,7 +50,7 @@ class SearchService:
         if self.store.notice:
             log.warning(self.store.notice, extra={"event": "search_index_rebuilt"})
         self.vectors = VectorCache(self.store, self.folder / "vectors")
-        self.embedding_model, self.device = embedding_model, device
+        self.embedding_model, self.device, self.threads = embedding_model, device, threads
         self.publish = publish
         self._embedder: Optional[Embedder] = None
         self._embedder_error: Optional[str] = None
@@ -84,7 +85,7 @@ class SearchService:
                 if self._embedder_error is not None:
                     raise EmbedderUnavailable(self._embedder_error)
                 try:
-                    self._embedder = Embedder(resolve_model(self.embedding_model), self.device)
+                    self._embedder = Embedder(resolve_model(self.embedding_model), self.device, self.threads)
                 except EmbedderUnavailable as exc:
                     self._embedder_error = str(exc)
                     raise
