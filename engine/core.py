@@ -241,15 +241,16 @@ class Engine:
         return loaded
 
     # ------------------------------------------------------------------ prompts
-    def encode_chat(self, messages: list[dict[str, str]]) -> tuple[list[int], bool]:
-        """Render ``messages`` with the model's chat template and tokenize.
+    def encode_chat(self, messages: list[dict], tools: Optional[list[dict]] = None) -> tuple[list[int], bool]:
+        """Render ``messages`` (and ``tools``, for templates that render them) with the model's
+        chat template and tokenize.
 
         Returns:
             the prompt's token ids, and whether the prompt leaves a ``<think>`` block open.
         Raises:
             PromptError: the model has no chat template, or the template refuses the messages.
         """
-        return encode_chat(self._require(), messages)
+        return encode_chat(self._require(), messages, tools)
 
     def encode_text(self, prompt: str) -> list[int]:
         """Tokenize a plain prompt (with the tokenizer's own special tokens, e.g. BOS).

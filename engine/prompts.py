@@ -27,8 +27,9 @@ def _tokenize(tokenizer, text: str, add_special_tokens: bool) -> list[int]:
     return ids
 
 
-def encode_chat(model: ServedModel, messages: list[dict[str, str]]) -> tuple[list[int], bool]:
-    """Render ``messages`` with the model's chat template and tokenize.
+def encode_chat(model: ServedModel, messages: list[dict], tools: Optional[list[dict]] = None) -> tuple[list[int], bool]:
+    """Render ``messages`` (and ``tools``: OpenAI tool objects, for templates that render them)
+    with the model's chat template and tokenize.
 
     Returns:
         the prompt's token ids, and whether the prompt leaves a ``<think>`` block open.
@@ -41,7 +42,8 @@ def encode_chat(model: ServedModel, messages: list[dict[str, str]]) -> tuple[lis
             "use /v1/completions with a plain prompt, or add a chat template to its tokenizer_config.json"
         )
     try:
-        text = model.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = model.tokenizer.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True,
+                                                   tokenize=False)
     except Exception as exc:  # jinja raises TemplateError and plain exceptions via raise_exception
         raise PromptError(f"the model's chat template refused these messages: {exc}") from None
     ids = _tokenize(model.tokenizer, text, add_special_tokens=False)

@@ -64,13 +64,15 @@ class Constraint:
 
     ``kind`` is ``json_object`` (any JSON object), ``json_schema`` (``schema``: the schema as JSON
     text, keys sorted, so equal schemas share one compiled grammar) or ``tagged_json`` (the
-    schema's JSON between ``prefix`` and ``suffix``: a tool call in the model's own format).
+    schema's JSON between ``prefix`` and ``suffix``: a tool call in the model's own format) or
+    ``any_of`` (one of ``parts``).
     """
 
     kind: str
     schema: str = ""
     prefix: str = ""
     suffix: str = ""
+    parts: tuple["Constraint", ...] = ()  # kind any_of: one of these
 
 
 @dataclass

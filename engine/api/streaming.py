@@ -20,6 +20,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from engine.api.errors import error_body, error_response
 from engine.api.logprobs import LogprobFormatter
+from engine.protocol.openai_responses import CalledFunction, ToolCallDelta
+from engine.protocol.openai_responses import ToolCall as ResponseToolCall
 from engine.events import EventBus
 from engine.protocol import (
     AssistantMessage,
@@ -36,6 +38,7 @@ from engine.protocol import (
     now,
 )
 from engine.requests import ErrorEvent, FinishEvent, GenerationRequest, TextEvent, TokenLogprob
+from engine.tool_calls import ToolCall, ToolCallStream, ToolFormat
 
 access_log = logging.getLogger("engine.access")
 
@@ -72,13 +75,16 @@ class Reply:
     """
 
     def __init__(self, request_id: str, model: str, chat: bool, path: str, key: Optional[str] = None,
-                 logprobs: Optional[LogprobFormatter] = None, echo: Optional[str] = None):
+                 logprobs: Optional[LogprobFormatter] = None, echo: Optional[str] = None,
+                 tools: Optional[ToolFormat] = None, single_call: bool = False):
         self.id, self.model, self.chat, self.path = request_id, model, chat, path
         self.key = key  # the API key's name (never the key)
         self.created = now()
         self.started = time.monotonic()
         self.logprobs = logprobs
         self.echo = echo
+        self.tools = tools  # reads the calls out of a chat reply, when the request offered tools
+        self.single_call = single_call  # parallel_tool_calls false: the first call only
         self._offsets: dict[int, int] = {}  # streamed completions: where each choice's next token starts
         # What every per-token chunk repeats. Those chunks are built as plain dicts (a model per
         # token cost twice the time); a test checks they validate as the chunk models.
@@ -136,15 +142,32 @@ class Reply:
                entries: Optional[list[TokenLogprob]], prompt_ids: list[int]) -> Union[ChatChoice, TextChoice]:
         """One whole choice: its text, finish reason and (when asked) log-probabilities."""
         if self.chat:
-            message = AssistantMessage(content=content, reasoning_content=reasoning or None)
+            calls = []
+            if self.tools is not None:
+                content, calls = self.read_calls(content)
+            message = AssistantMessage(content=content if content or not calls else None,
+                                       reasoning_content=reasoning or None,
+                                       tool_calls=[_call_body(call) for call in calls] or None)
             logprobs = self.logprobs.chat(entries) if self.logprobs is not None else None
-            return ChatChoice(index=index, message=message, finish_reason=finish.finish_reason, logprobs=logprobs)
+            reason = "tool_calls" if calls else finish.finish_reason
+            return ChatChoice(index=index, message=message, finish_reason=reason, logprobs=logprobs)
         text = (self.echo or "") + content
         logprobs = None
         if self.logprobs is not None:
             prompt = self._prompt_entries(finish)
             logprobs = self.logprobs.completion(prompt + (entries or []), 0, prompt_ids)
         return TextChoice(index=index, text=text, finish_reason=finish.finish_reason, logprobs=logprobs)
+
+    def read_calls(self, content: str) -> tuple[str, list[ToolCall]]:
+        text, calls = self.tools.parse(content)
+        return text, calls[:1] if self.single_call else calls
+
+    def tool_calls_chunk(self, calls: list[ToolCall], index: int = 0) -> str:
+        """Every call whole, in one chunk (OpenAI streams the arguments in pieces; clients join
+        the pieces by each call's index either way)."""
+        delta = ChatDelta(tool_calls=[ToolCallDelta(index=place, id=call.id, function=CalledFunction(
+            name=call.name, arguments=call.arguments)) for place, call in enumerate(calls)])
+        return self._chunk(ChatChunkChoice(index=index, delta=delta))
 
     def _prompt_entries(self, finish: FinishEvent) -> list:
         return list(finish.prompt_logprobs or []) if self.echo is not None else []
@@ -223,6 +246,54 @@ async def stream_choices(reply: Reply, events: asyncio.Queue, gens: list[Generat
         for gen in gens:
             gen.cancel()
         reply.log(200, outcome, _summed(finishes))
+
+
+async def stream_tool_reply(reply: Reply, events: asyncio.Queue, gens: list[GenerationRequest],
+                            include_usage: bool) -> AsyncIterator[str]:
+    """A chat stream whose request offered tools: text streams until a call may be starting
+    (the format's opening marker), the rest is held back; at the end the calls go out as one
+    ``delta.tool_calls`` chunk and the choice finishes with ``tool_calls`` (or the held text
+    goes out, when it was no call after all)."""
+    several = len(gens) > 1
+    readers = [ToolCallStream(reply.tools) for _ in gens]
+    outcome, finishes = "disconnected", {}
+    try:
+        for index in range(len(gens)):
+            yield reply.first_chunk(index)
+        while len(finishes) < len(gens):
+            item = await events.get()
+            index, event = item if several else (0, item)
+            if isinstance(event, TextEvent):
+                text = readers[index].push(event.content)
+                if text or event.reasoning or event.logprobs:
+                    yield reply.text_chunk(dataclasses.replace(event, content=text), index)
+            elif isinstance(event, FinishEvent):
+                finishes[index] = event
+                text, calls = readers[index].finish()
+                calls = calls[:1] if reply.single_call else calls
+                if text:
+                    yield reply.text_chunk(TextEvent(content=text), index)
+                if calls:
+                    yield reply.tool_calls_chunk(calls, index)
+                    event = dataclasses.replace(event, finish_reason="tool_calls")
+                yield reply.finish_chunk(event, index)
+            elif isinstance(event, ErrorEvent):
+                outcome = "error"
+                yield sse(error_body(event.message, event.error_type, code=event.status_code))
+                break
+        if len(finishes) == len(gens):
+            outcome = finishes[0].finish_reason
+            if include_usage:
+                yield reply.usage_chunk(list(finishes.values()))
+        yield "data: [DONE]\n\n"
+    finally:
+        for gen in gens:
+            gen.cancel()
+        reply.log(200, outcome, _summed(finishes))
+
+
+def _call_body(call: ToolCall) -> ResponseToolCall:
+    return ResponseToolCall(id=call.id, function=CalledFunction(name=call.name, arguments=call.arguments))
 
 
 def _summed(finishes: dict[int, FinishEvent]) -> Optional[FinishEvent]:

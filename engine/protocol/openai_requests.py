@@ -108,10 +108,23 @@ class TextPart(_Request):
     text: str
 
 
+class FunctionCall(_Request):
+    name: str = Field(..., min_length=1)
+    arguments: str = Field("{}", description="JSON text")
+
+
+class MessageToolCall(_Request):
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Optional[Union[str, list[TextPart]]] = None
     name: Optional[str] = None
+    tool_calls: Optional[list[MessageToolCall]] = Field(None, description="assistant: the calls it made")
+    tool_call_id: Optional[str] = Field(None, description="tool: the call this result answers")
 
     def text(self) -> str:
         if self.content is None:
@@ -142,8 +155,34 @@ class ResponseFormat(_Request):
         return self
 
 
+class FunctionDefinition(_Request):
+    name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: Optional[str] = None
+    parameters: Optional[dict] = Field(None, description="a JSON schema of the arguments")
+    strict: Optional[bool] = None
+
+
+class Tool(_Request):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Request):
+    name: str
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(..., min_length=1)
+    tools: Optional[list[Tool]] = Field(None, description="functions the model may call (rendered by its chat "
+                                                          "template, or in a Hermes-style system message)")
+    tool_choice: Optional[Union[Literal["none", "auto", "required"], NamedToolChoice]] = Field(
+        None, description="required or a named function: enforced by constrained decoding")
+    parallel_tool_calls: bool = Field(True, description="false: at most one call per reply")
     search: Optional[SearchOptions] = Field(None, description="extension: answer from a document collection's passages, given to the model as numbered sources; the reply adds citations and unknown_citations")
     response_format: Optional[ResponseFormat] = None
     logprobs: Optional[bool] = Field(None, description="each generated token's log-probability")
@@ -166,14 +205,43 @@ class ChatCompletionRequest(SamplingFields):
         if structured and self.ignore_eos:
             raise ValueError("response_format cannot be combined with ignore_eos: a structured reply ends "
                              "where its grammar does; drop ignore_eos")
+        if self.tool_choice not in (None, "none", "auto") and not self.tools:
+            raise ValueError("tool_choice 'required' or a named function needs tools")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in {
+                tool.function.name for tool in self.tools}:
+            raise ValueError(f"tool_choice names {self.tool_choice.function.name!r}, which is not among the tools")
+        if structured and self.tools_wanted():
+            raise ValueError("response_format cannot be combined with tools; send one, or tool_choice 'none'")
+        if self.forced_functions() and self.ignore_eos:
+            raise ValueError("tool_choice 'required' or a named function cannot be combined with ignore_eos")
         return self
 
-    def template_messages(self) -> list[dict[str, str]]:
+    def template_messages(self) -> list[dict]:
         # "developer" is OpenAI's newer name for "system"; chat templates know only the latter.
-        return [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in self.messages
-        ]
+        messages = []
+        for m in self.messages:
+            message: dict = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            if m.tool_calls:
+                message["tool_calls"] = [call.model_dump() for call in m.tool_calls]
+            if m.tool_call_id is not None:
+                message["tool_call_id"] = m.tool_call_id
+            if m.name is not None and m.role == "tool":
+                message["name"] = m.name
+            messages.append(message)
+        return messages
+
+    def tools_wanted(self) -> bool:
+        """Tools go into the prompt and calls are read from the reply (not with tool_choice none)."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def forced_functions(self) -> Optional[list[dict]]:
+        """The functions one of which the reply must call (tool_choice required or named), or None."""
+        if not self.tools_wanted() or self.tool_choice in (None, "auto"):
+            return None
+        functions = [tool.function.model_dump(exclude_none=True) for tool in self.tools]
+        if self.tool_choice == "required":
+            return functions
+        return [f for f in functions if f["name"] == self.tool_choice.function.name]
 
 
 class CompletionRequest(SamplingFields):

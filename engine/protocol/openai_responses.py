@@ -37,10 +37,22 @@ class _CompletionBody(ResponseModel):
 # ---------------------------------------------------------------------------- chat
 
 
+class CalledFunction(ResponseModel):
+    name: str
+    arguments: str  # JSON text
+
+
+class ToolCall(ResponseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class AssistantMessage(ResponseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: Optional[str]
     reasoning_content: Optional[str] = omitted_when_none("the model's thinking, when it thinks aloud")
+    tool_calls: Optional[list[ToolCall]] = omitted_when_none("the functions the reply calls")
 
 
 class TopLogprob(ResponseModel):
@@ -80,6 +92,11 @@ class ChatDelta(ResponseModel):
     role: Optional[Literal["assistant"]] = omitted_when_none()
     reasoning_content: Optional[str] = omitted_when_none()
     content: Optional[str] = omitted_when_none()
+    tool_calls: Optional[list["ToolCallDelta"]] = omitted_when_none("a call, whole, in one chunk")
+
+
+class ToolCallDelta(ToolCall):
+    index: int
 
 
 class ChatChunkChoice(ResponseModel):
@@ -96,6 +113,8 @@ class ChatCompletionChunk(_CompletionBody):
     choices: list[ChatChunkChoice]
     usage: Optional[Usage] = omitted_when_none(_STREAM_USAGE)
 
+
+ChatDelta.model_rebuild()
 
 # ---------------------------------------------------------------------------- text
 

@@ -72,6 +72,8 @@ class GrammarCache:
 
     def _grammar(self, constraint: Constraint):
         grammar = self._xgr.Grammar
+        if constraint.kind == "any_of":
+            return grammar.union(*[self._grammar(part) for part in constraint.parts])
         # Compact JSON: a model allowed any whitespace can pad a reply with it until max_tokens.
         schema = '{"type": "object"}' if constraint.kind == "json_object" else constraint.schema
         body = _without_raw_control_characters(grammar, grammar.from_json_schema(

@@ -53,9 +53,9 @@ def check_model(engine: Engine, model_id: str) -> None:
         raise unknown_model(engine, model_id)
 
 
-def encode_chat(engine: Engine, messages: list[dict[str, str]]) -> tuple[list[int], bool]:
+def encode_chat(engine: Engine, messages: list[dict], tools: Optional[list[dict]] = None) -> tuple[list[int], bool]:
     try:
-        return engine.encode_chat(messages)
+        return engine.encode_chat(messages, tools)
     except PromptError as exc:
         raise ServiceError(400, str(exc), param="messages") from None
 

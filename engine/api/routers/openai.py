@@ -14,7 +14,7 @@ from engine.api import grounded
 from engine.api.errors import documented
 from engine.api.openapi import event_stream
 from engine.api.logprobs import LogprobFormatter
-from engine.api.streaming import EventStream, Reply, collect_reply, stream_choices, stream_reply
+from engine.api.streaming import EventStream, Reply, collect_reply, stream_choices, stream_reply, stream_tool_reply
 from engine.core import Engine
 from engine.protocol import (
     ChatCompletion,
@@ -33,6 +33,7 @@ from engine.requests import Constraint
 from engine.service import gateway
 from engine.service.errors import ServiceError
 from engine.structured import chat_constraint, completion_constraint
+from engine.tool_calls import ToolFormat, ToolPlan, plan_tools
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -65,6 +66,11 @@ async def get_model(model_id: str, engine: EngineDep) -> ModelCard:
 async def chat_completions(body: ChatCompletionRequest, request: Request, engine: EngineDep) -> Response:
     gateway.check_model(engine, body.model)
     constraint = _constraint(chat_constraint, body.response_format, "response_format")
+    plan = _tool_plan(engine, body)
+    if plan is not None:
+        ids, opens_reasoning = gateway.encode_chat(engine, plan.messages, plan.template_tools)
+        return await _generate(engine, request, body, ids, opens_reasoning, chat=True,
+                               constraint=plan.constraint or constraint, tools=plan.reader)
     ids, opens_reasoning, grounding = grounded.encode_chat(engine, request, body)
     return grounded.finish(grounding, await _generate(engine, request, body, ids, opens_reasoning, chat=True, constraint=constraint))
 
@@ -79,6 +85,22 @@ async def completions(body: CompletionRequest, request: Request, engine: EngineD
     prompt_logprobs = body.logprobs if body.echo else None
     return await _generate(engine, request, body, ids, False, chat=False, constraint=constraint,
                            prompt_logprobs=prompt_logprobs, echo=body.prompt_text() if body.echo else None)
+
+
+def _tool_plan(engine: Engine, body: ChatCompletionRequest) -> Optional[ToolPlan]:
+    """How the request's tools (and earlier calls and results) reach the prompt; None when it
+    involves none."""
+    if not _involves_tools(body):
+        return None
+    if getattr(body, "search", None) is not None:
+        raise ServiceError(400, "search cannot be combined with tools or tool messages; send one", param="search")
+    tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
+    return plan_tools(getattr(engine.loaded.tokenizer, "chat_template", None), body.template_messages(), tools,
+                      body.forced_functions(), body.tools_wanted())
+
+
+def _involves_tools(body: ChatCompletionRequest) -> bool:
+    return body.tools_wanted() or any(m.tool_calls or m.role == "tool" for m in body.messages)
 
 
 def _constraint(build, value, param: str) -> Optional[Constraint]:
@@ -97,7 +119,8 @@ def _model_card(engine: Engine) -> Optional[ModelCard]:
 
 async def _generate(engine: Engine, request: Request, body: SamplingFields, ids: list[int],
                     opens_reasoning: bool, chat: bool, constraint: Optional[Constraint] = None,
-                    prompt_logprobs: Optional[int] = None, echo: Optional[str] = None) -> Response:
+                    prompt_logprobs: Optional[int] = None, echo: Optional[str] = None,
+                    tools: Optional[ToolFormat] = None) -> Response:
     """Submit to the engine, then stream the reply or collect it into one body. With ``n`` > 1
     the queue holds (choice index, event); with one choice, the events alone (the common case
     pays for no tuple per token)."""
@@ -118,8 +141,11 @@ async def _generate(engine: Engine, request: Request, body: SamplingFields, ids:
     if body.top_logprobs_wanted() is not None:
         formatter = LogprobFormatter(engine.loaded.tokenizer, body.return_tokens_as_token_ids)
     reply = Reply(request_id, engine.model_name, chat, request.url.path, key=state.get("key"),
-                  logprobs=formatter, echo=echo)
+                  logprobs=formatter, echo=echo, tools=tools,
+                  single_call=not getattr(body, "parallel_tool_calls", True))
     if body.stream:
+        if tools is not None:
+            return EventStream(stream_tool_reply(reply, events, gens, body.include_usage_in_stream()))
         if body.n == 1:
             return EventStream(stream_reply(reply, events, gens[0], body.include_usage_in_stream()))
         return EventStream(stream_choices(reply, events, gens, body.include_usage_in_stream()))
