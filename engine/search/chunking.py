@@ -39,10 +39,13 @@ def chunk_sections(sections: Iterable[Section], size: int = CHUNK_SIZE, overlap:
         if not text.strip():
             continue
         first = (section.first_line or 1) + _leading_newlines(section.text)
+        counted, newlines = 0, 0  # newlines before offset ``counted``: counted on as pieces advance
         for start, piece in _split(text, size, overlap):
             lines = None
             if section.first_line is not None:
-                begin = first + text.count("\n", 0, start)
+                newlines += text.count("\n", counted, start)
+                counted = start
+                begin = first + newlines
                 lines = (begin, begin + piece.count("\n"))
             chunks.append(Chunk(piece, section.headings, section.page, lines))
     return _merge_small(chunks, size)
