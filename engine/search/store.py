@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS chunks (
     title TEXT, heading TEXT, page INTEGER, line_start INTEGER, line_end INTEGER, embedding BLOB);
 CREATE INDEX IF NOT EXISTS chunks_by_file ON chunks (file_id);
 CREATE INDEX IF NOT EXISTS chunks_by_collection ON chunks (collection, id);
+-- Chunks still waiting for a vector: counted for every Collection the API describes, without
+-- reading the vectors of the others (150 MB at 100k chunks).
+CREATE INDEX IF NOT EXISTS chunks_pending ON chunks (collection, id) WHERE embedding IS NULL;
 -- The chunk's text lives in the FTS5 table itself (rowid = chunks.id): an external-content
 -- table fed by triggers indexed 2.5 times slower here (the Debian manuals: 8 vs 20 MB/s CPU).
 -- "every" holds the same token in each row: a term that matches all (see retrieval.selective_query).
@@ -210,9 +213,9 @@ class Store:
         files = self.conn.execute(
             "SELECT count(*) AS files, coalesce(sum(chunks), 0) AS chunks, coalesce(sum(characters), 0) AS characters,"
             " coalesce(sum(status = 'error'), 0) AS problems FROM files WHERE collection = ?", (name,)).fetchone()
-        embedded = self.conn.execute(
-            "SELECT count(*) AS total, count(embedding) AS embedded FROM chunks WHERE collection = ?", (name,)).fetchone()
-        return {**dict(files), "embedded": embedded["embedded"], "pending_embeddings": embedded["total"] - embedded["embedded"]}
+        pending = self.conn.execute("SELECT count(*) FROM chunks WHERE collection = ? AND embedding IS NULL",
+                                    (name,)).fetchone()[0]
+        return {**dict(files), "embedded": files["chunks"] - pending, "pending_embeddings": pending}
 
     def set_indexer(self, name: str, pid: Optional[int], error: Optional[str] = None, finished: bool = False) -> None:
         if finished:
