@@ -1,7 +1,7 @@
 """Screenshots of each panel at 1440 x 900, with the demo model loaded and a conversation held,
 for the README and for looking at what we build. Renders offscreen (the same painting as a window).
 
-Usage: python scripts/screenshots.py [--out docs/screenshots] [--theme dark|light]
+Usage: python scripts/screenshots.py [--out docs/screenshots] [--theme dark|light] [--panels Search,Chat]
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Write a Python function that reverses a string, in a code block, then explain it in one sentence."
+SEARCH_QUERY = "event loop lateness"
+SEARCH_QUESTION = "How does the app keep the GUI from blocking?"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     parser.add_argument("--theme", default="dark")
+    parser.add_argument("--panels", default="", help="comma-separated panels to shoot (default: all)")
     args = parser.parse_args()
     from engine.paths import demo_model_dir, is_model_folder
 
@@ -61,10 +64,14 @@ def main() -> None:
     window.chat.send()
     spin(lambda: not window.session.busy, 300)
     spin(lambda: False, 6)  # a few telemetry samples for the Monitor
-    sweep(window, spin)
+    wanted = [p.strip().title() for p in args.panels.split(",") if p.strip()] or PANELS
+    if "Tuning" in wanted:
+        sweep(window, spin)
+    if "Search" in wanted:
+        search(window, spin)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in PANELS:
+    for name in wanted:
         window.show_panel(name)
         spin(lambda: False, 1.5)
         path = out / f"{name.lower()}-{args.theme}.png"
@@ -87,6 +94,27 @@ def sweep(window, spin) -> None:
     spin(lambda: not panel.model.running, 900)
     best = panel.model.record.recommended if panel.model.record else None
     panel.select(best.index if best else None)
+
+
+def search(window, spin) -> None:
+    """A collection of this project's README, a query typed, and a question asked about it."""
+    import shutil
+
+    folder = Path(tempfile.mkdtemp(prefix="screens-docs-")) / "project-docs"
+    folder.mkdir()
+    shutil.copy(ROOT / "README.md", folder)
+    window.show_panel("Search")
+    panel = window.search
+    spin(lambda: panel.model.available, 60)
+    panel.create_collection("project-docs", [str(folder)])
+    spin(lambda: panel.model.collections.get("project-docs", {}).get("state") == "ready", 600)
+    panel.query_box.setText(SEARCH_QUERY)
+    spin(lambda: bool((panel.model.last_results or {}).get("hits")), 30)
+    panel.ask_model.max_tokens = 160
+    panel.ask_model.ask(SEARCH_QUESTION, "project-docs")
+    spin(lambda: not panel.ask_model.busy, 300)
+    if panel.ask_model.answer and panel.ask_model.answer["citations"]:
+        panel.citations.show_passage(1)
 
 
 if __name__ == "__main__":

@@ -72,8 +72,9 @@ def progress_text(progress: dict, eta_s: Optional[float]) -> str:
 
 def collection_summary(collection: dict) -> str:
     """"ready · 40 files · 1,210 passages · 2 problems · semantic pending"."""
-    parts = [collection.get("state", "?"), f"{collection.get('files', 0):,} files",
-             f"{collection.get('chunks', 0):,} passages"]
+    files, chunks = collection.get("files", 0), collection.get("chunks", 0)
+    parts = [collection.get("state", "?"), f"{files:,} file{'s' if files != 1 else ''}",
+             f"{chunks:,} passage{'s' if chunks != 1 else ''}"]
     if collection.get("problems"):
         parts.append(f"{collection['problems']} problem{'s' if collection['problems'] != 1 else ''}")
     if collection.get("semantic") and collection["semantic"] != "ready":

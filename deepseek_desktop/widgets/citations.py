@@ -56,9 +56,17 @@ def location(source: dict) -> str:
     return name
 
 
+def heading_below_title(source: dict) -> str:
+    """The heading path without the title it starts with (a Markdown file's "# Title" is both)."""
+    title, heading = source.get("title") or "", source.get("heading") or ""
+    if title and (heading == title or heading.startswith(title + " › ")):
+        return heading[len(title):].removeprefix(" › ")
+    return heading
+
+
 def heading_path(source: dict) -> str:
-    """"Title › Heading › Sub-heading", whichever of them the source has."""
-    return " › ".join(part for part in (source.get("title"), source.get("heading")) if part)
+    """"Title › Heading › Sub-heading", whichever of them the source has, the title once."""
+    return " › ".join(part for part in (source.get("title"), heading_below_title(source)) if part)
 
 
 class CitationsView(MarkdownView):

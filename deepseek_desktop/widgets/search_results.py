@@ -10,7 +10,7 @@ from typing import Optional
 from PySide6.QtCore import QUrl, Signal
 from PySide6.QtWidgets import QTextBrowser
 
-from deepseek_desktop.widgets.citations import LINK, MUTED, heading_path, location, marked
+from deepseek_desktop.widgets.citations import LINK, MUTED, heading_below_title, location, marked
 
 
 def score_text(hit: dict) -> str:
@@ -47,7 +47,7 @@ class ResultsView(QTextBrowser):
         blocks = []
         for i, hit in enumerate(self.hits):
             title = html.escape(hit.get("title") or Path(hit.get("path") or "?").name)
-            heading = html.escape(hit.get("heading") or "")
+            heading = html.escape(heading_below_title(hit))
             where = html.escape(f"{location(hit)} · {hit.get('collection', '')} · {score_text(hit)}")
             blocks.append(
                 f'<p style="margin-bottom:10px"><a href="open:{i}" style="color:{link}; font-weight:600">{title}</a>'
@@ -57,9 +57,6 @@ class ResultsView(QTextBrowser):
         if not blocks and empty_text:
             blocks.append(f'<p style="color:{muted}">{html.escape(empty_text)}</p>')
         self.setHtml("".join(blocks))
-
-    def hit_title(self, i: int) -> str:
-        return heading_path(self.hits[i]) or Path(self.hits[i].get("path") or "").name
 
     def _on_link(self, url: QUrl) -> None:
         index: Optional[int] = int(url.path()) if url.scheme() == "open" and url.path().isdigit() else None

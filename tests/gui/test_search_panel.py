@@ -161,6 +161,7 @@ def test_ask_streams_an_answer_with_its_sources(make_window, qtbot, search_serve
     qtbot.waitUntil(lambda: not ask.busy, timeout=TIMEOUT_MS)
     answer = ask.answer
     assert answer["status"] == "done" and answer["content"], answer
+    assert panel.ask_button.isEnabled() and not panel.stop_button.isEnabled()
     citations = answer["citations"]
     assert [c["n"] for c in citations] == list(range(1, len(citations) + 1)) and citations
     assert all(c["path"].startswith(str(docs)) for c in citations)

@@ -9,7 +9,7 @@ from PySide6.QtCore import QUrl
 from deepseek_desktop.notifier import Notifier
 from deepseek_desktop.state.engine_session import EngineSession
 from deepseek_desktop.state.search import EtaClock, SearchModel, progress_percent, progress_text, suggest_name
-from deepseek_desktop.widgets.citations import CitationsView, link_citations, location, marked
+from deepseek_desktop.widgets.citations import CitationsView, heading_path, link_citations, location, marked
 from deepseek_desktop.widgets.file_preview import FilePreview
 from deepseek_desktop.widgets.search_collections import CollectionList
 
@@ -66,6 +66,10 @@ def test_answer_markers_link_known_sources_and_strike_unknown_ones():
     assert marked("a <mark>cat</mark>").startswith('a <span style="background-color')
     assert location({"path": "/d/g.pdf", "page": 3}) == "g.pdf, page 3"
     assert location({"path": "/d/n.md", "lines": [10, 24]}) == "n.md, lines 10–24"
+    # A Markdown file's "# Title" heads its heading path too: said once.
+    assert heading_path({"title": "Guide", "heading": "Guide › Install › Linux"}) == "Guide › Install › Linux"
+    assert heading_path({"title": "Guide", "heading": "Guide"}) == "Guide"
+    assert heading_path({"title": None, "heading": "Install"}) == "Install"
     assert suggest_name("/home/me/My Notes/") == "My-Notes" and suggest_name("/") == "documents"
 
 
