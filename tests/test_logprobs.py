@@ -98,8 +98,9 @@ def test_chat_logprobs_streamed_equal_the_whole_reply(worker_pool, llama_dir):
         whole.message.content
 
 
-def test_n_choices_with_a_seed_are_reproducible(worker_pool, llama_dir):
-    srv = worker(worker_pool, llama_dir, "dynamic")
+@pytest.mark.parametrize("mode", MODES)
+def test_n_choices_with_a_seed_are_reproducible(worker_pool, llama_dir, mode):
+    srv = worker(worker_pool, llama_dir, mode)
     request = {"prompt": "Hello", "max_tokens": 12, "temperature": 1.0, "seed": 7, "n": 3, "ignore_eos": True}
     first = [c["text"] for c in post(srv, "/v1/completions", request)["choices"]]
     again = post(srv, "/v1/completions", request)
