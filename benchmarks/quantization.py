@@ -104,6 +104,8 @@ def build_large(folder: Path, tokenizer_from: Path) -> int:
     """A Qwen2-1.5B-shaped model with random weights, written tensor by tensor (never 6 GB in memory)."""
     import torch
     from safetensors.torch import save_file
+
+    import engine.runtime  # noqa: F401  (before transformers: torchao's start-up noise filtered)
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     config = Qwen2Config(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,

@@ -182,10 +182,13 @@ def load_model(cfg: ModelConfig, load: Optional[LoadConfig] = None, emit: Callab
         raise
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise ModelLoadError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
-    if after_load:
-        quantize_loaded(model, quantization)
-    else:
-        quantize_tables(model, quantization)
+    try:
+        if after_load:
+            quantize_loaded(model, quantization)
+        else:
+            quantize_tables(model, quantization)
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
+        raise ModelLoadError(f"cannot quantize {path} ({quantization.describe()}): {type(exc).__name__}: {exc}") from None
     if quantization.method in ("int8", "int4") and watch.layout.tensor_span:
         PageReleaser(watch.layout, "").release_all()
     model.eval()
