@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Optional
 
 from fastapi import APIRouter, Request
@@ -133,9 +134,12 @@ async def _generate(engine: Engine, request: Request, body: SamplingFields, ids:
         def sink(index, ev): loop.call_soon_threadsafe(events.put_nowait, ev)
     else:
         def sink(index, ev): loop.call_soon_threadsafe(events.put_nowait, (index, ev))
-    gens = gateway.submit_choices(engine, request.app.state.service, body, ids, opens_reasoning, sink, request_id,
-                                  "rest", state.get("principal"), client[0] if client else None,
-                                  constraint=constraint, prompt_logprobs=prompt_logprobs, n=body.n)
+    submit = functools.partial(gateway.submit_choices, engine, request.app.state.service, body, ids, opens_reasoning,
+                               sink, request_id, "rest", state.get("principal"), client[0] if client else None,
+                               constraint=constraint, prompt_logprobs=prompt_logprobs, n=body.n)
+    # A new schema compiles on submit (up to ~0.5 s for a large one): off the event loop, so the
+    # other clients' streams do not stall meanwhile.
+    gens = submit() if constraint is None else await asyncio.to_thread(submit)
     state["logged_by_handler"] = True
     formatter = None
     if body.top_logprobs_wanted() is not None:
