@@ -110,9 +110,9 @@ def search(window, spin) -> None:
     spin(lambda: panel.model.collections.get("project-docs", {}).get("state") == "ready", 600)
     panel.query_box.setText(SEARCH_QUERY)
     spin(lambda: bool((panel.model.last_results or {}).get("hits")), 30)
-    panel.ask_model.max_tokens = 160
+    panel.ask_model.max_tokens = 96
     panel.ask_model.ask(SEARCH_QUESTION, "project-docs")
-    spin(lambda: not panel.ask_model.busy, 300)
+    spin(lambda: not panel.ask_model.busy, 600)
     if panel.ask_model.answer and panel.ask_model.answer["citations"]:
         panel.citations.show_passage(1)
 

@@ -105,8 +105,8 @@ class CollectionList(QListWidget):
         by_name = {c["name"]: c for c in collections}
         total = sum(c.get("files", 0) for c in collections)
         count = len(collections)
-        plural = "s" if count != 1 else ""
-        self.rows[ALL].update_collection({"summary": f"{count} collection{plural} · {total:,} files"})
+        plural = ("s" if count != 1 else "", "s" if total != 1 else "")
+        self.rows[ALL].update_collection({"summary": f"{count} collection{plural[0]} · {total:,} file{plural[1]}"})
         for name, collection in by_name.items():
             self.rows[name].update_collection(collection, (etas or {}).get(name))
         self._fit_rows()
