@@ -77,6 +77,9 @@ class VllmServer:
 
 
 def run_levels(name: str, url: str, key: str, model: str, workload: bench_compare.Workload) -> dict:
+    # A fresh server's first requests run several times slower (README: Tuning): warm it first.
+    asyncio.run(bench.run_level(url, key, model, 2, 4, workload.prompt_tokens, workload.output_tokens,
+                                first_index=99_000))
     levels = []
     for level in workload.concurrency:
         report = asyncio.run(bench.run_level(url, key, model, level, max(workload.requests, level),
