@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from engine.search.embedder import DEFAULT_EMBEDDING_MODEL, resolve_model  # noqa: E402
 from engine.search.extract import extract, read_bytes  # noqa: E402
 from engine.search.service import SearchService  # noqa: E402
+from engine.search.store import collection_token  # noqa: E402
 
 QUESTIONS = ROOT / "benchmarks" / "data" / "search_questions.json"
 
@@ -242,8 +243,9 @@ def _synthesize(service: SearchService, source: str, copies: int) -> None:
             tx.execute("INSERT INTO chunks (id, file_id, collection, path, title, heading, page, line_start, line_end, embedding)"
                        " SELECT id + ?, file_id, ?, '/synthetic/' || ? || path, title, heading, page, line_start, line_end,"
                        " embedding FROM chunks WHERE collection = ?", (offset, name, copy, source))
-            tx.execute("INSERT INTO chunks_fts (rowid, text, heading, title, every) SELECT c.id + ?, f.text, f.heading, f.title, f.every"
-                       " FROM chunks c JOIN chunks_fts f ON f.rowid = c.id WHERE c.collection = ?", (offset, source))
+            tx.execute("INSERT INTO chunks_fts (rowid, text, heading, title, every) SELECT c.id + ?, f.text, f.heading, f.title, ?"
+                       " FROM chunks c JOIN chunks_fts f ON f.rowid = c.id WHERE c.collection = ?",
+                       (offset, collection_token(name), source))
             rows = tx.execute("SELECT id, embedding FROM chunks WHERE collection = ?", (name,)).fetchall()
             noisy = []
             for chunk_id, blob in rows:

@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from engine.search.store import EVERY_TOKEN, Store
+from engine.search.store import Store, collection_token
 from engine.search.vectors import VectorCache
 
 MODES = ("lexical", "semantic", "hybrid")
@@ -122,7 +122,7 @@ class Retriever:
                 path_glob: Optional[str] = None) -> list[tuple[int, float]]:
         if not collections:
             return []
-        match = self.selective_query(terms)
+        match = self.selective_query(terms, collections)
         if match is None:
             return []
         marks = ",".join("?" * len(collections))
@@ -137,28 +137,31 @@ class Retriever:
         # bm25() is lower for better matches; the score shown is its negation (higher is better).
         return [(r[0], -r[1]) for r in self.store.conn.execute(sql, args)]
 
-    def selective_query(self, terms: Sequence[str]) -> Optional[str]:
-        """The FTS5 query for ``terms``. BM25 is computed for every chunk that matches, so an OR of
-        common words ("table", "write") scored most of a collection (25 ms at 25k chunks, 4x that
-        at 100k). Matches are limited to chunks holding a selective term (in at most
-        ``COMMON_SHARE`` of the chunks, or the two rarest), and every term still counts once in
-        the score: ``(rare OR …) AND (common OR … OR every:"1")``, where the ``every`` column holds
-        the same token in each row (it matches all, and BM25 gives it no weight). Terms found
+    def selective_query(self, terms: Sequence[str], collections: Sequence[str]) -> Optional[str]:
+        """The FTS5 query for ``terms`` in ``collections``. BM25 is computed for every chunk that
+        matches, so an OR of common words ("table", "write") scored most of a collection (25 ms at
+        25k chunks, 4x that at 100k). Matches are limited to chunks holding a selective term (in at
+        most ``COMMON_SHARE`` of the chunks, or the two rarest), and every term still counts once
+        in the score: ``(rare OR …) AND (common OR … OR in) AND in``, where ``in`` is the
+        collections' token in the ``every`` column (it matches all their rows; BM25 gives that
+        column no weight). FTS5 then never scores another collection's chunks. Terms found
         nowhere are left out."""
         conn = self.store.conn
-        counts = {t: conn.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (f'"{t}"',)).fetchone()[0]
-                  for t in terms}
+        scope = "every : (" + " OR ".join(f'"{collection_token(c)}"' for c in collections) + ")"
+        counts = {t: conn.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?",
+                                  (f'"{t}" AND {scope}',)).fetchone()[0] for t in terms}
         present = [t for t in terms if counts[t]]
         if not present:
             return None
-        total = conn.execute("SELECT count(*) FROM chunks").fetchone()[0] if len(present) > 2 else 0
+        total = conn.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (scope,)).fetchone()[0] \
+            if len(present) > 2 else 0
         rare = [t for t in present if counts[t] <= COMMON_SHARE * total]
         if len(rare) < 2:
             rare = sorted(present, key=counts.__getitem__)[:2]
         common = [t for t in present if t not in rare]
         if not common:
-            return fts_query(present)
-        return f'({fts_query(rare)}) AND ({fts_query(common)} OR every : "{EVERY_TOKEN}")'
+            return f"({fts_query(present)}) AND {scope}"
+        return f"({fts_query(rare)}) AND ({fts_query(common)} OR {scope}) AND {scope}"
 
     def semantic(self, query: str, collections: Sequence[str], limit: int,
                  path_glob: Optional[str] = None) -> list[tuple[int, float]]:

@@ -10,6 +10,7 @@ brings the rest back.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,9 +27,8 @@ from engine.staging import atomic_write_text
 
 DB_NAME = "index.db"
 COLLECTIONS_FILE = "collections.json"
-EVERY_TOKEN = "1"
 # Databases written by another layout of these tables are moved aside and rebuilt like damaged ones.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 
 SCHEMA = """
@@ -50,7 +50,8 @@ CREATE INDEX IF NOT EXISTS chunks_by_collection ON chunks (collection, id);
 CREATE INDEX IF NOT EXISTS chunks_pending ON chunks (collection, id) WHERE embedding IS NULL;
 -- The chunk's text lives in the FTS5 table itself (rowid = chunks.id): an external-content
 -- table fed by triggers indexed 2.5 times slower here (the Debian manuals: 8 vs 20 MB/s CPU).
--- "every" holds the same token in each row: a term that matches all (see retrieval.selective_query).
+-- "every" holds the collection's token (collection_token) in each of its rows: a term that matches
+-- all of a collection, so FTS5 itself keeps to it (see retrieval.selective_query).
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     text, heading, title, every, tokenize='porter unicode61 remove_diacritics 2');
 CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
@@ -69,6 +70,11 @@ class UnknownCollection(StoreError):
 
 class CollectionExists(StoreError):
     pass
+
+
+def collection_token(name: str) -> str:
+    """One FTS5 token for a collection (its name may hold . - _, which the tokenizer splits at)."""
+    return "c" + hashlib.sha1(name.encode()).hexdigest()[:16]
 
 
 def check_name(name: str) -> str:
@@ -255,7 +261,8 @@ class Store:
                 [(first + i, file_id, collection, path, title, c.heading, c.page, c.lines[0] if c.lines else None,
                   c.lines[1] if c.lines else None) for i, c in enumerate(chunks)])
             conn.executemany("INSERT INTO chunks_fts (rowid, text, heading, title, every) VALUES (?,?,?,?,?)",
-                             [(first + i, c.text, c.heading, title, EVERY_TOKEN) for i, c in enumerate(chunks)])
+                             [(first + i, c.text, c.heading, title, collection_token(collection))
+                              for i, c in enumerate(chunks)])
             self._bump_vectors(conn, collection)
         return len(chunks)
 
