@@ -345,3 +345,12 @@ def test_demo_gguf_loads_keeping_its_precision_class(demo_gguf):
                                                add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = loaded.model.generate(**ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in loaded.tokenizer.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+def test_config_file_quantization_is_served(tiny_model):
+    """``[model] quantization`` in the engine's TOML: the model the worker starts with is held so."""
+    path = tiny_model("qwen2")
+    with EngineServer(config=f'[model]\npath = "{path}"\ndevice = "cpu"\nquantization = "int4"\n') as srv:
+        status = httpx.get(srv.url + "/admin/status", headers=srv.headers, timeout=30).json()
+        assert status["quantization"].startswith("int4 (torchao") and status["config"]["model"]["quantization"] == "int4"
+        assert complete(srv, "tiny-qwen2")

@@ -15,6 +15,8 @@ def add_serve(sub) -> None:
     p.add_argument("--served-model-name", help="model id for clients (default: folder name)")
     p.add_argument("--dtype", help="auto | float32 | bfloat16 | float16")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--quantization", choices=["none", "int8", "int4", "auto"],
+                   help="hold the weights quantized (auto: the smallest loss that fits the device)")
     p.add_argument("--max-context", type=int, help="cap the context length")
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
@@ -50,6 +52,7 @@ def serve_config(args) -> EngineConfig:
         "model.served_model_name": args.served_model_name,
         "model.dtype": args.dtype,
         "model.device": args.device,
+        "model.quantization": args.quantization,
         "model.max_context": args.max_context,
         "server.host": args.host,
         "server.port": args.port,
