@@ -354,3 +354,15 @@ def test_config_file_quantization_is_served(tiny_model):
         status = httpx.get(srv.url + "/admin/status", headers=srv.headers, timeout=30).json()
         assert status["quantization"].startswith("int4 (torchao") and status["config"]["model"]["quantization"] == "int4"
         assert complete(srv, "tiny-qwen2")
+
+
+def test_tuning_budget_estimates_the_weights_as_held(tiny_model):
+    """Before /metrics has measured the weights, the budget counts them as the model holds them."""
+    from engine.catalog import inspect_path
+    from engine.memory import DeviceMemory, device_budget
+
+    entry = inspect_path(tiny_model("llama"))
+    memory = DeviceMemory("cpu", 8 * 2**30, 4 * 2**30, "psutil")
+    weights = {q: device_budget(entry, memory, dtype="float32", batch=1, context=64, quantization=q).part("weights").bytes
+               for q in ("none", "int8", "int4")}
+    assert weights["int4"] < weights["int8"] < 0.5 * weights["none"]
