@@ -9,8 +9,9 @@ import tempfile
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import httpx
 
@@ -117,6 +118,24 @@ class EngineServer:
         body = httpx.get(self.url + "/admin/config", headers=self.headers, timeout=10).json()
         return {section: body[section] for section in tuning.RUNTIME_SECTIONS}
 
+    def events(self, timeout: float = 300):
+        """The ``/admin/events`` stream (a context manager)."""
+        return httpx.stream("GET", self.url + "/admin/events", headers=self.headers, timeout=timeout)
+
+    def load_and_wait(self, path: Path, **options) -> list[dict]:
+        """POST /admin/load and read the events until the load ends, the current state first
+        (the stream is opened before the load, so no event is missed)."""
+        with self.events() as stream:
+            lines = stream.iter_lines()
+            first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+            r = self.post("/admin/load", {"path": str(path), **options})
+            assert r.status_code == 202, r.text
+            return [first] + read_events(lines, lambda e: e["type"] == "state" and e["state"] in ("ready", "error", "idle"))
+
+    def post(self, path: str, body: Optional[dict] = None, timeout: float = 120) -> httpx.Response:
+        """POST ``body`` as JSON with this server's key (a load may take a while: 120 s)."""
+        return httpx.post(self.url + path, headers=self.headers, json=body, timeout=timeout)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -133,6 +152,17 @@ class EngineServer:
         self.stop()
 
 
+@contextmanager
+def engine_without_model() -> Iterator[EngineServer]:
+    """An engine started with no model (``/health`` 503), for tests that load into it."""
+    server = EngineServer(None).start(wait_ready=False)
+    try:
+        server.wait_health(503, 60)
+        yield server
+    finally:
+        server.stop()
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, every: float = 0.05) -> bool:
     """Whether ``predicate()`` became true within ``timeout`` seconds (asked every ``every``)."""
     deadline = time.monotonic() + timeout
@@ -144,11 +174,10 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, every: fl
 
 
 def read_events(response, until, limit: int = 10000) -> list[dict]:
-    """Read SSE events from an /admin/events response until ``until(event)`` is true."""
-    import json
-
+    """Read SSE events from an /admin/events response (or the iterator of its lines a caller
+    already started) until ``until(event)`` is true."""
     events = []
-    for line in response.iter_lines():
+    for line in response.iter_lines() if hasattr(response, "iter_lines") else response:
         if line.startswith("data: "):
             events.append(json.loads(line[6:]))
             if until(events[-1]) or len(events) >= limit:

@@ -9,46 +9,14 @@ import httpx
 import psutil
 import pytest
 
-from helpers import EngineServer, read_events
+from helpers import engine_without_model, read_events
 
 
 @pytest.fixture(scope="module")
 def srv():
     """An engine started with no model; tests load into it."""
-    server = EngineServer(None).start(wait_ready=False)
-    try:
-        server.wait_health(503, 60)
+    with engine_without_model() as server:
         yield server
-    finally:
-        server.stop()
-
-
-def admin(srv, path, body=None):
-    return httpx.post(srv.url + path, headers=srv.headers, json=body, timeout=120)
-
-
-def events_stream(srv):
-    return httpx.stream("GET", srv.url + "/admin/events", headers=srv.headers, timeout=120)
-
-
-def load_and_wait(srv, path, **options):
-    with events_stream(srv) as stream:
-        lines = stream.iter_lines()
-        first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
-        r = admin(srv, "/admin/load", {"path": str(path), **options})
-        assert r.status_code == 202, r.text
-        events = [first] + read_events(_Lines(lines), lambda e: e["type"] == "state" and e["state"] in ("ready", "error", "idle"))
-    return events
-
-
-class _Lines:
-    """Lets read_events continue an iterator already started."""
-
-    def __init__(self, iterator):
-        self._iterator = iterator
-
-    def iter_lines(self):
-        return self._iterator
 
 
 def chat_works(srv, model):
@@ -58,7 +26,7 @@ def chat_works(srv, model):
 
 
 def test_load_reports_progress_until_all_bytes(srv, llama_dir, big_model_dir):
-    events = load_and_wait(srv, big_model_dir, chunk_size_mb=16)
+    events = srv.load_and_wait(big_model_dir, chunk_size_mb=16)
     states = [e["state"] for e in events if e["type"] == "state"]
     assert states[-2:] == ["loading", "ready"]
     progress = [e for e in events if e["type"] == "progress"]
@@ -78,7 +46,7 @@ def test_load_reports_progress_until_all_bytes(srv, llama_dir, big_model_dir):
 
 
 def test_loading_another_model_replaces_it(srv, llama_dir):
-    events = load_and_wait(srv, llama_dir)
+    events = srv.load_and_wait(llama_dir)
     assert events[-1]["state"] == "ready" and events[-1]["model"] == "tiny-llama"
     models = httpx.get(srv.url + "/v1/models", headers=srv.headers).json()["data"]
     assert [m["id"] for m in models] == ["tiny-llama"]
@@ -116,13 +84,13 @@ def test_broken_model_is_refused_and_the_loaded_one_kept(srv, llama_dir, tiny_mo
     src = _sharded_copy(tiny_model("qwen2"), tmp_path)
     folder, fragment = _make_broken(kind, src, tmp_path)
     if httpx.get(srv.url + "/health").status_code != 200:
-        load_and_wait(srv, llama_dir)
-    with events_stream(srv) as stream:
+        srv.load_and_wait(llama_dir)
+    with srv.events() as stream:
         lines = stream.iter_lines()
-        r = admin(srv, "/admin/load", {"path": str(folder)})
+        r = srv.post("/admin/load", {"path": str(folder)})
         assert r.status_code == 400, r.text
         assert fragment in r.json()["error"]["message"]
-        events = read_events(_Lines(lines), lambda e: e["type"] == "error")
+        events = read_events(lines, lambda e: e["type"] == "error")
     assert fragment in events[-1]["message"]
     assert httpx.get(srv.url + "/health").status_code == 200
     assert chat_works(srv, "tiny-llama")
@@ -135,14 +103,14 @@ def _sharded_copy(model_dir, tmp_path):
 
 
 def test_missing_path_is_404(srv):
-    r = admin(srv, "/admin/load", {"path": "/no/such/model"})
+    r = srv.post("/admin/load", {"path": "/no/such/model"})
     assert r.status_code == 404 and "does not exist" in r.json()["error"]["message"]
 
 
 def test_bad_load_options_are_400(srv, llama_dir):
     for body in ({"path": str(llama_dir), "dtype": "float8"}, {"path": str(llama_dir), "device": "gpu"},
                  {"path": str(llama_dir), "chunk_size_mb": 0}, {"path": str(llama_dir), "colour": "red"}):
-        r = admin(srv, "/admin/load", body)
+        r = srv.post("/admin/load", body)
         assert r.status_code == 400, (body, r.text)
 
 
@@ -152,23 +120,23 @@ def worker_rss(srv) -> int:
 
 def _cancel_mid_load(srv, big_model_dir):
     """Start a load and cancel it at its first progress event; None if the load won the race."""
-    with events_stream(srv) as stream:
+    with srv.events() as stream:
         lines = stream.iter_lines()
-        r = admin(srv, "/admin/load", {"path": str(big_model_dir), "dtype": "bfloat16", "chunk_size_mb": 1})
+        r = srv.post("/admin/load", {"path": str(big_model_dir), "dtype": "bfloat16", "chunk_size_mb": 1})
         assert r.status_code == 202
-        seen = read_events(_Lines(lines), lambda e: e["type"] == "progress")
-        cancel = admin(srv, "/admin/cancel-load")
+        seen = read_events(lines, lambda e: e["type"] == "progress")
+        cancel = srv.post("/admin/cancel-load")
         if cancel.status_code == 409:  # the load finished before the cancel arrived or took effect
-            read_events(_Lines(lines), lambda e: e["type"] == "state" and e["state"] != "loading")
+            read_events(lines, lambda e: e["type"] == "state" and e["state"] != "loading")
             return None
         assert cancel.status_code == 200, cancel.text
-        events = read_events(_Lines(lines), lambda e: e["type"] == "state" and e["state"] != "loading")
+        events = read_events(lines, lambda e: e["type"] == "state" and e["state"] != "loading")
     return cancel, seen + events
 
 
 def test_cancel_stops_the_load_frees_memory_and_keeps_the_previous_model(srv, llama_dir, big_model_dir):
     for _ in range(3):  # a fast machine may finish the load before the cancel arrives: try again
-        load_and_wait(srv, llama_dir)
+        srv.load_and_wait(llama_dir)
         before = worker_rss(srv)
         outcome = _cancel_mid_load(srv, big_model_dir)
         if outcome is not None:
@@ -183,33 +151,33 @@ def test_cancel_stops_the_load_frees_memory_and_keeps_the_previous_model(srv, ll
     assert chat_works(srv, "tiny-llama")
     time.sleep(0.5)
     assert worker_rss(srv) - before < 30e6, "memory of the cancelled load was not returned"
-    assert admin(srv, "/admin/cancel-load").status_code == 409
+    assert srv.post("/admin/cancel-load").status_code == 409
 
 
 def test_load_timeout_reports_an_error_and_keeps_the_previous_model(srv, llama_dir, big_model_dir):
-    load_and_wait(srv, llama_dir)
-    events = load_and_wait(srv, big_model_dir, load_timeout_s=0.001)
+    srv.load_and_wait(llama_dir)
+    events = srv.load_and_wait(big_model_dir, load_timeout_s=0.001)
     errors = [e for e in events if e["type"] == "error"]
     assert errors and "timed out after 0.001 s" in errors[-1]["message"]
     assert events[-1]["state"] == "ready" and events[-1]["model"] == "tiny-llama"
 
 
 def test_second_load_while_loading_is_409_and_late_listener_gets_state_first(srv, big_model_dir, llama_dir):
-    with events_stream(srv) as first:
+    with srv.events() as first:
         lines = first.iter_lines()
-        assert admin(srv, "/admin/load", {"path": str(big_model_dir), "dtype": "bfloat16", "chunk_size_mb": 1}).status_code == 202
-        read_events(_Lines(lines), lambda e: e["type"] == "state" and e["state"] == "loading")
-        busy = admin(srv, "/admin/load", {"path": str(llama_dir)})
-        with events_stream(srv) as late:
+        assert srv.post("/admin/load", {"path": str(big_model_dir), "dtype": "bfloat16", "chunk_size_mb": 1}).status_code == 202
+        read_events(lines, lambda e: e["type"] == "state" and e["state"] == "loading")
+        busy = srv.post("/admin/load", {"path": str(llama_dir)})
+        with srv.events() as late:
             joined = read_events(late, lambda e: True)
-        read_events(_Lines(lines), lambda e: e["type"] == "state" and e["state"] != "loading")
+        read_events(lines, lambda e: e["type"] == "state" and e["state"] != "loading")
     assert busy.status_code == 409
     assert joined[0]["type"] == "state"
 
 
 def test_unload_returns_to_idle_and_health_503(srv, llama_dir):
     if httpx.get(srv.url + "/health").status_code != 200:
-        load_and_wait(srv, llama_dir)
-    r = admin(srv, "/admin/unload")
+        srv.load_and_wait(llama_dir)
+    r = srv.post("/admin/unload")
     assert r.status_code == 200 and r.json()["state"] == "idle"
     assert srv.wait_health(503, 10)["reason"] == "no model loaded"

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import EngineServer, read_events
+from helpers import EngineServer, engine_without_model
 
 ESTIMATE_TOLERANCE = 0.15   # as for float loads (tests/test_memory.py)
 TEXT = Path(__file__).parent / "data" / "pride_and_prejudice_ch1.txt"
@@ -27,31 +27,8 @@ TEXT = Path(__file__).parent / "data" / "pride_and_prejudice_ch1.txt"
 @pytest.fixture(scope="module")
 def srv():
     """An engine started with no model; the tests load into it."""
-    server = EngineServer(None).start(wait_ready=False)
-    try:
-        server.wait_health(503, 60)
+    with engine_without_model() as server:
         yield server
-    finally:
-        server.stop()
-
-
-def admin(srv, path, body=None):
-    return httpx.post(srv.url + path, headers=srv.headers, json=body, timeout=120)
-
-
-def load_and_wait(srv, path, **options) -> list[dict]:
-    """POST /admin/load and the events until the load ends (the stream opened first, so none is missed)."""
-    with httpx.stream("GET", srv.url + "/admin/events", headers=srv.headers, timeout=300) as stream:
-        lines = stream.iter_lines()
-        next(line for line in lines if line.startswith("data: "))  # the current state
-
-        class Rest:
-            def iter_lines(self):
-                return lines
-
-        r = admin(srv, "/admin/load", {"path": str(path), **options})
-        assert r.status_code == 202, r.text
-        return read_events(Rest(), lambda e: e["type"] == "state" and e["state"] in ("ready", "error", "idle"))
 
 
 def complete(srv, model: str) -> str:
@@ -67,7 +44,7 @@ def complete(srv, model: str) -> str:
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "deepseek_v3"])
 @pytest.mark.parametrize("method", ["int8", "int4"])
 def test_quantized_load_reports_progress_serves_and_matches_the_estimate(srv, tiny_model, arch, method):
-    events = load_and_wait(srv, tiny_model(arch), quantization=method, chunk_size_mb=0.01)
+    events = srv.load_and_wait(tiny_model(arch), quantization=method, chunk_size_mb=0.01)
     ready = events[-1]
     assert ready["state"] == "ready", events
     assert ready["quantization"].startswith(f"{method} (torchao")
@@ -105,7 +82,7 @@ def test_estimate_counts_quantized_weights_without_torch(tiny_model):
 
 
 def test_auto_picks_no_quantization_when_the_float_model_fits(srv, tiny_model):
-    events = load_and_wait(srv, tiny_model("llama"), quantization="auto")
+    events = srv.load_and_wait(tiny_model("llama"), quantization="auto")
     loading = next(e for e in events if e["type"] == "state" and e["state"] == "loading")
     assert events[-1]["state"] == "ready" and events[-1]["quantization"] == "none"
     assert "auto picked no quantization" in loading["quantization_note"]
@@ -151,7 +128,7 @@ def test_prequantized_checkpoint_is_recognised_and_loaded_as_saved(srv, torchao_
     assert entry.pre_quantized.method == "torchao" and entry.pre_quantized.bits == 8
     assert entry.quantization == "torchao 8-bit (Int8WeightOnlyConfig)"
 
-    events = load_and_wait(srv, torchao_int8_checkpoint)
+    events = srv.load_and_wait(torchao_int8_checkpoint)
     ready = events[-1]
     assert ready["state"] == "ready", events
     assert ready["quantization"] == "pre-quantized torchao 8-bit (Int8WeightOnlyConfig)"
@@ -182,7 +159,7 @@ def test_gpu_only_checkpoint_is_refused_on_cpu_before_loading(srv, tiny_model, t
                                                                 says):
     """Without CUDA (this machine's case; ``device: cpu`` makes it so on any machine)."""
     folder = _with_quantization_config(tiny_model("llama"), tmp_path / name, quantization_config)
-    r = admin(srv, "/admin/load", {"path": str(folder), "device": "cpu"})
+    r = srv.post("/admin/load", {"path": str(folder), "device": "cpu"})
     assert r.status_code == 400, r.text
     message = r.json()["error"]["message"]
     assert says in message and 'quantization = "int8" or "int4"' in message and "torchao" in message
@@ -190,7 +167,7 @@ def test_gpu_only_checkpoint_is_refused_on_cpu_before_loading(srv, tiny_model, t
 
 
 def test_quantizing_an_already_quantized_model_is_refused_naming_both(srv, torchao_int8_checkpoint):
-    r = admin(srv, "/admin/load", {"path": str(torchao_int8_checkpoint), "quantization": "int4"})
+    r = srv.post("/admin/load", {"path": str(torchao_int8_checkpoint), "quantization": "int4"})
     assert r.status_code == 400, r.text
     message = r.json()["error"]["message"]
     assert "already quantized with torchao 8-bit (Int8WeightOnlyConfig)" in message and "quantization 'int4'" in message
@@ -293,7 +270,7 @@ def test_demo_model_greedy_agreement_with_float32_on_real_text(demo_fetch):
 
 def test_torchao_start_up_noise_stays_out_of_the_log(srv, tiny_model):
     """torchao's failed CUDA kernel libraries (a CPU-only torch) are one info line, not warnings."""
-    load_and_wait(srv, tiny_model("llama"), quantization="int8")
+    srv.load_and_wait(tiny_model("llama"), quantization="int8")
     logs = srv.logs()
     assert not [line for line in logs if "Failed to load" in str(line.get("message", ""))]
     assert not [line for line in logs if "natively supported by torch.compile" in str(line.get("message", ""))]
