@@ -22,7 +22,7 @@ def add_serve(sub) -> None:
     p.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--grpc-port", type=int, help="also serve gRPC (deepseek.v1.Inference) on this port (0: a free one)")
     p.add_argument("--api-key", help="required as 'Authorization: Bearer KEY' (env: DEEPSEEK_ENGINE_API_KEY)")
-    p.add_argument("--batching-mode", help="dynamic | sequential")
+    p.add_argument("--batching-mode", help="dynamic | continuous | sequential")
     p.add_argument("--max-batch-size", type=int, help="requests decoded together")
     p.add_argument("--max-wait-ms", type=float, help="dynamic mode: how long a batch may wait to fill")
     p.add_argument("--max-queue", type=int, help="requests waiting beyond this get 429")
