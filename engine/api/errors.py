@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from engine.protocol import ErrorDetail, ErrorResponse
+from engine.search.service import AlreadyIndexing
+from engine.search.store import CollectionExists, StoreError, UnknownCollection
 from engine.service.errors import ServiceError, describe_validation_errors
 
 log = logging.getLogger("engine.server")
@@ -73,6 +75,7 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _api_error)
+    app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
@@ -80,6 +83,20 @@ def install_error_handlers(app: FastAPI) -> None:
 
 async def _api_error(request: Request, exc: ServiceError) -> JSONResponse:
     return error_response(exc.status, exc.message, exc.error_type, exc.param, exc.code, exc.headers or None)
+
+
+def store_refusal(exc: StoreError) -> ServiceError:
+    """A document-index refusal as the API answers it: unknown collection 404, a name taken or a
+    run already going 409, anything else (a bad name, a folder) 400."""
+    if isinstance(exc, UnknownCollection):
+        return ServiceError(404, str(exc), param="collection", code="unknown_collection")
+    if isinstance(exc, (CollectionExists, AlreadyIndexing)):
+        return ServiceError(409, str(exc), code="conflict")
+    return ServiceError(400, str(exc), code="invalid_collection")
+
+
+async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+    return await _api_error(request, store_refusal(exc))
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

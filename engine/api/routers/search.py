@@ -3,6 +3,8 @@
 Each maps onto ``engine.search.service.SearchService`` (made on first use from ``[search]``, so a
 server that never searches opens no index). The handlers are plain functions: FastAPI runs them
 in its thread pool, where SQLite and the embedder may block without stalling the event loop.
+A refusal of the index (``StoreError``) reaches ``engine.api.errors``, which answers it: 404 an
+unknown collection, 409 a name taken or a run going, 400 anything else.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from engine.protocol.search import (
     SearchRequest,
     SearchResponse,
 )
-from engine.search.service import AlreadyIndexing, SearchService
-from engine.search.store import CollectionExists, StoreError, UnknownCollection, check_name
+from engine.search.service import SearchService
+from engine.search.store import check_name
 
 router = APIRouter(tags=["search"])
 
@@ -57,28 +59,10 @@ def search_service(request: Request) -> SearchService:
     return service
 
 
-def _refused(exc: StoreError) -> APIError:
-    if isinstance(exc, UnknownCollection):
-        return APIError(404, str(exc), param="collection", code="unknown_collection")
-    if isinstance(exc, (CollectionExists, AlreadyIndexing)):
-        return APIError(409, str(exc), code="conflict")
-    return APIError(400, str(exc), code="invalid_collection")
-
-
-def _name(name: str) -> str:
-    try:
-        return check_name(name)
-    except StoreError as exc:
-        raise _refused(exc) from None
-
-
 @router.post("/v1/search", response_model=SearchResponse, responses=_errors(_400=BAD, _404=UNKNOWN))
 def search(body: SearchRequest, request: Request) -> SearchResponse:
     service = search_service(request)
-    try:
-        result = service.search(body.query, body.collection, body.top_k, body.mode, body.path_glob)
-    except StoreError as exc:
-        raise _refused(exc) from None
+    result = service.search(body.query, body.collection, body.top_k, body.mode, body.path_glob)
     return SearchResponse.model_validate({"hits": [h.public() for h in result.hits], "mode": result.mode,
                                           "took_ms": result.took_ms})
 
@@ -92,37 +76,25 @@ def list_collections(request: Request) -> CollectionList:
              responses=_errors(_400=BAD, _409="A collection of that name exists"))
 def create_collection(body: CollectionCreate, request: Request) -> Collection:
     service = search_service(request)
-    try:
-        service.store.create_collection(_name(body.name), body.folders, body.include, body.exclude)
-        return Collection.model_validate(service.describe(body.name))
-    except StoreError as exc:
-        raise _refused(exc) from None
+    service.store.create_collection(check_name(body.name), body.folders, body.include, body.exclude)
+    return Collection.model_validate(service.describe(body.name))
 
 
 @router.get("/admin/collections/{name}", response_model=Collection, responses=_errors(_400=BAD, _404=UNKNOWN))
 def get_collection(name: str, request: Request) -> Collection:
-    try:
-        return Collection.model_validate(search_service(request).describe(_name(name)))
-    except StoreError as exc:
-        raise _refused(exc) from None
+    return Collection.model_validate(search_service(request).describe(check_name(name)))
 
 
 @router.put("/admin/collections/{name}", response_model=Collection, responses=_errors(_400=BAD, _404=UNKNOWN))
 def update_collection(name: str, body: CollectionUpdate, request: Request) -> Collection:
     service = search_service(request)
-    try:
-        service.store.update_collection(_name(name), body.folders, body.include, body.exclude)
-        return Collection.model_validate(service.describe(name))
-    except StoreError as exc:
-        raise _refused(exc) from None
+    service.store.update_collection(check_name(name), body.folders, body.include, body.exclude)
+    return Collection.model_validate(service.describe(name))
 
 
 @router.delete("/admin/collections/{name}", response_model=CollectionDeleted, responses=_errors(_400=BAD, _404=UNKNOWN))
 def delete_collection(name: str, request: Request) -> CollectionDeleted:
-    try:
-        search_service(request).delete(_name(name))
-    except StoreError as exc:
-        raise _refused(exc) from None
+    search_service(request).delete(check_name(name))
     return CollectionDeleted(deleted=name)
 
 
@@ -130,20 +102,14 @@ def delete_collection(name: str, request: Request) -> CollectionDeleted:
              responses=_errors(_400=BAD, _404=UNKNOWN, _409="The collection is being indexed already"))
 def index_collection(name: str, request: Request) -> Collection:
     service = search_service(request)
-    try:
-        service.start_index(_name(name))
-        return Collection.model_validate(service.describe(name))
-    except StoreError as exc:
-        raise _refused(exc) from None
+    service.start_index(check_name(name))
+    return Collection.model_validate(service.describe(name))
 
 
 @router.get("/admin/collections/{name}/files", response_model=FileList, responses=_errors(_400=BAD, _404=UNKNOWN))
 def collection_files(name: str, request: Request, status: Optional[str] = None) -> FileList:
     service = search_service(request)
-    try:
-        service.store.collection(_name(name))
-    except StoreError as exc:
-        raise _refused(exc) from None
+    service.store.collection(check_name(name))
     if status not in (None, "ok", "error"):
         raise APIError(400, "status must be ok or error", param="status")
     return FileList.model_validate({"files": service.store.files(name, status)})
