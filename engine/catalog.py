@@ -163,12 +163,12 @@ def inspect_folder(folder: Path, source: str = "folder", name: Optional[str] = N
             entry.problem = unknown_architecture(entry.model_type, entry.architecture)
     if not entry.problem and entry.pre_quantized is not None:
         # Said before any weight is read: the device a plain load would use, the libraries here.
-        entry.problem = prequantized_problem(entry.pre_quantized, _default_device())
+        entry.problem = prequantized_problem(entry.pre_quantized, auto_device())
     entry.loadable = entry.problem is None
     return entry
 
 
-def _default_device() -> str:
+def auto_device() -> str:
     """Where ``device = "auto"`` loads: the first CUDA GPU NVML finds, else the CPU."""
     from engine.telemetry.gpu import gpu_count
 

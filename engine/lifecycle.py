@@ -86,9 +86,9 @@ def load_device(model: ModelConfig) -> str:
     """The device a load of ``model`` uses (``auto``: the first CUDA GPU, else the CPU)."""
     if model.device != "auto":
         return model.device
-    from engine.catalog import _default_device
+    from engine.catalog import auto_device
 
-    return _default_device()
+    return auto_device()
 
 
 def plan_weights(entry: ModelEntry, model: ModelConfig) -> QuantizationPlan:
