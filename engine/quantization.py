@@ -408,6 +408,22 @@ def quantized_weights_bytes(census: WeightCensus, method: str, float_bytes: int,
     return total
 
 
+def held_tensor_bytes(census: WeightCensus, method: str, float_bytes: int, group_size: Optional[int] = None,
+                      tables_quantized: bool = True) -> dict[str, int]:
+    """``quantized_weights_bytes`` tensor by tensor: the bytes each quantized weight (``<module>.weight``)
+    holds once loaded with ``method`` (the rest stay ``float_bytes`` per element; not listed). The
+    estimate's layer placement sizes each module with it."""
+    if method not in ("int8", "int4"):
+        return {}
+    out = {f"{name}.weight": _matrix_bytes(rows, cols, method, float_bytes, group_size)
+           for name, (rows, cols) in zip(census.linear_names, census.linear)}
+    for name, table in ((census.embedding_name, census.embedding), (census.head_name, census.head)):
+        if name and table:
+            out[f"{name}.weight"] = (table[0] * table[1] + table[0] * INT8_ROW_OVERHEAD if tables_quantized
+                                     else table[0] * table[1] * float_bytes)
+    return out
+
+
 def int4_packs(rows: int, cols: int, group_size: int) -> bool:
     """Whether int4's packed kernels take a (rows x cols) weight: the input in whole groups, the
     output in tiles of 16 (ATen's CPU packing refuses others; tinygemm needs as much)."""
