@@ -148,3 +148,31 @@ def test_continuous_mode_refuses_per_row_masks_naming_the_mode(worker_pool, llam
         assert r.status_code == 400 and "batching mode 'continuous'" in message and "'dynamic'" in message, r.text
     r = post(srv, "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 3, "n": 2, "temperature": 0})
     assert r.status_code == 200 and len(r.json()["choices"]) == 2  # n alone is served there
+
+
+def test_numbers_without_bounds_end_within_the_grammars_digit_caps(worker_pool, llama_dir):
+    """A model that would write digits forever ("1" biased far above every other token) still
+    closes a number whose schema sets no bounds: the grammar caps its digit runs, so the reply
+    ends and validates instead of running to max_tokens."""
+    import re
+
+    from transformers import AutoTokenizer
+
+    from engine.runtime.grammar import MAX_EXPONENT_DIGITS, MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS
+
+    [one] = AutoTokenizer.from_pretrained(llama_dir).encode("1", add_special_tokens=False)
+    schema = {"type": "object", "properties": {"x": {"type": "number"}, "n": {"type": "integer"}},
+              "required": ["x", "n"], "additionalProperties": False}
+    srv = worker(worker_pool, llama_dir, "dynamic")
+    r = post(srv, "/v1/completions", {"prompt": "Numbers:", "max_tokens": 150, "temperature": 0,
+                                      "logit_bias": {str(one): 100}, "guided_json": schema})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "stop", choice
+    text = choice["text"]
+    jsonschema.validate(json.loads(text), schema)
+    x = re.search(r'"x": (-?)(\d+)(?:\.(\d+))?(?:[eE][+-]?(\d+))?', text)
+    n = re.search(r'"n": (-?\d+)', text)
+    assert len(x.group(2)) <= MAX_INTEGER_DIGITS and len(x.group(3) or "") <= MAX_FRACTION_DIGITS, text
+    assert len(x.group(4) or "") <= MAX_EXPONENT_DIGITS and len(n.group(1).lstrip("-")) <= MAX_INTEGER_DIGITS, text
+    assert "1" * MAX_INTEGER_DIGITS in text, f"the bias did not make the model write long numbers: {text}"

@@ -76,8 +76,8 @@ class GrammarCache:
             return grammar.union(*[self._grammar(part) for part in constraint.parts])
         # Compact JSON: a model allowed any whitespace can pad a reply with it until max_tokens.
         schema = '{"type": "object"}' if constraint.kind == "json_object" else constraint.schema
-        body = _without_raw_control_characters(grammar, grammar.from_json_schema(
-            schema, any_whitespace=False, strict_mode=True))
+        body = _with_bounded_numbers(grammar, _without_raw_control_characters(grammar, grammar.from_json_schema(
+            schema, any_whitespace=False, strict_mode=True)))
         if constraint.kind != "tagged_json":
             return body
         return grammar.concat(_literal(grammar, constraint.prefix), body, _literal(grammar, constraint.suffix))
@@ -98,6 +98,36 @@ def _without_raw_control_characters(grammar, compiled_schema):
     if _BOUNDED_STRING_CHARACTER not in text:
         return compiled_schema
     return grammar.from_ebnf(text.replace(_BOUNDED_STRING_CHARACTER, _JSON_STRING_CHARACTER))
+
+
+# A number the schema gives no bounds is written by xgrammar's own rules with unbounded digit
+# runs: a model can write "0.333…" or "100000…" until max_tokens cuts it, and the cut reply does
+# not parse. Those rules get capped runs (IEEE doubles carry 15-17 significant digits; JSON
+# parsers read longer ones, but no model means them). A schema's own minimum/maximum gives
+# xgrammar bounded rules of its own, which these replacements do not touch.
+MAX_INTEGER_DIGITS = 16
+MAX_FRACTION_DIGITS = 16
+MAX_EXPONENT_DIGITS = 3
+_UNBOUNDED_NUMBER_RULES = {
+    'basic_integer ::= (("0") | (basic_integer_1 [1-9] [0-9]*))':
+        f'basic_integer ::= (("0") | (basic_integer_1 [1-9] [0-9]{{0,{MAX_INTEGER_DIGITS - 1}}}))',
+    'basic_number_2 ::= (("0") | ([1-9] [0-9]*))':
+        f'basic_number_2 ::= (("0") | ([1-9] [0-9]{{0,{MAX_INTEGER_DIGITS - 1}}}))',
+    'basic_number_3 ::= ("" | ("." basic_number_digits{1, -1}))':
+        f'basic_number_3 ::= ("" | ("." basic_number_digits{{1,{MAX_FRACTION_DIGITS}}}))',
+    'basic_number_5 ::= ("" | ([eE] basic_number_4 basic_number_digits{1, -1}))':
+        f'basic_number_5 ::= ("" | ([eE] basic_number_4 basic_number_digits{{1,{MAX_EXPONENT_DIGITS}}}))',
+}
+
+
+def _with_bounded_numbers(grammar, compiled_schema):
+    """``compiled_schema`` with xgrammar's unbounded integer/number rules given digit caps (whole
+    lines are matched, so a schema's ``pattern`` that happens to read alike is left alone)."""
+    lines = str(compiled_schema).split("\n")
+    bounded = [_UNBOUNDED_NUMBER_RULES.get(line, line) for line in lines]
+    if bounded == lines:
+        return compiled_schema
+    return grammar.from_ebnf("\n".join(bounded))
 
 
 def _literal(grammar, text: str):
