@@ -14,6 +14,10 @@
   unequal K/V head dims (MLA) one layer's score matrix;
 * reserve: the runtime's own (the CUDA context, allocator slack; the torch runtime on a CPU).
 
+Where the weights go: on the one device, or, with ``[load] max_memory``, spread the way the
+loader's ``device_map="auto"`` spreads them (``engine.placement``): ``placement`` lists, device by
+device, the layers placed there and their bytes (``cuda:0: embed_tokens + layers 0-13``).
+
 The free memory of the chosen device comes from NVML for NVIDIA GPUs and psutil for the host.
 """
 
@@ -23,10 +27,12 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from engine.catalog import ModelEntry
+from engine.placement import DevicePlacement, plan_device_map, summarize, tensor_bytes_of
 from engine.quantization import (
     QuantizationPlan,
     census_from_dims,
     census_of,
+    held_tensor_bytes,
     int4_group_size,
     plan,
     quantized_weights_bytes,
@@ -65,9 +71,21 @@ class MemoryEstimate:
     verdict: str = "unknown"     # fits | tight | will-not-fit | unknown
     quantization: str = "none"   # none | int8 | int4 | pre-quantized (what the weights figure counts)
     float_weights_bytes: int = 0  # the same weights unquantized, in the load dtype
+    max_memory: Optional[dict[str, str]] = None  # [load] max_memory: the devices the layers spread over
+    # Device by device, the layers the load puts there and their weights' bytes ({device, modules,
+    # bytes, limit_bytes}); None where the files give no tensor names (GGUF).
+    placement: Optional[list[dict]] = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def placement_lines(self) -> list[str]:
+        """"cuda:0: embed_tokens + layers 0-13 (1.20 GiB of 20.00 GiB)", one a device."""
+        out = []
+        for p in self.placement or []:
+            limit = f" of {format_bytes(p['limit_bytes'])}" if p["limit_bytes"] and self.max_memory else ""
+            out.append(f"{p['device']}: {' + '.join(p['modules'])} ({format_bytes(p['bytes'])}{limit})")
+        return out
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
@@ -78,13 +96,17 @@ def resolve_dtype(dtype: str, device: str) -> str:
 
 
 def estimate(entry: ModelEntry, dtype: str = "auto", batch: int = 1, context: Optional[int] = None,
-             kv_dtype: str = "auto", device: str = "cpu", quantization: str = "none") -> MemoryEstimate:
+             kv_dtype: str = "auto", device: str = "cpu", quantization: str = "none",
+             max_memory: Optional[dict[str, str]] = None) -> MemoryEstimate:
     """Estimate the memory a load of ``entry`` needs and compare it with ``device``'s free memory.
 
     Args:
         quantization: none | int8 | int4 | auto (resolved as the load would: see ``plan_quantization``).
+        max_memory: ``[load] max_memory`` ({"cuda:0": "20GiB", "cpu": "64GiB"}): the layers' placement
+            over those devices (without it, all on ``device``).
     Raises:
-        ValueError: the entry lacks what the estimate needs (parameters, layers, heads).
+        ValueError: the entry lacks what the estimate needs (parameters, layers, heads), or a
+            ``max_memory`` entry is not a device and size (engine.placement.MaxMemoryError).
         engine.quantization.QuantizationRefused: the quantization cannot run there.
     """
     if not entry.params:
@@ -98,10 +120,42 @@ def estimate(entry: ModelEntry, dtype: str = "auto", batch: int = 1, context: Op
         model=entry.name, dtype=load_dtype, kv_dtype=kv_dtype, batch=batch, context=context,
         weights_bytes=weights, kv_cache_bytes=kv, activation_bytes=activations, reserve_bytes=reserve,
         total_bytes=weights + kv + activations + reserve, quantization=chosen.method,
-        float_weights_bytes=entry.params * DTYPE_BYTES[load_dtype],
+        float_weights_bytes=entry.params * DTYPE_BYTES[load_dtype], max_memory=max_memory,
     )
+    spread = layer_placement(entry, load_dtype, chosen, device, max_memory)
+    result.placement = None if spread is None else [asdict(p) for p in spread]
     compare_with_device(result, device_memory(device))
     return result
+
+
+def layer_placement(entry: ModelEntry, load_dtype: str, quantization: QuantizationPlan, device: str,
+                    max_memory: Optional[dict[str, str]] = None) -> Optional[list[DevicePlacement]]:
+    """Device by device, the layers a load places there (``engine.placement``: transformers'
+    ``device_map="auto"`` planning over ``max_memory``; all on ``device`` without it), each module
+    sized as the load holds it (quantized linear layers by the census). None for a GGUF file."""
+    planned = layer_device_map(entry, load_dtype, quantization, device, max_memory)
+    return None if planned is None else summarize(*planned)
+
+
+def layer_device_map(entry: ModelEntry, load_dtype: str, quantization: QuantizationPlan, device: str,
+                     max_memory: Optional[dict[str, str]] = None):
+    """``layer_placement``'s plan before it is summarized: (module tree, device map, limits)."""
+    if entry.format == "gguf":
+        return None
+    as_saved = quantization.method == "pre-quantized" or (quantization.method == "none" and entry.pre_quantized)
+    held = None
+    if quantization.method in ("int8", "int4") and (census := census_of(entry.path)) is not None:
+        held = held_tensor_bytes(census, quantization.method, DTYPE_BYTES[load_dtype], quantization.group_size,
+                                 tables_quantized=quantization.backend != "bitsandbytes")
+    tensors = tensor_bytes_of(entry.path, None if as_saved else DTYPE_BYTES[load_dtype], held)
+    if not tensors:
+        return None
+    rope = entry.qk_rope_head_dim if entry.attention == "mla" else entry.head_dim
+    quantizing = quantization.method in ("int8", "int4")
+    if not max_memory and not device.startswith(("cpu", "cuda", "mps")):
+        return None
+    return plan_device_map(tensors, max_memory or {device: 2**62}, tied=entry.tied_embeddings,
+                           rotary_bytes=4 * (rope or 0), limit_factor=0.9 if quantizing and max_memory else 1.0)
 
 
 def _parts(entry: ModelEntry, load_dtype: str, kv_dtype: str, batch: int, context: int,

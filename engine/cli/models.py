@@ -30,8 +30,21 @@ def add_inspect(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N: whose free memory to compare with")
     p.add_argument("--quantization", default="none", choices=["none", "int8", "int4", "auto"],
                    help="weights held quantized (auto: the smallest loss that fits the device)")
+    p.add_argument("--max-memory", action="append", default=[], metavar="DEVICE=SIZE",
+                   help="a per-device limit as [load] max_memory has it (cuda:0=20GiB; repeatable): "
+                        "where each layer goes across those devices")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
+
+
+def _max_memory(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        device, sep, size = pair.partition("=")
+        if not sep or not device.strip() or not size.strip():
+            raise SystemExit(f"--max-memory {pair!r}: expected DEVICE=SIZE, e.g. cuda:0=20GiB")
+        out[device.strip()] = size.strip()
+    return out
 
 
 def _row(e: ModelEntry) -> str:
@@ -58,8 +71,9 @@ def cmd_inspect(args) -> int:
     entry = inspect_path(Path(args.path))
     result = {"model": asdict(entry)}
     try:
-        result["estimate"] = estimate(entry, args.dtype, args.batch, args.context, args.kv_dtype, args.device,
-                                      quantization=args.quantization).as_dict()
+        est = estimate(entry, args.dtype, args.batch, args.context, args.kv_dtype, args.device,
+                       quantization=args.quantization, max_memory=_max_memory(args.max_memory) or None)
+        result["estimate"], placement = est.as_dict(), est.placement_lines()
     except ValueError as exc:
         result["estimate"] = None
         result["estimate_error"] = str(exc)
@@ -79,6 +93,11 @@ def cmd_inspect(args) -> int:
             print(f"  {'(unquantized':12} {format_bytes(est['float_weights_bytes']):>12})")
         print(f"  {est['device']} free: {format_bytes(est['device_free_bytes'])} of "
               f"{format_bytes(est['device_total_bytes'])} -> {est['verdict']}")
+        if placement:
+            print("\nwhere the layers go" + (" (max_memory, as device_map=\"auto\" spreads them):"
+                                             if est["max_memory"] else ":"))
+            for line in placement:
+                print(f"  {line}")
     else:
         print(f"\nno estimate: {result['estimate_error']}")
     return 0 if entry.loadable else 1

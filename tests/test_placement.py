@@ -1,0 +1,129 @@
+"""The estimate's layer placement (engine.placement, torch-free) against transformers' own planner.
+
+transformers 5 plans ``device_map="auto"`` in ``transformers.integrations.accelerate._get_device_map``
+(get_balanced_memory, then infer_auto_device_map). That planner needs no GPU: it plans for GPU
+indices named in ``max_memory`` (accelerate only warns that they are absent), on a model built on
+the meta device. Each case saves a tiny random checkpoint of a real architecture, estimates from its
+files, and compares device map and per-device summary with what transformers plans for the same
+config. No GPU here: the "cuda:N" devices are planned for, never used.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from engine.catalog import inspect_path
+from engine.memory import estimate, layer_device_map, resolve_dtype
+from engine.placement import MaxMemoryError, clean_device_map, summarize
+from engine.quantization import QuantizationPlan
+from tests.tiny_models import _config
+
+torch = pytest.importorskip("torch")
+
+KiB = 1024
+# Limits around the tiny models' sizes (6 layers of 64 wide: ~1 MiB in float32), so the layers
+# spread over both GPUs, overflow to the CPU, or to disk.
+CASES = [
+    {"cuda:0": "400KiB", "cuda:1": "400KiB", "cpu": "1GiB"},
+    {"cuda:0": "300KiB", "cuda:1": "300KiB", "cpu": "1GiB"},
+    {"cuda:0": "10GiB", "cuda:1": "10GiB"},                  # balanced: an equal share each
+    {"cuda:0": "10GiB", "cuda:1": "10GiB", "cuda:2": "10GiB"},  # balanced share + 1.25x the largest layer
+    {"cuda:0": "250KiB", "cuda:1": "250KiB", "cuda:2": "250KiB", "cpu": "300KiB"},  # then disk
+    {"cuda:0": "200KiB", "cpu": "10GiB"},                     # one GPU, the rest offloaded
+    {"cpu": "500KiB"},                                        # a CPU load capped: disk offload
+    {"cuda:0": 1000000, "cuda:1": "0.5MB", "cpu": "2GB"},     # bytes and decimal units
+]
+MODELS = [("llama", False), ("llama", True), ("qwen2", False), ("deepseek_v3", False)]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """One saved tiny checkpoint per (architecture, tied head), and its config (6 layers)."""
+    from transformers import AutoModelForCausalLM
+
+    out = {}
+    for arch, tied in MODELS:
+        config = _config(arch, 400, 1, 0, num_hidden_layers=6, tie_word_embeddings=tied)
+        folder = tmp_path_factory.mktemp(f"{arch}-{'tied' if tied else 'untied'}")
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
+        out[(arch, tied)] = (folder, config)
+    return out
+
+
+def transformers_device_map(config, max_memory: dict[str, str], dtype):
+    """What ``from_pretrained(device_map="auto", max_memory=...)`` plans, on a meta-device model."""
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations.accelerate import _get_device_map
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    limits = {(int(k.partition(":")[2] or 0) if k.startswith("cuda") else k): v for k, v in max_memory.items()}
+    quiet = logging.getLogger("accelerate.utils.modeling")  # "Device 1 is not available" (no GPU here)
+    level, quiet.level = quiet.level, logging.ERROR
+    try:
+        return dict(_get_device_map(model, "auto", limits, None))
+    finally:
+        quiet.setLevel(level)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("arch,tied", MODELS)
+def test_placement_matches_transformers_auto_device_map_planned_without_gpu(checkpoints, arch, tied, dtype):
+    folder, config = checkpoints[(arch, tied)]
+    entry = inspect_path(folder)
+    assert entry.tied_embeddings is tied
+    placed_somewhere_else = 0
+    for max_memory in CASES:
+        theirs = transformers_device_map(config, max_memory, getattr(torch, dtype))
+        tree, ours, limits = layer_device_map(entry, resolve_dtype(dtype, "cpu"), QuantizationPlan("none"),
+                                              "cuda:0", max_memory)
+        assert ours == theirs, f"{arch} tied={tied} {dtype} {max_memory}"
+        # The estimate's per-device summary is the summary of transformers' own plan.
+        result = estimate(entry, dtype, device="cpu", max_memory=max_memory)
+        expected = [vars(p) for p in summarize(tree, clean_device_map(dict(theirs)), limits)]
+        assert result.placement == expected
+        placed_somewhere_else += len(set(theirs.values())) > 1
+        # Every byte of the weights is somewhere (the rotary buffers aside, which the files lack).
+        assert 0 <= sum(p["bytes"] for p in result.placement) - result.weights_bytes < 1 * KiB
+    assert placed_somewhere_else >= 5  # the cases do spread the layers, not all on one device
+
+
+def test_placement_says_which_layers_land_where(checkpoints):
+    folder, _ = checkpoints[("llama", False)]
+    entry = inspect_path(folder)
+    result = estimate(entry, "float32", device="cpu", max_memory={"cuda:0": "400KiB", "cuda:1": "400KiB", "cpu": "1GiB"})
+    assert [p["device"] for p in result.placement] == ["cuda:0", "cuda:1", "cpu"]
+    assert result.placement[0]["modules"] == ["embed_tokens", "layer 0"]
+    assert result.placement[-1]["modules"][-2:] == ["norm", "lm_head"]
+    lines = result.placement_lines()
+    assert lines[0].startswith("cuda:0: embed_tokens + layer 0 (") and lines[0].endswith("of 400.00 KiB)")
+    # Without max_memory, everything on the one device.
+    alone = estimate(entry, "float32", device="cpu")
+    assert [(p["device"], p["modules"]) for p in alone.placement] == [("cpu", ["embed_tokens", "layers 0-5", "norm", "lm_head"])]
+
+
+def test_quantized_weights_change_the_placement(checkpoints):
+    """int8 linear layers hold about a quarter of float32's bytes (the census's sizes): more
+    layers fit on the first GPU."""
+    pytest.importorskip("torchao")
+    folder, _ = checkpoints[("llama", False)]
+    entry = inspect_path(folder)
+    limits = {"cuda:0": "300KiB", "cuda:1": "300KiB", "cpu": "1GiB"}
+    plain = estimate(entry, "float32", device="cpu", max_memory=limits)
+    int8 = estimate(entry, "float32", device="cpu", max_memory=limits, quantization="int8")
+    on_gpus = lambda r: sum(p["bytes"] for p in r.placement if p["device"].startswith("cuda"))  # noqa: E731
+    assert int8.placement[-1]["device"] != "cpu" or len(int8.placement[-1]["modules"]) < len(plain.placement[-1]["modules"])
+    assert abs(sum(p["bytes"] for p in int8.placement) - int8.weights_bytes) < 1 * KiB
+    assert on_gpus(int8) < on_gpus(plain) or int8.placement[-1]["device"] == "cuda:1"
+
+
+def test_bad_max_memory_is_refused_with_what_is_expected(checkpoints):
+    entry = inspect_path(checkpoints[("llama", False)][0])
+    with pytest.raises(MaxMemoryError, match="expected cuda, cuda:N, mps, cpu or disk"):
+        estimate(entry, "float32", max_memory={"gpu0": "1GiB"})
+    for size in ("lots", "1000000"):  # accelerate refuses a number as text too
+        with pytest.raises(MaxMemoryError, match="GiB"):
+            estimate(entry, "float32", max_memory={"cuda:0": size})
