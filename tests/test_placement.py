@@ -127,3 +127,27 @@ def test_bad_max_memory_is_refused_with_what_is_expected(checkpoints):
     for size in ("lots", "1000000"):  # accelerate refuses a number as text too
         with pytest.raises(MaxMemoryError, match="GiB"):
             estimate(entry, "float32", max_memory={"cuda:0": size})
+
+
+@pytest.mark.gui
+def test_models_panel_estimate_says_where_the_layers_go(qtbot, checkpoints):
+    """The Models panel's estimate text lists the devices and their layers, spread over the
+    engine's max_memory once it is known (set_max_memory, from GET /admin/config)."""
+    from deepseek_desktop.panels.models import ModelsPanel
+    from deepseek_desktop.state.library import ModelLibrary
+    from deepseek_desktop.notifier import Notifier
+
+    folder, _ = checkpoints[("llama", True)]
+    library = ModelLibrary()
+    panel = ModelsPanel(library, Notifier())
+    qtbot.addWidget(panel)
+    panel.selected = inspect_path(folder)
+    with qtbot.waitSignal(library.estimate_ready, timeout=30_000):
+        panel._estimate()
+    text = panel.estimate.placement_label.text()
+    assert "embed_tokens + layers 0-5 + norm + lm_head" in text
+    with qtbot.waitSignal(library.estimate_ready, timeout=30_000):
+        panel.set_max_memory({"cuda:0": "300KiB", "cuda:1": "300KiB", "cpu": "1GiB"})
+    lines = panel.estimate.placement_label.text().splitlines()
+    assert lines[1].startswith("cuda:0: embed_tokens + lm_head (") and lines[2].startswith("cuda:1: layers 0-1 (")
+    assert lines[3].startswith("cpu: layers 2-5 + norm (")

@@ -40,6 +40,7 @@ class ModelsPanel(QWidget):
         self.loaded_path: Optional[str] = None
         self._loading_path: Optional[str] = None
         self.last_estimate = None
+        self.max_memory: Optional[dict] = None  # the engine's [load] max_memory (set_max_memory)
         self._outcome: Optional[tuple[str, str, str]] = None  # path, "loaded in …", predicted vs actual
         self._build()
         library.devices_changed.connect(self.options.set_devices)
@@ -156,7 +157,14 @@ class ModelsPanel(QWidget):
         options = self.options
         self.library.estimate(self.selected, options.dtype_box.currentText(), options.device_box.currentText(),
                               options.context_box.value(), options.batch_box.value(),
-                              options.quantization_box.currentText())
+                              options.quantization_box.currentText(), self.max_memory)
+
+    def set_max_memory(self, limits: Optional[dict]) -> None:
+        """The engine's ``[load] max_memory`` ({"cuda:0": "20GiB", …}): the estimate then says which
+        layers land on which of those devices, as the load will spread them."""
+        if limits != self.max_memory:
+            self.max_memory = dict(limits) if limits else None
+            self._estimate()
 
     def _show_estimate(self, result) -> None:
         self.last_estimate = result
@@ -239,6 +247,7 @@ class ModelsPanel(QWidget):
         self.unload_requested.connect(engine.unload)
         engine.engine_event.connect(self.on_engine_event)
         engine.available_changed.connect(self.set_engine_available)
+        engine.available_changed.connect(lambda up: self._read_max_memory(engine) if up else None)
         engine.loaded_path.connect(self.set_loaded_path)
         engine.load_refused.connect(self._on_load_refused)
         if engine.last_state_event is not None:
@@ -246,8 +255,16 @@ class ModelsPanel(QWidget):
         if not engine.admin_api:
             self.without_admin_api(engine.backend)
         self.set_engine_available(engine.available)
+        if engine.available:
+            self._read_max_memory(engine)
         if engine.served_path:
             self.set_loaded_path(engine.served_path)
+
+    def _read_max_memory(self, engine: EngineSession) -> None:
+        """The engine's ``[load] max_memory`` (GET /admin/config), for the estimate's layer placement."""
+        if engine.admin_api and engine.client is not None:
+            engine.admin("GET", "/admin/config", None,
+                         lambda body: self.set_max_memory((body.get("load") or {}).get("max_memory")))
 
     def _on_load_refused(self, message: str) -> None:
         self.loading = False

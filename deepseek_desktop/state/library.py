@@ -124,15 +124,17 @@ class ModelLibrary(QObject):
         return "cuda:0" if len(self.devices) > 2 else "cpu"
 
     def estimate(self, entry, dtype: str, device: str, context: Optional[int], batch: int,
-                 quantization: str = "none") -> None:
-        """Answers through ``estimate_ready``; a stale answer (the user changed a field since) is dropped."""
+                 quantization: str = "none", max_memory: Optional[dict] = None) -> None:
+        """Answers through ``estimate_ready``; a stale answer (the user changed a field since) is dropped.
+        ``max_memory``: the engine's ``[load] max_memory``, over which the layers spread."""
         self._estimate_serial += 1
         serial, device = self._estimate_serial, self.estimate_device(device)
 
         def work(_):
             from engine.memory import estimate
 
-            return estimate(entry, dtype=dtype, batch=batch, context=context, device=device, quantization=quantization)
+            return estimate(entry, dtype=dtype, batch=batch, context=context, device=device, quantization=quantization,
+                            max_memory=max_memory)
 
         def done(result) -> None:
             if serial == self._estimate_serial:

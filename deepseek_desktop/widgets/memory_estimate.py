@@ -28,9 +28,14 @@ class MemoryEstimateView(QWidget):
             value.setAlignment(Qt.AlignmentFlag.AlignRight)
             self.values[key] = value
             grid.addWidget(value, row, 1)
+        # Where the weights go, device by device ("cuda:0: embed_tokens + layers 0-13"), as the
+        # loader's device_map places them (engine.placement).
+        self.placement_label = WrapLabel("")
+        self.placement_label.setObjectName("placement")
         layout.addWidget(QLabel("Memory estimate"))
         layout.addWidget(self.verdict_label)
         layout.addLayout(grid)
+        layout.addWidget(self.placement_label)
 
     def show_estimate(self, result) -> None:
         """``result``: an ``engine.memory`` estimate for one model, dtype, device and batch."""
@@ -48,11 +53,15 @@ class MemoryEstimateView(QWidget):
                                            f"(unquantized {format_bytes(result.float_weights_bytes)})")
         elif quantization == "pre-quantized":
             held = f"weights as saved, {result.dtype} activations"
+        lines = result.placement_lines() if hasattr(result, "placement_lines") else []
+        self.placement_label.setText("Where the layers go:\n" + "\n".join(lines) if lines else "")
         needed, free = format_bytes(result.total_bytes), format_bytes(result.device_free_bytes)
         self.set_verdict(result.verdict, f"{needed} needed of {free} free on {result.device} "
                                          f"({held}, {result.batch} × {result.context:,} tokens)")
 
     def set_verdict(self, verdict: str, detail: str) -> None:
+        if verdict == "will-not-fit" and detail.startswith("cannot load"):
+            self.placement_label.setText("")
         self.verdict_label.setText(f"{VERDICT_TEXT.get(verdict, verdict)} — {detail}")
         self.verdict_label.setProperty("verdict", verdict)
         # A dynamic property is read by the style sheet only on a re-polish.
