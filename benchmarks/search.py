@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from engine.search.embedder import DEFAULT_EMBEDDING_MODEL, resolve_model  # noqa: E402
 from engine.search.extract import extract, read_bytes  # noqa: E402
 from engine.search.service import SearchService  # noqa: E402
-from engine.search.store import collection_token  # noqa: E402
+from engine.search.store import every_value  # noqa: E402
 
 QUESTIONS = ROOT / "benchmarks" / "data" / "search_questions.json"
 
@@ -245,7 +245,7 @@ def _synthesize(service: SearchService, source: str, copies: int) -> None:
                        " embedding FROM chunks WHERE collection = ?", (offset, name, copy, source))
             tx.execute("INSERT INTO chunks_fts (rowid, text, heading, title, every) SELECT c.id + ?, f.text, f.heading, f.title, ?"
                        " FROM chunks c JOIN chunks_fts f ON f.rowid = c.id WHERE c.collection = ?",
-                       (offset, collection_token(name), source))
+                       (offset, every_value(name), source))
             rows = tx.execute("SELECT id, embedding FROM chunks WHERE collection = ?", (name,)).fetchall()
             noisy = []
             for chunk_id, blob in rows:

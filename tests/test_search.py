@@ -22,7 +22,7 @@ from search_docs import EXPECTED_PROBLEMS, GOOD_FILES, build_corpus, build_tiny_
 from engine.search.extract import ExtractError, extract
 from engine.search.retrieval import fts_query, query_terms, snippet
 from engine.search.service import SearchService
-from engine.search.store import StoreError
+from engine.search.store import SCHEMA_VERSION, StoreError, collection_token, every_value
 
 
 @pytest.fixture(scope="module")
@@ -285,6 +285,27 @@ def test_an_index_of_another_layout_is_kept_aside_and_rebuilt(tmp_path, corpus):
     reopened = SearchService(folder, "")
     assert "another version of the index" in reopened.store.notice
     assert [c["name"] for c in reopened.store.collections()] == ["docs"]
+
+
+def test_a_layout_3_index_is_migrated_in_place_keeping_chunks_and_vectors(tmp_path, corpus, embedder_dir):
+    folder = tmp_path / "index"
+    service = SearchService(folder, str(embedder_dir))
+    service.store.create_collection("docs", [str(corpus)])
+    service.index("docs")
+    before = service.store.stats("docs")
+    service.store.close()
+    with sqlite3.connect(folder / "index.db") as conn:  # what layout 3 wrote: the collection's token only
+        conn.execute("UPDATE chunks_fts SET every = ?", (collection_token("docs"),))
+        conn.execute("PRAGMA user_version = 3")
+    reopened = SearchService(folder, str(embedder_dir))
+    assert reopened.store.notice is None  # not kept aside: nothing to re-index or re-embed
+    assert reopened.store.stats("docs") == before and before["embedded"] > 0
+    with sqlite3.connect(folder / "index.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert {r[0] for r in conn.execute("SELECT every FROM chunks_fts")} == {every_value("docs")}
+    for collection in ("docs", None):  # scoped by the collection's token, or by ALL_TOKEN
+        hits = reopened.search("descale", collection, mode="lexical").hits
+        assert hits and Path(hits[0].path).name == "guide.md"
 
 
 def test_common_words_count_in_the_score_but_do_not_make_a_match_alone(tmp_path):

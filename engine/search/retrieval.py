@@ -9,6 +9,8 @@ punctuation only has no words: lexical finds nothing (an empty list, not an erro
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import html
 import re
 import time
@@ -17,7 +19,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from engine.search.store import Store, collection_token
+from engine.search.store import ALL_TOKEN, Store, collection_token
 from engine.search.vectors import VectorCache
 
 MODES = ("lexical", "semantic", "hybrid")
@@ -26,6 +28,12 @@ RRF_K = 60
 CANDIDATES = 50
 MAX_TERMS = 64
 COMMON_SHARE = 0.02  # a term in more than this share of the chunks does not by itself make a match
+# (unless it is one of the two rarest terms of the query), and the rarest terms together make a
+# match only in as many chunks as this (see Retriever.selective_query): BM25 is computed for each
+# chunk matched, ~5-10 us apiece on this CPU.
+MATCH_BUDGET = 3000
+# When each term is in more chunks than that, the least common is found counting up to this many.
+WIDE_COUNT = 40_000
 SNIPPET_CHARS = 200
 _WORD = re.compile(r"\w+", re.UNICODE)
 STOPWORDS = frozenset("""a an and are as at be by can do does for from how i if in into is it its of on or
@@ -82,6 +90,7 @@ class Retriever:
                  embed_available: Callable[[], bool] = lambda: True):
         self.store, self.vectors, self.embed = store, vectors, embed
         self.embed_available = embed_available
+        self._totals: dict[str, tuple[int, int]] = {}  # collection -> (vectors generation, chunks)
 
     def semantic_ready(self, collections: Sequence[str]) -> bool:
         return (self.embed is not None and self.embed_available()
@@ -95,10 +104,12 @@ class Retriever:
         terms = query_terms(query)
         used = mode if mode == "lexical" or self.semantic_ready(collections) else "lexical"
         pool = max(CANDIDATES, top_k * 3)
+        # The query's embedding (torch) runs beside the lexical search (SQLite): both release the GIL.
+        vector = _EMBEDDING.submit(self._embed_query, query) if used == "hybrid" else None
         lexical = self.lexical(terms, collections, pool if used == "hybrid" else top_k, path_glob) \
             if used != "semantic" else []
-        semantic = self.semantic(query, collections, pool if used == "hybrid" else top_k, path_glob) \
-            if used != "lexical" else []
+        semantic = self.semantic(query, collections, pool if used == "hybrid" else top_k, path_glob,
+                                 vector.result() if vector is not None else None) if used != "lexical" else []
         if used == "hybrid":
             ranked = fuse(lexical, semantic)[:top_k]
         else:
@@ -125,49 +136,86 @@ class Retriever:
         match = self.selective_query(terms, collections)
         if match is None:
             return []
-        marks = ",".join("?" * len(collections))
-        sql = (f"SELECT c.id, bm25(chunks_fts, 1.0, 2.0, 1.0, 0.0) AS rank FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid"
-               f" WHERE chunks_fts MATCH ? AND c.collection IN ({marks})")
-        args: list = [match, *collections]
+        # BM25 over the FTS5 table alone, the collections kept inside the MATCH; the chunks table is
+        # joined only for a path filter (it must apply before the LIMIT).
+        score = "bm25(chunks_fts, 1.0, 2.0, 1.0, 0.0)"
         if path_glob:
-            sql += " AND c.path GLOB ?"
-            args.append(path_glob)
-        sql += " ORDER BY rank LIMIT ?"
-        args.append(limit)
+            sql = (f"SELECT chunks_fts.rowid, {score} AS score FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid"
+                   " WHERE chunks_fts MATCH ? AND c.path GLOB ? ORDER BY score LIMIT ?")
+            args: list = [match, path_glob, limit]
+        else:
+            sql = f"SELECT rowid, {score} AS score FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?"
+            args = [match, limit]
         # bm25() is lower for better matches; the score shown is its negation (higher is better).
         return [(r[0], -r[1]) for r in self.store.conn.execute(sql, args)]
 
     def selective_query(self, terms: Sequence[str], collections: Sequence[str]) -> Optional[str]:
-        """The FTS5 query for ``terms`` in ``collections``. BM25 is computed for every chunk that
-        matches, so an OR of common words ("table", "write") scored most of a collection (25 ms at
-        25k chunks, 4x that at 100k). Matches are limited to chunks holding a selective term (in at
-        most ``COMMON_SHARE`` of the chunks, or the two rarest), and every term still counts once
-        in the score: ``(rare OR …) AND (common OR … OR in) AND in``, where ``in`` is the
-        collections' token in the ``every`` column (it matches all their rows; BM25 gives that
-        column no weight). FTS5 then never scores another collection's chunks. Terms found
-        nowhere are left out."""
+        """The FTS5 query for ``terms`` in ``collections``. FTS5 computes BM25 for every chunk that
+        matches (~5-10 us each), so an OR of common words ("table", "write") scored most of the
+        index. A chunk must hold one of the rare terms (in at most ``COMMON_SHARE`` of the chunks, or
+        the two rarest), taken in order of rarity while the chunks they match stay within
+        ``MATCH_BUDGET`` (at least the rarest one); the other terms still
+        count once in the score: ``(rare OR …) AND (common OR … OR in)``, where ``in`` is a term
+        of the ``every`` column that all rows searched hold (ALL_TOKEN, or the collections' own
+        tokens, ANDed once more to keep the match to them; BM25 gives that column no weight).
+        Terms found nowhere are left out.
+
+        How rare a term is comes from counting its chunks up to the budget (a full count of a
+        common term read its whole list: 10-50 ms at 100k chunks)."""
         conn = self.store.conn
-        scope = "every : (" + " OR ".join(f'"{collection_token(c)}"' for c in collections) + ")"
-        counts = {t: conn.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?",
-                                  (f'"{t}" AND {scope}',)).fetchone()[0] for t in terms}
+        every = every_collection(self.store, collections)
+        # ALL_TOKEN without "every :": only that column holds it, and a column filter made FTS5
+        # decode its 100k-row list's positions (10 ms instead of 4 at 124k chunks).
+        scope = f'"{ALL_TOKEN}"' if every else \
+            "every : (" + " OR ".join(f'"{collection_token(c)}"' for c in collections) + ")"
+        counts = {t: self._count_upto(f'"{t}"' if every else f'"{t}" AND {scope}', MATCH_BUDGET + 1) for t in terms}
         present = [t for t in terms if counts[t]]
         if not present:
             return None
-        total = conn.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (scope,)).fetchone()[0] \
-            if len(present) > 2 else 0
-        rare = [t for t in present if counts[t] <= COMMON_SHARE * total]
-        if len(rare) < 2:
-            rare = sorted(present, key=counts.__getitem__)[:2]
+        common_from = COMMON_SHARE * self._chunk_total(collections)
+        rare: list[str] = []
+        matched = 0
+        for term in sorted(present, key=counts.__getitem__):  # stable: ties keep the query's order
+            if len(rare) >= 2 and counts[term] > common_from or rare and matched + counts[term] > MATCH_BUDGET:
+                break
+            rare.append(term)
+            matched += counts[term]
+        if len(rare) == 1 and counts[rare[0]] > MATCH_BUDGET:  # every term is common: the least common
+            wide = {t: self._count_upto(f'"{t}"' if every else f'"{t}" AND {scope}', WIDE_COUNT) for t in present}
+            rare = [min(present, key=wide.__getitem__)]
         common = [t for t in present if t not in rare]
+        keep = "" if every else f" AND {scope}"
         if not common:
-            return f"({fts_query(present)}) AND {scope}"
-        return f"({fts_query(rare)}) AND ({fts_query(common)} OR {scope}) AND {scope}"
+            return f"({fts_query(present)}){keep}"
+        return f"({fts_query(rare)}) AND ({fts_query(common)} OR {scope}){keep}"
+
+    def _chunk_total(self, collections: Sequence[str]) -> int:
+        """Chunks in ``collections``, counted again only for a collection that changed since."""
+        total = 0
+        for name, generation in self.store.conn.execute("SELECT name, vectors_generation FROM collections"):
+            if name in collections:
+                cached = self._totals.get(name)
+                if cached is None or cached[0] != generation:
+                    cached = self._totals[name] = (generation, self.store.conn.execute(
+                        "SELECT count(*) FROM chunks WHERE collection = ?", (name,)).fetchone()[0])
+                total += cached[1]
+        return total
+
+    def _count_upto(self, match: str, cap: int) -> int:
+        return self.store.conn.execute("SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)",
+                                       (match, cap)).fetchone()[0]
+
+    def _embed_query(self, query: str) -> Optional[np.ndarray]:
+        if self.embed is None or not self.embed_available() or not query.strip():
+            return None
+        return self.embed([query])[0]
 
     def semantic(self, query: str, collections: Sequence[str], limit: int,
-                 path_glob: Optional[str] = None) -> list[tuple[int, float]]:
-        if self.embed is None or not self.embed_available() or not query.strip():
+                 path_glob: Optional[str] = None, vector: Optional[np.ndarray] = None) -> list[tuple[int, float]]:
+        if vector is None:
+            vector = self._embed_query(query)
+        if vector is None:
             return []
-        vector = self.embed([query])[0]
         found: list[tuple[int, float]] = []
         with _one_blas_thread():
             for collection in collections:
@@ -187,7 +235,14 @@ class Retriever:
         return matrix.top(vector, limit, allowed)
 
 
+def every_collection(store: Store, collections: Sequence[str]) -> bool:
+    """Whether ``collections`` are all the index holds (no collection filter needed)."""
+    return set(collections) >= {r[0] for r in store.conn.execute("SELECT name FROM collections")}
+
+
 _BLAS = None
+# One thread embeds hybrid queries' text while the calling thread searches FTS5.
+_EMBEDDING = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="query-embedding")
 
 
 def _one_blas_thread():
@@ -215,6 +270,7 @@ def _maybe(value: Optional[float]) -> Optional[float]:
     return None if value is None else float(value)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _stem(word: str) -> str:
     """A rough English stem, enough to mark "descaling" for "descale" (FTS5's porter stemmer
     matched it; the snippet should show why)."""
@@ -231,11 +287,21 @@ def snippet(text: str, terms: Sequence[str], width: int = SNIPPET_CHARS) -> str:
     stems = {_stem(t) for t in terms}
     matches = [m for m in _WORD.finditer(text) if _stem(m.group().lower()) in stems]
     if matches:
-        best, best_count = matches[0].start(), 0
+        # The first match that opens the window of 0.6 * width with the most distinct terms: one
+        # pass with the window's term counts (a set per match made this 1.5 ms of a 10-hit query).
+        reach = width * 0.6
+        keys = [_stem(m.group().lower()) for m in matches]
+        inside: dict[str, int] = {}
+        best, best_count, end_index = matches[0].start(), 0, 0
         for i, m in enumerate(matches):
-            window = {_stem(x.group().lower()) for x in matches[i:] if x.start() < m.start() + width * 0.6}
-            if len(window) > best_count:
-                best, best_count = m.start(), len(window)
+            while end_index < len(matches) and matches[end_index].start() < m.start() + reach:
+                inside[keys[end_index]] = inside.get(keys[end_index], 0) + 1
+                end_index += 1
+            if len(inside) > best_count:
+                best, best_count = m.start(), len(inside)
+            inside[keys[i]] -= 1
+            if not inside[keys[i]]:
+                del inside[keys[i]]
         start = max(0, best - width // 4)
     else:
         start = 0

@@ -28,7 +28,10 @@ from engine.staging import atomic_write_text
 DB_NAME = "index.db"
 COLLECTIONS_FILE = "collections.json"
 # Databases written by another layout of these tables are moved aside and rebuilt like damaged ones.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# Layout 3 lacked ALL_TOKEN in the "every" column; it is added in place (a rewrite of the FTS5 rows,
+# ~20 s at 124k chunks) instead of a rebuild, which would cost the user every embedding.
+MIGRATABLE_VERSION = 3
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 
 SCHEMA = """
@@ -50,8 +53,9 @@ CREATE INDEX IF NOT EXISTS chunks_by_collection ON chunks (collection, id);
 CREATE INDEX IF NOT EXISTS chunks_pending ON chunks (collection, id) WHERE embedding IS NULL;
 -- The chunk's text lives in the FTS5 table itself (rowid = chunks.id): an external-content
 -- table fed by triggers indexed 2.5 times slower here (the Debian manuals: 8 vs 20 MB/s CPU).
--- "every" holds the collection's token (collection_token) in each of its rows: a term that matches
--- all of a collection, so FTS5 itself keeps to it (see retrieval.selective_query).
+-- "every" holds the collection's token (collection_token) and ALL_TOKEN in each of its rows (see
+-- every_value): terms that match all of a collection, or all rows, so FTS5 itself keeps to the
+-- collections searched and can make a term optional (see retrieval.selective_query).
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     text, heading, title, every, tokenize='porter unicode61 remove_diacritics 2');
 CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
@@ -75,6 +79,16 @@ class CollectionExists(StoreError):
 def collection_token(name: str) -> str:
     """One FTS5 token for a collection (its name may hold . - _, which the tokenizer splits at)."""
     return "c" + hashlib.sha1(name.encode()).hexdigest()[:16]
+
+
+# In every row's "every" column: a search of all collections needs no collection terms (an OR of
+# 50 collection tokens made each query merge and count 50 lists), only a term every row holds.
+ALL_TOKEN = "a" + "0" * 16
+
+
+def every_value(name: str) -> str:
+    """The "every" column of a row of collection ``name``."""
+    return f"{collection_token(name)} {ALL_TOKEN}"
 
 
 def check_name(name: str) -> str:
@@ -122,7 +136,9 @@ class Store:
             conn = self._connect()
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             fresh = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
-            if not fresh and version != SCHEMA_VERSION:
+            if not fresh and version == MIGRATABLE_VERSION:
+                _add_all_token(conn)
+            elif not fresh and version != SCHEMA_VERSION:
                 conn.close()
                 raise sqlite3.DatabaseError(f"written by another version of the index (layout {version}, "
                                             f"this one reads {SCHEMA_VERSION})")
@@ -261,7 +277,7 @@ class Store:
                 [(first + i, file_id, collection, path, title, c.heading, c.page, c.lines[0] if c.lines else None,
                   c.lines[1] if c.lines else None) for i, c in enumerate(chunks)])
             conn.executemany("INSERT INTO chunks_fts (rowid, text, heading, title, every) VALUES (?,?,?,?,?)",
-                             [(first + i, c.text, c.heading, title, collection_token(collection))
+                             [(first + i, c.text, c.heading, title, every_value(collection))
                               for i, c in enumerate(chunks)])
             self._bump_vectors(conn, collection)
         return len(chunks)
@@ -367,6 +383,21 @@ class _Transaction:
 
     def __exit__(self, kind, exc, tb) -> None:
         self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _add_all_token(conn: sqlite3.Connection) -> None:
+    """Layout 3 to 4 in one transaction: a kill midway leaves layout 3, migrated again next time."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("UPDATE chunks_fts SET every = every || ' ' || ?", (ALL_TOKEN,))
+        # Every row rewritten: one segment again (the rewrite left lists spread over many, and
+        # queries read them all: 2-3x slower).
+        conn.execute("INSERT INTO chunks_fts (chunks_fts) VALUES ('optimize')")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def normalize_folders(folders: Sequence[str]) -> list[str]:
