@@ -20,7 +20,9 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
+
+import regex  # partial matches: does the end of a streamed text begin a call's closing?
 
 from engine.requests import Constraint
 
@@ -47,11 +49,15 @@ def _call_from_object(obj, arguments_key: str) -> Optional[ToolCall]:
 
 class ToolFormat:
     """One family's way of writing calls. ``start``: the text that opens a call (streaming holds
-    text back from there on)."""
+    text back from there on). For streaming a call in pieces: ``call_head`` matches a call up to
+    where its arguments begin (group ``name``), ``call_end`` what follows its arguments."""
 
     name = "hermes"
     start = "<tool_call>"
     native = True  # False: the template knows no tools; they go in a system message
+    call_head = regex.compile(r'<tool_call>\s*\{\s*"name"\s*:\s*"(?P<name>(?:[^"\\]|\\.)*)"\s*,\s*'
+                              r'"arguments"\s*:\s*(?=\S)')
+    call_end = regex.compile(r"\s*\}\s*</tool_call>")
 
     def parse(self, text: str) -> tuple[str, list[ToolCall]]:
         """The reply's own text (calls removed) and its calls, in order."""
@@ -60,6 +66,13 @@ class ToolFormat:
     def constraint(self, functions: list[dict]) -> Constraint:
         """One call of one of ``functions`` (OpenAI ``function`` objects), in this format."""
         raise NotImplementedError
+
+    def call_name(self, head) -> str:
+        """The function's name in a ``call_head`` match (a JSON string's inside)."""
+        try:
+            return json.loads(f'"{head["name"]}"')
+        except ValueError:
+            return head["name"]
 
 
 class HermesFormat(ToolFormat):
@@ -92,6 +105,9 @@ class HermesSystemMessage(HermesFormat):
 class Llama3JsonFormat(ToolFormat):
     name = "llama3-json"
     start = "{"
+    call_head = regex.compile(r'(?:<\|python_tag\|>)?\s*\{\s*"name"\s*:\s*"(?P<name>(?:[^"\\]|\\.)*)"\s*,\s*'
+                              r'"(?:parameters|arguments)"\s*:\s*(?=\S)')
+    call_end = regex.compile(r"\s*\}\s*;")  # the reply's end closes the last call
 
     def parse(self, text: str) -> tuple[str, list[ToolCall]]:
         body = text.strip().removeprefix("<|python_tag|>").strip()
@@ -119,6 +135,12 @@ class DeepSeekFormat(ToolFormat):
     _FENCED = re.compile(r"<｜tool▁call▁begin｜>function<｜tool▁sep｜>([^\n<]+?)\s*\n```(?:json)?\n(.*?)\n```\s*"
                          r"<｜tool▁call▁end｜>", re.DOTALL)  # V3, R1
     _BARE = re.compile(r"<｜tool▁call▁begin｜>([^<]+?)<｜tool▁sep｜>(.*?)<｜tool▁call▁end｜>", re.DOTALL)  # R1-0528, V3.1
+    call_head = regex.compile(r"<｜tool▁call▁begin｜>(?:function<｜tool▁sep｜>(?P<name>[^\n<]+?)[ \t]*\n```(?:json)?\n"
+                              r"|(?P<name>(?!function<)[^<]+?)<｜tool▁sep｜>)")
+    call_end = regex.compile(r"(?:\n```)?\s*<｜tool▁call▁end｜>")
+
+    def call_name(self, head) -> str:
+        return head["name"].strip()
 
     def parse(self, text: str) -> tuple[str, list[ToolCall]]:
         if self.start not in text:
@@ -236,24 +258,50 @@ def _as_plain_turn(message: dict) -> dict:
     return {"role": "assistant", "content": f"{text}\n{blocks}".strip()}
 
 
-class ToolCallStream:
-    """Streams a reply's text until a call may be starting, then holds the rest back; ``finish``
-    gives what is left as text (when no call came) and the calls."""
+class CallPiece(NamedTuple):
+    """A piece of a streamed call: the first names it (``id``, ``name``), the rest add argument text."""
 
-    def __init__(self, fmt: ToolFormat):
+    index: int  # the call's place in the reply
+    arguments: str
+    id: Optional[str] = None
+    name: Optional[str] = None
+
+
+class StreamStep(NamedTuple):
+    text: str                 # reply text that can go out now
+    calls: list[CallPiece]    # call pieces that can go out now
+
+
+class ToolCallStream:
+    """Streams a reply's text until a call may be starting, then holds the text back; a call goes
+    out in pieces as it is written: its name once known, then its arguments as they grow (the
+    text that may close them held back). ``finish`` gives what is left. ``single_call``: calls
+    after the first are not read (``parallel_tool_calls: false``).
+
+    Streamed arguments are the text the model wrote, as OpenAI streams them (JSON a schema-forced
+    call always is; a call the model wrote by itself may be cut off by ``max_tokens``)."""
+
+    def __init__(self, fmt: ToolFormat, single_call: bool = False):
         self.fmt = fmt
+        self.single_call = single_call
+        self.calls: list[ToolCall] = []  # the calls streamed so far, arguments as written
         self._text: list[str] = []
         self._sent = 0  # characters of the joined text already streamed
         self._holding = False
+        self._scan = 0  # where the next call's head is looked for
+        self._arguments_at: Optional[int] = None  # where the open call's arguments begin
 
-    def push(self, text: str) -> str:
-        """Text that can go out now."""
+    def push(self, text: str) -> StreamStep:
         self._text.append(text)
-        if self._holding:
-            return ""
         whole = "".join(self._text)
+        if self._holding:
+            return StreamStep("", self._read_calls(whole))
+        out = self._text_before_calls(whole)
+        return StreamStep(out, self._read_calls(whole) if self._holding else [])
+
+    def _text_before_calls(self, whole: str) -> str:
         if self.fmt.start == "{":  # Llama 3.1: a call is the whole reply
-            if not whole.strip():
+            if "<|python_tag|>".startswith(whole.strip()):  # nothing yet, or the tag's beginning
                 return ""
             if whole.lstrip().startswith(("{", "<|python_tag|>")):
                 self._holding = True
@@ -263,17 +311,57 @@ class ToolCallStream:
         if start >= 0:
             self._holding = True
             out, self._sent = whole[self._sent:start], start
+            self._scan = start
             return out
         keep = _partial_suffix(whole, self.fmt.start, self._sent)
         out, self._sent = whole[self._sent:len(whole) - keep], len(whole) - keep
         return out
 
-    def finish(self) -> tuple[str, list[ToolCall]]:
+    def _read_calls(self, whole: str) -> list[CallPiece]:
+        pieces: list[CallPiece] = []
+        while True:
+            if self._arguments_at is None:
+                if self.single_call and self.calls:
+                    return pieces
+                head = self.fmt.call_head.search(whole, self._scan)
+                if head is None:
+                    return pieces
+                call = ToolCall(self.fmt.call_name(head), "")
+                self.calls.append(call)
+                pieces.append(CallPiece(len(self.calls) - 1, "", call.id, call.name))
+                self._arguments_at = head.end()
+            call = self.calls[-1]
+            # Everything up to a (possibly still partial) closing is arguments; at the end of the
+            # reply an unclosed call's arguments are all that was written.
+            end = self.fmt.call_end.search(whole, self._arguments_at, partial=True)
+            closed = end is not None and not end.partial
+            stop = end.start() if end is not None else len(whole)
+            new = whole[self._arguments_at + len(call.arguments):stop]
+            if new:
+                call.arguments += new
+                if pieces and pieces[-1].index == len(self.calls) - 1:  # one piece per call per step
+                    last = pieces.pop()
+                    pieces.append(last._replace(arguments=last.arguments + new))
+                else:
+                    pieces.append(CallPiece(len(self.calls) - 1, new))
+            if not closed:
+                return pieces
+            self._scan, self._arguments_at = end.end(), None
+
+    def finish(self) -> StreamStep:
+        """What is left: the calls' last pieces; or, when no call could be read as it streamed,
+        the reply's calls whole (a format written unusually: arguments before the name) or the
+        held text (no call after all)."""
         whole = "".join(self._text)
+        if self.calls:
+            return StreamStep("", self._read_calls(whole))
         content, calls = self.fmt.parse(whole)
-        if calls:
-            return content[self._sent:] if len(content) > self._sent else "", calls
-        return whole[self._sent:], []
+        if not calls:
+            return StreamStep(whole[self._sent:], [])
+        calls = calls[:1] if self.single_call else calls
+        self.calls = calls
+        pieces = [CallPiece(index, call.arguments, call.id, call.name) for index, call in enumerate(calls)]
+        return StreamStep(content[self._sent:] if len(content) > self._sent else "", pieces)
 
 
 class _NoCalls(ToolFormat):

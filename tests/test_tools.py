@@ -66,15 +66,57 @@ def test_deepseek_calls_parse_in_both_forms():
     assert [(c.name, c.arguments) for c in DeepSeekFormat().parse(v31)[1]] == [("get_time", '{"zone": "UTC"}')]
 
 
+def _streamed(fmt, text: str, size: int, single_call: bool = False) -> tuple[str, dict, int]:
+    """(text streamed, {index: (id, name, arguments joined)}, pieces) of ``text`` pushed ``size``
+    characters at a time, as a client joins the pieces."""
+    reader = ToolCallStream(fmt, single_call)
+    steps = [reader.push(text[i:i + size]) for i in range(0, len(text), size)] + [reader.finish()]
+    calls: dict = {}
+    for piece in (piece for step in steps for piece in step.calls):
+        call_id, name, arguments = calls.get(piece.index, (None, None, ""))
+        assert (piece.name is None) == (piece.index in calls), "the name comes once, in the first piece"
+        calls[piece.index] = (call_id or piece.id, name or piece.name, arguments + piece.arguments)
+    return "".join(step.text for step in steps), calls, sum(len(step.calls) for step in steps)
+
+
 def test_stream_holds_back_from_the_opening_marker():
     text = 'Checking <tool_call>\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_call>'
-    reader = ToolCallStream(HermesFormat())
-    streamed = "".join(reader.push(text[i:i + 4]) for i in range(0, len(text), 4))
-    rest, calls = reader.finish()
-    assert streamed == "Checking " and rest == "" and calls[0].name == "get_time"
-    reader = ToolCallStream(HermesFormat())
-    streamed = "".join(reader.push(piece) for piece in ["a <tool", "box> b"])
-    assert streamed + reader.finish()[0] == "a <toolbox> b"
+    streamed, calls, _ = _streamed(HermesFormat(), text, 4)
+    assert streamed == "Checking " and [(name, args) for _, name, args in calls.values()] == [
+        ("get_time", '{"zone": "UTC"}')]
+    assert _streamed(HermesFormat(), "a <toolbox> b", 4)[0] == "a <toolbox> b"
+
+
+@pytest.mark.parametrize("fmt, text", [
+    (HermesFormat(), 'Let me see.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "days": '
+                     '{"from": 2}}}\n</tool_call>\n<tool_call>\n{"name": "get_time", "arguments": {"zone": "CET"}}'
+                     '\n</tool_call>'),
+    (Llama3JsonFormat(), '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris", "days": {"from": 2}}}; '
+                         '{"name": "get_time", "parameters": {"zone": "CET"}}'),
+    (DeepSeekFormat(), "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"
+                       '{"city": "Paris", "days": {"from": 2}}\n```<｜tool▁call▁end｜><｜tool▁call▁begin｜>function'
+                       '<｜tool▁sep｜>get_time\n```json\n{"zone": "CET"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>'),
+    (DeepSeekFormat(), '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Paris", "days": '
+                       '{"from": 2}}<｜tool▁call▁end｜><｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{"zone": "CET"}'
+                       '<｜tool▁call▁end｜><｜tool▁calls▁end｜>'),
+])
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_calls_stream_in_pieces_that_join_to_the_parsed_calls(fmt, text, size):
+    _, calls, pieces = _streamed(fmt, text, size)
+    parsed = fmt.parse(text)[1]
+    # The texts here write arguments as json.dumps does, so the pieces join to the parsed text exactly.
+    assert [(name, args) for _, name, args in calls.values()] == [(call.name, call.arguments) for call in parsed]
+    assert all(call_id.startswith("call_") for call_id, _, _ in calls.values())
+    assert pieces > 2 * len(parsed), "the arguments came whole"
+    _, first_only, _ = _streamed(fmt, text, size, single_call=True)
+    assert [name for _, name, _ in first_only.values()] == ["get_weather"]
+
+
+def test_a_call_written_arguments_first_still_comes_whole_at_the_end():
+    text = 'x <tool_call>\n{"arguments": {"zone": "UTC"}, "name": "get_time"}\n</tool_call>'
+    streamed, calls, _ = _streamed(HermesFormat(), text, 5)
+    assert streamed == "x " and [(name, json.loads(args)) for _, name, args in calls.values()] == [
+        ("get_time", {"zone": "UTC"})]
 
 
 def test_a_template_without_tools_gets_them_in_a_system_message_and_past_calls_as_text():
@@ -159,6 +201,26 @@ def test_streamed_tool_calls_are_reassembled_by_the_sdk(client):
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]
     assert call.function.name == "get_weather" and json.loads(call.function.arguments)["city"] in ("Paris", "Rome")
+
+
+def test_streamed_arguments_come_in_pieces_after_the_calls_name(srv):
+    """As OpenAI streams them: the first piece has the call's id and name, the next add argument
+    text; joined, they are the arguments of the same request unstreamed."""
+    body = {"model": MODEL, "messages": MESSAGES, "tools": [WEATHER], "max_tokens": 200, "temperature": 0,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
+    whole = httpx.post(srv.url + "/v1/chat/completions", headers=srv.headers, timeout=120, json=body).json()
+    pieces = []
+    with httpx.stream("POST", srv.url + "/v1/chat/completions", headers=srv.headers, timeout=120,
+                      json={**body, "stream": True}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                for choice in json.loads(line[6:])["choices"]:
+                    pieces += choice["delta"].get("tool_calls") or []
+    assert pieces[0]["id"].startswith("call_") and pieces[0]["function"]["name"] == "get_weather"
+    assert all("id" not in p and "name" not in p["function"] and p["index"] == 0 for p in pieces[1:])
+    assert len(pieces) > 3, pieces
+    expected = whole["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    assert "".join(p["function"]["arguments"] for p in pieces) == expected
 
 
 def test_langchain_bind_tools_round_trip(srv):

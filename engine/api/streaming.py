@@ -13,14 +13,14 @@ import dataclasses
 import json
 import logging
 import time
-from typing import Any, AsyncIterator, Optional, Union
+from typing import Any, AsyncIterator, Iterator, Optional, Union
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from engine.api.errors import error_body, error_response
 from engine.api.logprobs import LogprobFormatter
-from engine.protocol.openai_responses import CalledFunction, ToolCallDelta
+from engine.protocol.openai_responses import CalledFunction, FunctionDelta, ToolCallDelta
 from engine.protocol.openai_responses import ToolCall as ResponseToolCall
 from engine.events import EventBus
 from engine.protocol import (
@@ -38,7 +38,7 @@ from engine.protocol import (
     now,
 )
 from engine.requests import ErrorEvent, FinishEvent, GenerationRequest, TextEvent, TokenLogprob
-from engine.tool_calls import ToolCall, ToolCallStream, ToolFormat
+from engine.tool_calls import CallPiece, ToolCall, ToolCallStream, ToolFormat
 
 access_log = logging.getLogger("engine.access")
 
@@ -162,11 +162,11 @@ class Reply:
         text, calls = self.tools.parse(content)
         return text, calls[:1] if self.single_call else calls
 
-    def tool_calls_chunk(self, calls: list[ToolCall], index: int = 0) -> str:
-        """Every call whole, in one chunk (OpenAI streams the arguments in pieces; clients join
-        the pieces by each call's index either way)."""
-        delta = ChatDelta(tool_calls=[ToolCallDelta(index=place, id=call.id, function=CalledFunction(
-            name=call.name, arguments=call.arguments)) for place, call in enumerate(calls)])
+    def call_pieces_chunk(self, pieces: list[CallPiece], index: int = 0) -> str:
+        """Pieces of the choice's calls: a call's first names it, the next add to its arguments."""
+        delta = ChatDelta(tool_calls=[ToolCallDelta(
+            index=piece.index, id=piece.id, type="function" if piece.id else None,
+            function=FunctionDelta(name=piece.name, arguments=piece.arguments)) for piece in pieces])
         return self._chunk(ChatChunkChoice(index=index, delta=delta))
 
     def _prompt_entries(self, finish: FinishEvent) -> list:
@@ -189,94 +189,70 @@ class Reply:
         access_log.info("POST %s %s %s", self.path, status, outcome, extra=fields)
 
 
-async def stream_reply(reply: Reply, events: asyncio.Queue, gen: GenerationRequest,
-                       include_usage: bool) -> AsyncIterator[str]:
-    """SSE chunks as tokens arrive, then ``[DONE]``; a client that leaves cancels the generation."""
-    outcome, finish = "disconnected", None
-    try:
-        if reply.chat:
-            yield reply.first_chunk()
-        while True:
-            event = await events.get()
-            if isinstance(event, TextEvent):
-                yield reply.text_chunk(event)
-            elif isinstance(event, FinishEvent):
-                finish, outcome = event, event.finish_reason
-                yield reply.finish_chunk(event)
-                if include_usage:
-                    yield reply.usage_chunk([event])
-                break
-            elif isinstance(event, ErrorEvent):
-                outcome = "error"
-                yield sse(error_body(event.message, event.error_type, code=event.status_code))
-                break
-        yield "data: [DONE]\n\n"
-    finally:
-        # Reached on normal end and when the client goes away (the response task is cancelled).
-        gen.cancel()
-        reply.log(200, outcome, finish)
+class _ChoiceChunks:
+    """One choice's chunks as its events arrive."""
+
+    def __init__(self, reply: Reply, index: int):
+        self.reply, self.index = reply, index
+
+    def text(self, event: TextEvent) -> Iterator[str]:
+        yield self.reply.text_chunk(event, self.index)
+
+    def finish(self, event: FinishEvent) -> Iterator[str]:
+        yield self.reply.finish_chunk(event, self.index)
+
+
+class _ToolChoiceChunks(_ChoiceChunks):
+    """A choice of a request that offered tools: text streams until a call may be starting (the
+    format's opening marker); a call streams in pieces once its name is known; the choice
+    finishes with ``tool_calls`` when it called (or the held text goes out, when it was no call
+    after all)."""
+
+    def __init__(self, reply: Reply, index: int):
+        super().__init__(reply, index)
+        self.reader = ToolCallStream(reply.tools, single_call=reply.single_call)
+
+    def text(self, event: TextEvent) -> Iterator[str]:
+        text, pieces = self.reader.push(event.content)
+        if text or event.reasoning or event.logprobs:
+            yield self.reply.text_chunk(dataclasses.replace(event, content=text), self.index)
+        if pieces:
+            yield self.reply.call_pieces_chunk(pieces, self.index)
+
+    def finish(self, event: FinishEvent) -> Iterator[str]:
+        text, pieces = self.reader.finish()
+        if text:
+            yield self.reply.text_chunk(TextEvent(content=text), self.index)
+        if pieces:
+            yield self.reply.call_pieces_chunk(pieces, self.index)
+        if self.reader.calls:
+            event = dataclasses.replace(event, finish_reason="tool_calls")
+        yield self.reply.finish_chunk(event, self.index)
 
 
 async def stream_choices(reply: Reply, events: asyncio.Queue, gens: list[GenerationRequest],
                          include_usage: bool) -> AsyncIterator[str]:
-    """``stream_reply`` for ``n`` > 1: ``events`` holds (choice index, event); each choice's
-    chunks carry its index, each ends with its own finish chunk, usage comes once at the end."""
+    """SSE chunks as tokens arrive, then ``[DONE]``; a client that leaves cancels the generation.
+    With ``n`` > 1 ``events`` holds (choice index, event): each choice's chunks carry its index,
+    each ends with its own finish chunk, usage comes once at the end."""
+    several = len(gens) > 1
+    kind = _ToolChoiceChunks if reply.tools is not None else _ChoiceChunks
+    choices = [kind(reply, index) for index in range(len(gens))]
     outcome, finishes = "disconnected", {}
     try:
         if reply.chat:
             for index in range(len(gens)):
                 yield reply.first_chunk(index)
         while len(finishes) < len(gens):
-            index, event = await events.get()
-            if isinstance(event, TextEvent):
-                yield reply.text_chunk(event, index)
-            elif isinstance(event, FinishEvent):
-                finishes[index] = event
-                yield reply.finish_chunk(event, index)
-            elif isinstance(event, ErrorEvent):
-                outcome = "error"
-                yield sse(error_body(event.message, event.error_type, code=event.status_code))
-                break
-        if len(finishes) == len(gens):
-            outcome = finishes[0].finish_reason
-            if include_usage:
-                yield reply.usage_chunk(list(finishes.values()))
-        yield "data: [DONE]\n\n"
-    finally:
-        for gen in gens:
-            gen.cancel()
-        reply.log(200, outcome, _summed(finishes))
-
-
-async def stream_tool_reply(reply: Reply, events: asyncio.Queue, gens: list[GenerationRequest],
-                            include_usage: bool) -> AsyncIterator[str]:
-    """A chat stream whose request offered tools: text streams until a call may be starting
-    (the format's opening marker), the rest is held back; at the end the calls go out as one
-    ``delta.tool_calls`` chunk and the choice finishes with ``tool_calls`` (or the held text
-    goes out, when it was no call after all)."""
-    several = len(gens) > 1
-    readers = [ToolCallStream(reply.tools) for _ in gens]
-    outcome, finishes = "disconnected", {}
-    try:
-        for index in range(len(gens)):
-            yield reply.first_chunk(index)
-        while len(finishes) < len(gens):
             item = await events.get()
             index, event = item if several else (0, item)
             if isinstance(event, TextEvent):
-                text = readers[index].push(event.content)
-                if text or event.reasoning or event.logprobs:
-                    yield reply.text_chunk(dataclasses.replace(event, content=text), index)
+                for chunk in choices[index].text(event):
+                    yield chunk
             elif isinstance(event, FinishEvent):
                 finishes[index] = event
-                text, calls = readers[index].finish()
-                calls = calls[:1] if reply.single_call else calls
-                if text:
-                    yield reply.text_chunk(TextEvent(content=text), index)
-                if calls:
-                    yield reply.tool_calls_chunk(calls, index)
-                    event = dataclasses.replace(event, finish_reason="tool_calls")
-                yield reply.finish_chunk(event, index)
+                for chunk in choices[index].finish(event):
+                    yield chunk
             elif isinstance(event, ErrorEvent):
                 outcome = "error"
                 yield sse(error_body(event.message, event.error_type, code=event.status_code))
@@ -287,6 +263,7 @@ async def stream_tool_reply(reply: Reply, events: asyncio.Queue, gens: list[Gene
                 yield reply.usage_chunk(list(finishes.values()))
         yield "data: [DONE]\n\n"
     finally:
+        # Reached on normal end and when the client goes away (the response task is cancelled).
         for gen in gens:
             gen.cancel()
         reply.log(200, outcome, _summed(finishes))

@@ -92,11 +92,22 @@ class ChatDelta(ResponseModel):
     role: Optional[Literal["assistant"]] = omitted_when_none()
     reasoning_content: Optional[str] = omitted_when_none()
     content: Optional[str] = omitted_when_none()
-    tool_calls: Optional[list["ToolCallDelta"]] = omitted_when_none("a call, whole, in one chunk")
+    tool_calls: Optional[list["ToolCallDelta"]] = omitted_when_none(
+        "calls in pieces: a call's first piece has its id and name, the next add argument text")
 
 
-class ToolCallDelta(ToolCall):
+class FunctionDelta(ResponseModel):
+    name: Optional[str] = omitted_when_none("in the call's first piece")
+    arguments: str = ""  # the next piece of the arguments' JSON text
+
+
+class ToolCallDelta(ResponseModel):
+    """A piece of a call; clients join the pieces by ``index``."""
+
     index: int
+    id: Optional[str] = omitted_when_none("in the call's first piece")
+    type: Optional[Literal["function"]] = omitted_when_none("in the call's first piece")
+    function: FunctionDelta
 
 
 class ChatChunkChoice(ResponseModel):

@@ -15,7 +15,7 @@ from engine.api import grounded
 from engine.api.errors import documented
 from engine.api.openapi import event_stream
 from engine.api.logprobs import LogprobFormatter
-from engine.api.streaming import EventStream, Reply, collect_reply, stream_choices, stream_reply, stream_tool_reply
+from engine.api.streaming import EventStream, Reply, collect_reply, stream_choices
 from engine.core import Engine
 from engine.protocol import (
     ChatCompletion,
@@ -148,9 +148,5 @@ async def _generate(engine: Engine, request: Request, body: SamplingFields, ids:
                   logprobs=formatter, echo=echo, tools=tools,
                   single_call=not getattr(body, "parallel_tool_calls", True))
     if body.stream:
-        if tools is not None:
-            return EventStream(stream_tool_reply(reply, events, gens, body.include_usage_in_stream()))
-        if body.n == 1:
-            return EventStream(stream_reply(reply, events, gens[0], body.include_usage_in_stream()))
         return EventStream(stream_choices(reply, events, gens, body.include_usage_in_stream()))
     return await collect_reply(reply, events, gens, request)
