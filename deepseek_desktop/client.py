@@ -132,7 +132,8 @@ class EngineClient(QObject):
     def chat_stream(self, body: dict, on_piece, on_done, on_failed) -> StreamHandle:
         """Stream a chat completion. ``on_piece((kind, text))`` for each piece, kind "reasoning"
         or "content" (and ("citations", [source, …]) once, first, for a grounded answer: the
-        ``search`` extension); ``on_done(result)`` with finish reason, usage, time to first token,
+        ``search`` extension; ("tool_calls", {index: {"id", "name", "arguments"}}) as a call's
+        pieces arrive, joined so far); ``on_done(result)`` with finish reason, usage, time to first token,
         whether it was stopped, and a grounded answer's ``unknown_citations``; ``on_failed(message)``
         when the engine refused or went away."""
         handle = StreamHandle()
@@ -182,4 +183,11 @@ class EngineClient(QObject):
                             result["first"] = result["first"] or time.monotonic()
                             result["pieces"] += 1  # the engine sends about one token a piece
                             signals.chunk.emit((kind.removesuffix("_content"), delta[kind]))
+                    for piece in delta.get("tool_calls") or []:  # joined by index, as the pieces come
+                        call = result.setdefault("tool_calls", {}).setdefault(piece.get("index", 0), {})
+                        call["id"] = call.get("id") or piece.get("id")
+                        function = piece.get("function") or {}
+                        call["name"] = call.get("name") or function.get("name")
+                        call["arguments"] = call.get("arguments", "") + (function.get("arguments") or "")
+                        signals.chunk.emit(("tool_calls", result["tool_calls"]))
                     result["finish_reason"] = choice.get("finish_reason") or result["finish_reason"]
