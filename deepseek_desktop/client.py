@@ -189,5 +189,5 @@ class EngineClient(QObject):
                         function = piece.get("function") or {}
                         call["name"] = call.get("name") or function.get("name")
                         call["arguments"] = call.get("arguments", "") + (function.get("arguments") or "")
-                        signals.chunk.emit(("tool_calls", result["tool_calls"]))
+                        signals.chunk.emit(("tool_calls", {i: dict(c) for i, c in result["tool_calls"].items()}))
                     result["finish_reason"] = choice.get("finish_reason") or result["finish_reason"]
