@@ -337,6 +337,7 @@ class DeviceBudget:
     verdict: str                  # fits | tight | will-not-fit | unknown
     max_batch: Optional[int] = None    # at the context; None where this device holds no KV
     max_context: Optional[int] = None  # at the batch
+    layers: Optional[list[str]] = None  # the modules the load places here ("embed_tokens", "layers 0-13" …)
 
     def part(self, key: str) -> Optional[BudgetPart]:
         return next((p for p in self.parts if p.key == key), None)

@@ -151,3 +151,30 @@ def test_models_panel_estimate_says_where_the_layers_go(qtbot, checkpoints):
     lines = panel.estimate.placement_label.text().splitlines()
     assert lines[1].startswith("cuda:0: embed_tokens + lm_head (") and lines[2].startswith("cuda:1: layers 0-1 (")
     assert lines[3].startswith("cpu: layers 2-5 + norm (")
+
+
+def test_tuning_budget_says_which_layers_each_device_holds_with_stand_in_gpu_memory(checkpoints):
+    """The Tuning panel's budget, for an engine whose [load] max_memory spreads the model: one
+    budget a device of the placement, each with its layers and its share of the weights. No GPU
+    here: the GPUs' memory readings are stand-ins (DeviceMemory values), the placement is real."""
+    from deepseek_desktop.state.tuning_budget import compute_budgets
+    from deepseek_desktop.state.tuning_engine import EngineView
+    from engine.memory import DeviceMemory
+
+    entry = inspect_path(checkpoints[("llama", False)][0])
+    limits = {"cuda:0": "400KiB", "cuda:1": "400KiB", "cpu": "1GiB"}
+    gib = 2**30
+    view = EngineView(url="http://engine", admin=True, status={"dtype": "float32", "device": "cuda:0", "path": entry.path},
+                      weights={"cuda:0": 1_000_000}, entry=entry, max_memory=limits,
+                      memory={d: DeviceMemory(d, 8 * gib, 6 * gib, "stand-in") for d in ("cuda:0", "cuda:1", "cpu")})
+    settings = {"batching.max_batch_size": 2, "cache.type": "none", "batching.mode": "dynamic"}
+    budgets = compute_budgets(view, settings.get, (), 64, "auto")
+    placement = estimate(entry, "float32", device="cpu", max_memory=limits).placement
+    assert [(b.device, b.layers) for b in budgets] == [(p["device"], p["modules"]) for p in placement]
+    weights = [b.part("weights").bytes for b in budgets]
+    assert weights[0] < weights[2] and abs(sum(weights) - sum(p["bytes"] for p in placement)) < 1 * KiB
+    # Without max_memory: the one device, all its layers, the measured weights as before.
+    view.max_memory = None
+    [alone] = compute_budgets(view, settings.get, (), 64, "auto")
+    assert alone.device == "cuda:0" and alone.layers == ["embed_tokens", "layers 0-5", "norm", "lm_head"]
+    assert alone.part("weights").bytes == 1_000_000 and alone.part("weights").measured

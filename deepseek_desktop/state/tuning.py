@@ -104,6 +104,7 @@ class TuningModel(QObject):
 
     def _on_config(self, body: dict) -> None:
         self.in_force = {f"{s}.{k}": v for s in tuning.RUNTIME_SECTIONS for k, v in body.get(s, {}).items()}
+        self.engine.max_memory = (body.get("load") or {}).get("max_memory")  # where the budget's layers go
         self.edits = {k: v for k, v in self.edits.items() if v != self.in_force.get(k)}
         self._set_engine(admin=True, reason="")
         self.config_changed.emit()

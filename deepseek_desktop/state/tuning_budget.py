@@ -7,7 +7,16 @@ from __future__ import annotations
 from typing import Any, Callable, Collection, Optional
 
 from deepseek_desktop.state.tuning_engine import EngineView
-from engine.memory import DTYPE_BYTES, DeviceBudget, DeviceMemory, device_budget
+from engine.memory import (
+    DTYPE_BYTES,
+    DeviceBudget,
+    DeviceMemory,
+    device_budget,
+    layer_placement,
+    plan_quantization,
+    resolve_dtype,
+)
+from engine.placement import DevicePlacement
 
 KV_DTYPES = ("auto", "float32", "bfloat16", "float16", "float8")
 DEFAULT_CONTEXT = 2048     # what the estimate assumes while neither the model nor a what-if says
@@ -32,28 +41,58 @@ def compute_budgets(engine: EngineView, value: Callable[[str], Any], edited: Col
     context = int(context or DEFAULT_CONTEXT)
     cache_on = value("cache.type") != "none"
     prefix = int(float(value("cache.memory_mb") or 0) * 2**20) if cache_on else 0
-    devices = list(e.weights) or [e.status.get("device") or "cpu"]
+    spread = layer_spread(e)
+    # Spread over several devices (max_memory): the estimate's placement says each one's part (the
+    # engine's /metrics reports the weights on one device only).
+    several = len(spread) > 1
+    devices = (list(spread) if several else list(e.weights)) or [e.status.get("device") or "cpu"]
     total_weights = sum(e.weights.values()) or 1
+    total_placed = sum(p.bytes for p in spread.values()) or 1
     out = []
     for device in devices:
         memory = e.memory.get(device) or DeviceMemory(device, None, None, "unknown")
         on_host = not device.startswith("cuda")
-        share = e.weights.get(device, total_weights) / total_weights
+        share = spread[device].bytes / total_placed if several else e.weights.get(device, total_weights) / total_weights
         engine_bytes = e.status.get("process_rss_bytes") if on_host else None
+        measured = int(e.weights[device]) if device in e.weights and not several else None
         try:
-            out.append(device_budget(
+            budget = device_budget(
                 e.entry, memory, dtype=e.status["dtype"], batch=batch, context=context, kv_dtype=kv_dtype,
                 share=share, prefix_cache_bytes=prefix if on_host else 0,
                 kv_pool_bytes=kv_pool(e, value, edited, kv_dtype, share),
-                weights_bytes=int(e.weights[device]) if device in e.weights else None, engine_bytes=engine_bytes,
+                weights_bytes=measured, engine_bytes=engine_bytes,
                 engine_accounted_bytes=int(sum(e.weights.values()) + e.kv_now + e.prefix_now),
-                quantization=held_quantization(e.status)))
+                quantization=held_quantization(e.status))
         except (ValueError, KeyError):
             return []
+        budget.layers = spread[device].modules if device in spread else None
+        out.append(budget)
     if prefix and all(not d.startswith("cpu") for d in devices) and "cpu" in e.memory:
         out.append(device_budget(e.entry, e.memory["cpu"], dtype=e.status["dtype"], batch=0, context=context,
                                  share=0.0, prefix_cache_bytes=prefix, weights_bytes=0))
     return out
+
+
+_SPREADS: dict[tuple, dict[str, DevicePlacement]] = {}  # the budget is redrawn at every edit: read the headers once
+
+
+def layer_spread(engine: EngineView) -> dict[str, DevicePlacement]:
+    """Device -> the layers the load placed there (``engine.memory.layer_placement`` over the
+    engine's ``max_memory``; all on its device without it). {} when it cannot be told."""
+    e = engine
+    device = e.status.get("device") or "cpu"
+    limits = tuple(sorted((e.max_memory or {}).items()))
+    key = (e.entry.path, e.entry.size_bytes, e.status.get("dtype"), e.status.get("quantization"), device, limits)
+    if key not in _SPREADS:
+        try:
+            held = plan_quantization(e.entry, held_quantization(e.status), e.status["dtype"], device)
+            placed = layer_placement(e.entry, resolve_dtype(e.status["dtype"], device), held, device,
+                                     dict(limits) or None)
+        except (ValueError, KeyError):
+            placed = None
+        _SPREADS.clear()
+        _SPREADS[key] = {p.device: p for p in placed or [] if p.device != "disk"}
+    return _SPREADS[key]
 
 
 def held_quantization(status: dict) -> str:

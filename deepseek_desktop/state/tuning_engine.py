@@ -30,6 +30,7 @@ class EngineView:
     prefix_now: float = 0.0
     memory: dict[str, DeviceMemory] = field(default_factory=dict)
     entry: Any = None                            # engine.catalog.ModelEntry of the served folder
+    max_memory: Optional[dict] = None            # [load] max_memory (GET /admin/config): the layers' devices
 
 
 def metrics_source(url: str, api_key: Optional[str]) -> EngineMetricsSource:

@@ -62,9 +62,12 @@ class MemoryBudgetCard(Card):
                 if b is None:
                     verdict.setText("Memory: N/A until a model is served")
                     continue
+                spread = sum(1 for other in budgets if other is not None and other.layers) > 1
+                layers = f" · {' + '.join(b.layers)}" if b.layers and spread else ""
                 verdict.setText(f"{_device_name(b.device)}: {VERDICT_TEXT[b.verdict]} · needs "
-                                f"{format_bytes(b.need_bytes)} of {format_bytes(b.available_bytes)}")
-                verdict.setToolTip("the engine's need under the edited settings, of what other processes leave")
+                                f"{format_bytes(b.need_bytes)} of {format_bytes(b.available_bytes)}{layers}")
+                verdict.setToolTip("the engine's need under the edited settings, of what other processes leave"
+                                   + (f"; the layers loaded here: {' + '.join(b.layers)}" if b.layers else ""))
                 verdict.setProperty("verdict", b.verdict)  # the theme colours the verdict
                 verdict.style().unpolish(verdict)
                 verdict.style().polish(verdict)

@@ -26,6 +26,10 @@ def test_engine_backend_menu_remembers_the_choice(make_window):
     vllm.trigger()
     assert chosen_backend() == "vllm"
     assert "vllm from the next launch" in window.notifier.history[-1].text
+    # The menu itself says when a choice takes effect (switching the running engine is not safe).
+    [note] = [a for a in backend.actions() if a.objectName() == "backend-next-launch"]
+    assert note.text().startswith("Applies at the next launch (") and not note.isEnabled()
+    assert "next" in vllm.toolTip() and backend.toolTipsVisible()
 
 
 def test_vllm_not_installed_fails_once_saying_how_to_get_it(qtbot, monkeypatch):
