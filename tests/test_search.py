@@ -20,6 +20,7 @@ from helpers import ROOT, wait_until
 from search_docs import EXPECTED_PROBLEMS, GOOD_FILES, build_corpus, build_tiny_embedder
 
 from engine.search.extract import ExtractError, extract
+from engine.search.prepare import helper_count
 from engine.search.retrieval import fts_query, query_terms, snippet
 from engine.search.service import SearchService
 from engine.search.store import SCHEMA_VERSION, StoreError, collection_token, every_value
@@ -258,11 +259,14 @@ def test_indexing_resumes_after_kill_9(tmp_path):
 
     try:
         assert wait_until(lambda: files_done() >= 100, timeout=60, every=0.01)
+        helpers = _children(proc.pid)  # the extraction helpers (engine.search.prepare), on 2+ cores
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(10)
     done_before = files_done()
     assert 100 <= done_before < 1500, "the run finished before it could be killed: make the corpus bigger"
+    assert len(helpers) >= helper_count()  # and multiprocessing's resource tracker
+    assert wait_until(lambda: not any(_alive(pid) for pid in helpers), timeout=10), "a helper outlived its indexer"
 
     again = cli("index", "--collection", "many", env=env)
     assert again.returncode == 0, again.stderr
@@ -275,6 +279,18 @@ def test_indexing_resumes_after_kill_9(tmp_path):
         assert conn.execute("SELECT count(*) FROM files WHERE status = 'ok'").fetchone()[0] == 1500
     hit = json.loads(cli("search", "unique7", "--collection", "many", "--mode", "lexical", "--json", env=env).stdout)
     assert Path(hit["hits"][0]["path"]).name == "doc0007.md"
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped has ended its work)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_an_index_of_another_layout_is_kept_aside_and_rebuilt(tmp_path, corpus):

@@ -4,13 +4,14 @@ yet. One bad file is recorded with its reason and the walk goes on; progress is 
 ~4 times a second as ``index_progress`` events.
 
 A run is resumable: files are committed one by one, so after a kill the next run skips what was
-done (same size and mtime) and redoes at most the file that was in progress.
+done (same size and mtime) and redoes only the files in progress (the one being written and those
+helper processes were extracting ahead of it, see prepare.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-import hashlib
 import os
 import stat
 import threading
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from engine.search.chunking import chunk_sections
-from engine.search.extract import ExtractError, extract, is_supported, read_bytes
+from engine.search.extract import is_supported
+from engine.search.prepare import Prepared, prepared_as_done
 from engine.search.store import Store
 
 PROGRESS_EVERY_S = 0.25
@@ -205,18 +206,23 @@ def _lexical_pass(store: Store, spec: dict, summary: IndexSummary, progress: Pro
     progress.problems = len(summary.problems) + len(walk_problems)
     progress.phase_started = time.monotonic()
     progress.tick(force=True)
-    for item in todo:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled()
-        progress.current_file = item.path
-        progress.tick()
-        count, size = _index_file(store, name, item, known.get(item.path), summary)
-        summary.bytes_done += size
-        progress.bytes_done += item.size
-        progress.files_done += 1
-        progress.chunks += count
-        progress.phase_chunks += count
-        progress.problems = len(summary.problems) + len(walk_problems)
+    jobs = [(item.path, item.error, _indexed_hash(known.get(item.path))) for item in todo]
+    # Files are prepared ahead (helper processes on a large run) and written here as they come,
+    # each in its own transaction: a kill loses only files not yet written.
+    with contextlib.closing(prepared_as_done(jobs, progress.bytes_total)) as prepared_files:
+        for index, prepared in prepared_files:
+            item = todo[index]
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            progress.current_file = item.path
+            progress.tick()
+            count, size = _write_file(store, name, item, prepared, summary)
+            summary.bytes_done += size
+            progress.bytes_done += item.size
+            progress.files_done += 1
+            progress.chunks += count
+            progress.phase_chunks += count
+            progress.problems = len(summary.problems) + len(walk_problems)
     summary.problems += [(p, "unreadable folder") for p in walk_problems]
 
 
@@ -225,38 +231,28 @@ def _unchanged(known: Optional[dict], item: FileToIndex) -> bool:
             and known["mtime"] == item.mtime)
 
 
-def _index_file(store: Store, name: str, item: FileToIndex, known: Optional[dict],
+def _indexed_hash(known: Optional[dict]) -> Optional[str]:
+    """The content hash of the file's indexed chunks (None: none indexed): same hash, no re-index."""
+    return known["hash"] if known is not None and known["status"] == "ok" else None
+
+
+def _write_file(store: Store, name: str, item: FileToIndex, prepared: Prepared,
                 summary: IndexSummary) -> tuple[int, int]:
-    """Index one file; its failure is recorded on it, never raised. Returns (chunks, bytes read)."""
-    path = Path(item.path)
-    data: Optional[bytes] = None
-    digest: Optional[str] = None
-    try:
-        if item.error:
-            raise ExtractError(item.error)
-        data = read_bytes(path)
-        digest = hashlib.sha256(data).hexdigest()
-        if known is not None and known["status"] == "ok" and known["hash"] == digest:
-            store.touch_file(name, item.path, len(data), item.mtime)
-            summary.unchanged += 1
-            return 0, len(data)
-        document = extract(path, data)
-        chunks = chunk_sections(document.sections)
-        if not chunks:
-            raise ExtractError("no text")
-        count = store.replace_file(name, item.path, len(data), item.mtime, digest, document.title, chunks)
-        summary.indexed += 1
-        summary.chunks += count
-        summary.characters += document.characters
-        return count, len(data)
-    except ExtractError as exc:
-        summary.problems.append((item.path, str(exc)))
-        store.mark_error(name, item.path, item.size if data is None else len(data), item.mtime, digest, str(exc))
-        return 0, len(data or b"")
-    except (RecursionError, MemoryError, UnicodeError, OSError) as exc:  # a parser's worst case
-        summary.problems.append((item.path, f"could not be read: {exc}"))
-        store.mark_error(name, item.path, item.size, item.mtime, digest, f"could not be read: {exc}")
-        return 0, len(data or b"")
+    """One prepared file into the index; its failure is recorded on it. Returns (chunks, bytes read)."""
+    size = prepared.size if prepared.size is not None else item.size
+    if prepared.status == "unchanged":
+        store.touch_file(name, item.path, size, item.mtime)
+        summary.unchanged += 1
+        return 0, size
+    if prepared.status == "error":
+        summary.problems.append((item.path, prepared.error))
+        store.mark_error(name, item.path, size, item.mtime, prepared.digest, prepared.error)
+        return 0, prepared.size or 0
+    count = store.replace_file(name, item.path, size, item.mtime, prepared.digest, prepared.title, prepared.chunks)
+    summary.indexed += 1
+    summary.chunks += count
+    summary.characters += prepared.characters
+    return count, size
 
 
 def _embedding_pass(store: Store, name: str, embed, model: str, summary: IndexSummary, progress: Progress,
