@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, wait_until
-from search_docs import EXPECTED_PROBLEMS, GOOD_FILES, build_corpus, build_tiny_embedder
+from search_docs import EXPECTED_PROBLEMS, GOOD_FILES, build_corpus, build_tiny_embedder, make_pdf
 
 from engine.search.extract import ExtractError, extract
 from engine.search.prepare import helper_count
@@ -204,6 +204,12 @@ def test_a_corrupt_database_is_kept_aside_and_rebuilt(tmp_path, corpus):
     assert collection["exclude"] == ["*.pdf"] and collection["files"] == 0
     reopened.index("docs", embed=False)
     assert reopened.search("saffron", "docs", mode="lexical").hits
+
+
+def test_pdf_ligatures_are_searched_as_their_letters(tmp_path):
+    # Byte 0xAE is the "fi" ligature in Helvetica's standard encoding, as typeset PDFs write "file".
+    pdf = make_pdf(tmp_path / "lig.pdf", ["the con\u00aeguration \u00aele"])
+    assert extract(pdf).sections[0].text == "the configuration file"
 
 
 def test_extract_reasons(tmp_path):

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -255,7 +256,8 @@ def _pdf(data: bytes) -> Document:
         sections = []
         outline = _page_headings(reader)
         for number, page in enumerate(reader.pages, 1):
-            text = (page.extract_text() or "").strip()
+            # NFKC: PDFs set "file" with the ligature "ﬁ" (U+FB01), which no query word matches.
+            text = unicodedata.normalize("NFKC", page.extract_text() or "").strip()
             if text:
                 sections.append(Section(text, outline.get(number, ()), number, None))
         title = (reader.metadata or {}).get("/Title") if reader.metadata else None
