@@ -1,27 +1,30 @@
-"""ChatPanel: conversations on the left, the conversation on the right, a composer below.
-It draws ``ChatSession``; streaming replies are re-rendered at most every 50 ms."""
+"""ChatPanel: conversations on the left (``ConversationList``), the conversation on the right
+(``MessageView``), a composer below, and per-conversation settings: sampling, documents, and the
+reply format and tools (``ReplyFormatForm``). It draws ``ChatSession`` and wires its children's
+signals to it."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout, QInputDialog, QLabel, QLineEdit, QListWidget,
-    QListWidgetItem, QMenu, QPlainTextEdit, QPushButton, QScrollArea, QSpinBox, QSplitter, QToolButton,
-    QVBoxLayout, QWidget,
+    QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSpinBox,
+    QSplitter, QToolButton, QVBoxLayout, QWidget,
 )
 
 from deepseek_desktop.state.chat import ChatSession, conversation_settings
+from deepseek_desktop.state.chat_tools import SettingsProblem
 from deepseek_desktop.state.engine_session import EngineSession, load_percent, progress_text
+from deepseek_desktop.widgets.conversation_list import ConversationList
 from deepseek_desktop.widgets.labels import ElidedLabel
-from deepseek_desktop.widgets.message import MessageWidget
+from deepseek_desktop.widgets.message_view import MessageView
+from deepseek_desktop.widgets.reply_format import ReplyFormatForm
 
 if TYPE_CHECKING:
     from deepseek_desktop.state.library import ModelLibrary
 
-RENDER_EVERY_MS = 50
 # A 93 MB download (a 4-bit GGUF) saved as float32 safetensors: exact de-quantised weights, 538 MB.
 DEMO_FETCH_TEXT = "Fetch the demo model (93 MB download, 540 MB on disk)"
 DEMO_LOAD_TEXT = "Load the demo model (fetched already)"
@@ -58,40 +61,34 @@ class ChatPanel(QWidget):
         self.session = session
         self.notifier = notifier
         self.theme = theme
-        self.widgets: dict[str, MessageWidget] = {}
         self.edit_position: Optional[int] = None
-        self._dirty: set[str] = set()
         self._collections: list[str] = []   # offered in "Use documents"
         self._previews: list[QWidget] = []  # file previews opened from a citation
-        self._render_timer = QTimer(self, interval=RENDER_EVERY_MS, timeout=self._render_dirty)
         self._build()
         session.conversations_changed.connect(self._fill_conversations)
         session.messages_reset.connect(self._reset_messages)
         session.message_added.connect(self._add_message)
-        session.message_updated.connect(self._mark_dirty)
+        session.message_updated.connect(self.messages.mark_dirty)
         session.busy_changed.connect(self._on_busy)
         self.set_model_ready(False)
         session.refresh()
 
+    @property
+    def widgets(self) -> dict:
+        """The drawn messages by id (``MessageView.widgets``)."""
+        return self.messages.widgets
+
     # -- layout
     def _build(self) -> None:
         splitter = QSplitter()
-        side = QWidget()
-        side_layout = QVBoxLayout(side)
-        side_layout.setContentsMargins(0, 0, 0, 0)
-        self.new_button = QPushButton("New chat")
-        self.new_button.clicked.connect(lambda: self.session.new_conversation())
-        self.search_box = QLineEdit(placeholderText="Search conversations…", clearButtonEnabled=True)
-        self.search_box.textChanged.connect(lambda text: self.session.refresh(text))
-        self.conversation_list = QListWidget()
-        self.conversation_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.conversation_list.setTextElideMode(Qt.TextElideMode.ElideRight)
-        self.conversation_list.itemClicked.connect(lambda item: self.session.open(item.data(Qt.ItemDataRole.UserRole)))
-        self.conversation_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.conversation_list.customContextMenuRequested.connect(self._conversation_menu)
-        for widget in (self.new_button, self.search_box, self.conversation_list):
-            side_layout.addWidget(widget)
-        splitter.addWidget(side)
+        self.conversations = ConversationList()
+        self.conversations.new_requested.connect(lambda: self.session.new_conversation())
+        self.conversations.query_changed.connect(lambda text: self.session.refresh(text))
+        self.conversations.open_requested.connect(self.session.open)
+        self.conversations.rename_requested.connect(self.rename)
+        self.conversations.delete_requested.connect(self.session.delete)
+        self.conversation_list = self.conversations.list
+        splitter.addWidget(self.conversations)
 
         main = QWidget()
         layout = QVBoxLayout(main)
@@ -101,6 +98,9 @@ class ChatPanel(QWidget):
         self.title_label.setObjectName("chat_title")
         self.settings_button = QToolButton(text="Settings", checkable=True)
         self.settings_button.toggled.connect(lambda on: self.settings_frame.setVisible(on))
+        # The reply's format (a JSON schema) and the tools it may call, per conversation.
+        self.format_button = QToolButton(text="Format & tools", checkable=True)
+        self.format_button.toggled.connect(lambda on: self.reply_format.setVisible(on))
         # Grounding in a document collection, per conversation (the search extension; issue 13).
         self.documents_box = QComboBox()
         self.documents_box.setToolTip("Use documents: answers draw on a collection's passages and cite them")
@@ -108,26 +108,25 @@ class ChatPanel(QWidget):
         self.documents_box.activated.connect(lambda _i: self.choose_documents(self.documents_box.currentData()))
         header.addWidget(self.title_label, 1)
         header.addWidget(self.documents_box)
+        header.addWidget(self.format_button)
         header.addWidget(self.settings_button)
         layout.addLayout(header)
         layout.addWidget(self._build_settings())
+        self.reply_format = ReplyFormatForm()
+        self.reply_format.apply_requested.connect(lambda: self.apply_reply_format(announce=True))
+        self.reply_format.hide()
+        layout.addWidget(self.reply_format)
         layout.addWidget(self._build_call_to_action())
 
-        self.scroll = QScrollArea(widgetResizable=True)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        # Messages size themselves once laid out, after the scroll to the end was asked for: while
-        # following the end, every growth of the range scrolls again (the user scrolling up stops it).
-        self._follow_end = True
-        self._scrolling = False
-        bar = self.scroll.verticalScrollBar()
-        bar.rangeChanged.connect(self._on_range_changed)
-        bar.valueChanged.connect(self._on_scrolled)
-        holder = QWidget()
-        holder.setObjectName("transcript")
-        self.message_layout = QVBoxLayout(holder)
-        self.message_layout.addStretch(1)
-        self.scroll.setWidget(holder)
-        layout.addWidget(self.scroll, 1)
+        self.messages = MessageView(self.theme)
+        self.messages.edit_requested.connect(self.begin_edit)
+        self.messages.regenerate_requested.connect(self.regenerate)
+        self.messages.code_copied.connect(lambda: self.notifier.info("code block copied"))
+        self.messages.open_requested.connect(self.open_source)
+        self.messages.tool_result_submitted.connect(self.session.submit_tool_result)
+        self.messages.rendered.connect(self._update_actions)
+        self.scroll = self.messages
+        layout.addWidget(self.messages, 1)
 
         self.edit_banner = QLabel("Editing a message: sending replaces it and every message after it (Esc cancels)")
         self.edit_banner.setObjectName("edit_banner")
@@ -223,6 +222,25 @@ class ChatPanel(QWidget):
         """Ground this conversation in ``collection`` (None: in nothing); a first choice starts one."""
         self.session.use_documents(collection)
         self._fill_documents()
+        self.reply_format.set_documents(collection)
+
+    def apply_reply_format(self, announce: bool = False) -> bool:
+        """Keep the form's schema and tools with this conversation, once they check out; what is
+        wrong is shown in the form, which keeps the text as typed. False when nothing was kept."""
+        try:
+            self.session.configure_structured(*self.reply_format.read())
+        except SettingsProblem as exc:
+            self.reply_format.show_problem(str(exc))
+            self.reply_format.show()
+            self.format_button.setChecked(True)
+            self.notifier.error(f"chat: {exc}")
+            return False
+        # A first setting starts a conversation, whose opening redrew the form: show what is kept.
+        self.reply_format.show_settings(self.session.current["settings"])
+        self.format_button.setText(self.reply_format.summary())
+        if announce:
+            self.notifier.info("reply format and tools saved for this conversation")
+        return True
 
     def _fill_documents(self) -> None:
         chosen = self.session.documents
@@ -248,8 +266,7 @@ class ChatPanel(QWidget):
     def set_theme(self, theme: str) -> None:
         """For code blocks drawn from now on (a drawn one keeps its colours, as before)."""
         self.theme = theme
-        for widget in self.widgets.values():
-            widget.theme = theme
+        self.messages.set_theme(theme)
 
     def show_load_progress(self, event: dict) -> None:
         self.cta_status.setText(f"Loading {load_percent(event):.0f}% — {progress_text(event)}")
@@ -263,31 +280,12 @@ class ChatPanel(QWidget):
 
     # -- conversations
     def _fill_conversations(self, conversations: list) -> None:
-        self.conversation_list.clear()
-        current = self.session.current["id"] if self.session.current else None
-        for conversation in conversations:
-            item = QListWidgetItem(conversation["title"])
-            item.setData(Qt.ItemDataRole.UserRole, conversation)
-            self.conversation_list.addItem(item)
-            if conversation["id"] == current:
-                item.setSelected(True)
+        self.conversations.fill(conversations, self.session.current["id"] if self.session.current else None)
 
-    def _conversation_menu(self, pos) -> None:
-        item = self.conversation_list.itemAt(pos)
-        if item is None:
-            return
-        conversation = item.data(Qt.ItemDataRole.UserRole)
-        menu = QMenu(self)
-        menu.addAction("Rename…", lambda: self.rename(conversation))
-        menu.addAction("Delete", lambda: self.session.delete(conversation["id"]))
-        menu.popup(self.conversation_list.mapToGlobal(pos))
-
-    def rename(self, conversation: dict) -> None:
-        title, ok = QInputDialog.getText(self, "Rename conversation", "Title", text=conversation["title"])
-        if ok:
-            self.session.rename(conversation["id"], title)
-            if self.session.current and self.session.current["id"] == conversation["id"]:
-                self.title_label.setText(title)
+    def rename(self, conversation_id: str, title: str) -> None:
+        self.session.rename(conversation_id, title)
+        if self.session.current and self.session.current["id"] == conversation_id:
+            self.title_label.setText(self.session.current["title"])
 
     def _apply_settings(self) -> None:
         self.session.configure(self.system_prompt.toPlainText(), {
@@ -296,10 +294,6 @@ class ChatPanel(QWidget):
 
     # -- messages
     def _reset_messages(self, messages: list) -> None:
-        for widget in self.widgets.values():
-            widget.deleteLater()
-        self.widgets.clear()
-        self._dirty.clear()
         conversation = self.session.current or {}
         self.title_label.setText(conversation.get("title", "New chat"))
         settings = conversation_settings(conversation.get("settings"))
@@ -308,78 +302,29 @@ class ChatPanel(QWidget):
             box.setValue(box.minimum() if settings[key] is None else settings[key])
         self.max_tokens.setValue(int(settings["max_tokens"]))
         self._fill_documents()
-        for message in messages:
-            self._add_message(message, scroll=False)
-        self._update_regenerate()
-        QTimer.singleShot(0, self._scroll_to_end)
+        self.reply_format.set_documents(settings.get("documents"))
+        self.reply_format.show_settings(settings)
+        self.format_button.setText(self.reply_format.summary())
+        self.messages.reset(messages)
+        self._update_actions()
 
     def _add_message(self, message: dict, scroll: bool = True) -> None:
-        widget = MessageWidget(message, self.theme)
-        widget.edit_requested.connect(self.begin_edit)
-        widget.regenerate_requested.connect(self.regenerate)
-        widget.code_copied.connect(lambda: self.notifier.info("code block copied"))
-        widget.open_requested.connect(self.open_source)
-        self.widgets[message["id"]] = widget
-        self.message_layout.insertWidget(self.message_layout.count() - 1, widget)
+        self.messages.add(message, scroll)
         if self.session.current:
             self.title_label.setText(self.session.current["title"])
-        self._update_regenerate()
-        if scroll:
-            QTimer.singleShot(0, self._scroll_to_end)
+        self._update_actions()
 
-    def _mark_dirty(self, message: dict) -> None:
-        widget = self.widgets.get(message["id"])
-        if widget is not None:
-            widget.message = message
-        self._dirty.add(message["id"])
-        if not self._render_timer.isActive():
-            self._render_timer.start()
-        if message.get("status") != "streaming":
-            self._render_dirty()
-
-    def _render_dirty(self) -> None:
-        if not self._dirty:
-            self._render_timer.stop()
-            return
-        bar = self.scroll.verticalScrollBar()
-        at_end = bar.value() >= bar.maximum() - 40
-        for message_id in list(self._dirty):
-            widget = self.widgets.get(message_id)
-            if widget is not None:
-                widget.refresh()
-        self._dirty.clear()
-        self._update_regenerate()
-        if at_end:
-            QTimer.singleShot(0, self._scroll_to_end)
-
-    def _scroll_to_end(self) -> None:
-        self._follow_end = True
-        bar = self.scroll.verticalScrollBar()
-        self._scrolling = True
-        bar.setValue(bar.maximum())
-        self._scrolling = False
-
-    def _on_range_changed(self, _minimum: int, _maximum: int) -> None:
-        if self._follow_end:
-            self._scroll_to_end()
-
-    def _on_scrolled(self, value: int) -> None:
-        if not self._scrolling:
-            self._follow_end = value >= self.scroll.verticalScrollBar().maximum() - 40
-
-    def _update_regenerate(self) -> None:
+    def _update_actions(self) -> None:
+        """Regenerate on the last reply, Edit while idle, result boxes on the calls still waiting."""
         messages = self.session.messages
-        last_id = messages[-1]["id"] if messages else None
-        for message_id, widget in self.widgets.items():
-            if widget.message["role"] == "assistant":
-                widget.regenerate_button.setVisible(message_id == last_id and not self.session.busy)
-            else:
-                widget.edit_button.setEnabled(not self.session.busy)
+        calling = self.session.last_reply()
+        pending = {calling["id"]: [c["id"] for c in self.session.pending_calls(calling)]} if calling else {}
+        self.messages.set_actions(messages[-1]["id"] if messages else None, self.session.busy, pending)
 
     def _on_busy(self, busy: bool) -> None:
         self.stop_button.setEnabled(busy)
         self.send_button.setEnabled(not busy and not self.cta.isVisible())
-        self._update_regenerate()
+        self._update_actions()
 
     # -- actions
     def open_source(self, source: dict) -> None:
@@ -391,6 +336,10 @@ class ChatPanel(QWidget):
             self._previews = [p for p in self._previews if p.isVisible()] + [preview]
 
     def send(self) -> None:
+        # A schema or tools edited but not applied are checked (and kept) first: a bad one stops
+        # the message, which stays in the composer.
+        if self.reply_format.changed and not self.apply_reply_format():
+            return
         if self.session.send(self.composer.toPlainText(), self.edit_position):
             self.composer.clear()
             self.cancel_edit()

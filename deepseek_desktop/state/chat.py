@@ -10,6 +10,10 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from deepseek_desktop.notifier import Notifier
 from deepseek_desktop.state.chat_store import StoreThread, new_id
+from deepseek_desktop.state.chat_tools import (
+    SEARCH_TOOL_NAME, SEARCH_TOOL_TOP_K, SettingsProblem, history_entry, joined_tool_calls, offered_tools,
+    search_query, search_result_text,
+)
 from deepseek_desktop.state.settings import read_json, write_json
 
 if TYPE_CHECKING:  # httpx comes with the engine session's first attach, not at start-up
@@ -154,6 +158,25 @@ class ChatSession(QObject):
         settings["documents"] = collection
         self.store.update_conversation(self.current["id"], settings=settings)
 
+    def configure_structured(self, json_schema: Optional[dict], tools: list[dict], search_tool: bool,
+                             tool_choice: str = "auto") -> None:
+        """This conversation's reply format and tools (checked by ``state.chat_tools`` first):
+        ``json_schema`` {"name", "schema"} or None; ``tools`` the user's definitions;
+        ``search_tool``: offer ``search_documents`` over its documents; ``tool_choice`` "auto" or
+        "required" (a call after each message of yours; after a tool's result the model may answer).
+
+        Raises:
+            SettingsProblem: a schema together with tools (the engine serves one or the other).
+        """
+        if json_schema and (tools or search_tool):
+            raise SettingsProblem("A JSON schema and tools cannot be used together: the reply is either "
+                                  "JSON of the schema or may call a tool. Clear one of them.")
+        if self.current is None:
+            self.new_conversation()
+        settings = self.current.setdefault("settings", dict(DEFAULT_SETTINGS))
+        settings.update(json_schema=json_schema, tools=tools, search_tool=search_tool, tool_choice=tool_choice)
+        self.store.update_conversation(self.current["id"], settings=settings)
+
     @property
     def documents(self) -> Optional[str]:
         """The collection this conversation's replies are grounded in, if any."""
@@ -217,7 +240,7 @@ class ChatSession(QObject):
 
     def request_body(self) -> dict:
         settings = conversation_settings(self.current.get("settings"))
-        history = [{"role": m["role"], "content": m["content"]} for m in self._answered_turns()]
+        history = [history_entry(m) for m in self._answered_turns()]
         if self.current.get("system_prompt"):
             history.insert(0, {"role": "system", "content": self.current["system_prompt"]})
         body = {"model": self._model_id(), "messages": history}
@@ -226,8 +249,17 @@ class ChatSession(QObject):
                 body[key] = settings[key]
         if settings.get("max_tokens"):
             body["max_tokens"] = int(settings["max_tokens"])
-        if settings.get("documents"):
+        tools = offered_tools(settings)
+        if settings.get("documents") and not settings.get("search_tool"):
             body["search"] = {"collection": settings["documents"], "top_k": SEARCH_TOP_K}
+        if settings.get("json_schema"):
+            body["response_format"] = {"type": "json_schema", "json_schema": {**settings["json_schema"], "strict": True}}
+        elif tools:
+            body["tools"] = tools
+            # "required" forces a call after the user's message; after a tool's result the model
+            # may answer (or it would call tools for ever).
+            after_result = bool(history) and history[-1]["role"] == "tool"
+            body["tool_choice"] = "auto" if after_result else settings.get("tool_choice") or "auto"
         return body
 
     def _answered_turns(self) -> list[dict]:
@@ -236,12 +268,17 @@ class ChatSession(QObject):
         turns = []
         for i, m in enumerate(self.messages):
             refused = i + 1 < len(self.messages) and self.messages[i + 1]["status"] == "error"
-            if m["role"] in ("user", "assistant") and m["content"] and m is not self.reply and not refused:
+            said = m["content"] or m.get("tool_calls") or m["role"] == "tool"
+            if said and m is not self.reply and not refused:
                 turns.append(m)
         return turns
 
     def _start_reply(self) -> None:
-        self.reply = self._add({"role": "assistant", "status": "streaming", "stats": {"model": self._model_id()}})
+        stats = {"model": self._model_id()}
+        schema = (self.current.get("settings") or {}).get("json_schema")
+        if schema:  # the reply is JSON of this schema: drawn formatted
+            stats["json_schema"] = schema["name"]
+        self.reply = self._add({"role": "assistant", "status": "streaming", "stats": stats})
         self._first_piece_at, self._pieces = None, 0
         self.busy_changed.emit(True)
         body = self.request_body()
@@ -258,6 +295,10 @@ class ChatSession(QObject):
         kind, text = piece
         if kind == "citations":  # a grounded reply's sources: kept with it, written with it
             reply["citations"] = text
+            self.message_updated.emit(reply)
+            return
+        if kind == "tool_calls":  # the calls so far, joined from their streamed pieces
+            reply["tool_calls"] = joined_tool_calls(text)
             self.message_updated.emit(reply)
             return
         now = time.monotonic()
@@ -290,7 +331,11 @@ class ChatSession(QObject):
             if result.get("interrupted_detail"):
                 self.notifier.info(f"the reply's stream ended with {result['interrupted_detail']}")
         else:
+            if result.get("tool_calls"):
+                reply["tool_calls"] = joined_tool_calls(result["tool_calls"])
             self._finish("stopped" if result.get("stopped") else "done", stats)
+            if reply.get("tool_calls") and not result.get("stopped"):
+                self._run_built_in_tools(reply)
 
     def _on_failed(self, reply: dict, message: str) -> None:
         """The engine refused the request (too long a prompt, no model…)."""
@@ -308,6 +353,58 @@ class ChatSession(QObject):
         self.message_updated.emit(reply)
         self.busy_changed.emit(False)
         self.refresh()
+
+    # -- tool calls
+    def pending_calls(self, message: dict) -> list[dict]:
+        """``message``'s calls that have no result yet (a tool message after it answers one)."""
+        answered = {m.get("tool_call_id") for m in self.messages[message["position"] + 1:] if m["role"] == "tool"}
+        return [call for call in message.get("tool_calls") or [] if call["id"] not in answered]
+
+    def submit_tool_result(self, call_id: str, result: str) -> bool:
+        """The result of the last reply's call ``call_id`` (pasted by the user, or the built-in
+        tool's); once every call of that reply has one, the conversation continues.
+
+        Returns False (and says why) when there is no such call waiting."""
+        calling = next((m for m in reversed(self.messages) if m.get("tool_calls")), None)
+        call = next((c for c in self.pending_calls(calling) if c["id"] == call_id), None) if calling else None
+        if call is None or calling is not self.last_reply():
+            self.notifier.warning("that tool call is no longer waiting for a result")
+            return False
+        if self.busy:
+            self.notifier.warning("a reply is still streaming; stop it first")
+            return False
+        self._add({"role": "tool", "content": result, "status": "done", "tool_call_id": call_id,
+                   "stats": {"tool": call["name"]}})
+        if not self.pending_calls(calling) and self._ready_to_send():
+            self._start_reply()
+        return True
+
+    def last_reply(self) -> Optional[dict]:
+        """The last assistant message, when only tool results came after it."""
+        for message in reversed(self.messages):
+            if message["role"] == "assistant":
+                return message
+            if message["role"] != "tool":
+                return None
+        return None
+
+    def _run_built_in_tools(self, reply: dict) -> None:
+        """Run the reply's ``search_documents`` calls through the engine's search API (off the
+        GUI thread); each result goes back as the call's tool message."""
+        collection = self.documents
+        for call in reply["tool_calls"]:
+            if call["name"] != SEARCH_TOOL_NAME or not collection or self._client() is None:
+                continue
+            try:
+                query = search_query(call["arguments"])
+            except SettingsProblem as exc:
+                self.submit_tool_result(call["id"], f"error: {exc}")
+                continue
+            self._client().request(
+                "POST", "/v1/search",
+                lambda body, call_id=call["id"]: self.submit_tool_result(call_id, search_result_text(body)),
+                lambda message, call_id=call["id"]: self.submit_tool_result(call_id, f"the search failed: {message}"),
+                {"query": query, "collection": collection, "top_k": SEARCH_TOOL_TOP_K})
 
     def _save_reply(self) -> None:
         if self.reply is not None:

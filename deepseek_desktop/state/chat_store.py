@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS messages (
     status TEXT NOT NULL DEFAULT 'done',   -- done | streaming | stopped | interrupted | error
     stats TEXT NOT NULL DEFAULT '{}',
     created REAL NOT NULL,
-    citations TEXT NOT NULL DEFAULT '[]'   -- a grounded reply's sources, as the engine numbered them
+    citations TEXT NOT NULL DEFAULT '[]',  -- a grounded reply's sources, as the engine numbered them
+    tool_calls TEXT NOT NULL DEFAULT '[]', -- an assistant's calls: [{"id", "name", "arguments"}]
+    tool_call_id TEXT NOT NULL DEFAULT ''  -- a tool message: the call it answers
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, position);
 """
@@ -48,7 +50,8 @@ def new_id() -> str:
 
 
 # Columns added after the first release: a history written before them gets them, empty.
-ADDED_COLUMNS = {"citations": "TEXT NOT NULL DEFAULT '[]'"}
+ADDED_COLUMNS = {"citations": "TEXT NOT NULL DEFAULT '[]'", "tool_calls": "TEXT NOT NULL DEFAULT '[]'",
+                 "tool_call_id": "TEXT NOT NULL DEFAULT ''"}
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
@@ -134,18 +137,20 @@ class ChatStore:
     # -- messages
     def messages(self, conversation_id: str) -> list[dict]:
         rows = self.db.execute("SELECT * FROM messages WHERE conversation_id=? ORDER BY position", (conversation_id,))
-        return [{**dict(r), "stats": json.loads(r["stats"]), "citations": json.loads(r["citations"])} for r in rows]
+        return [{**dict(r), "stats": json.loads(r["stats"]), "citations": json.loads(r["citations"]),
+                 "tool_calls": json.loads(r["tool_calls"])} for r in rows]
 
     def save_message(self, message: dict) -> None:
         """Insert or replace one message (the whole row: a streaming reply is rewritten as it grows)."""
         with self.db:
             self.db.execute(
                 "INSERT OR REPLACE INTO messages (id, conversation_id, position, role, content, reasoning, status, "
-                "stats, created, citations) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "stats, created, citations, tool_calls, tool_call_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (message["id"], message["conversation_id"], message["position"], message["role"],
                  message.get("content", ""), message.get("reasoning", ""), message.get("status", "done"),
                  json.dumps(message.get("stats") or {}), message.get("created") or time.time(),
-                 json.dumps(message.get("citations") or [])))
+                 json.dumps(message.get("citations") or []), json.dumps(message.get("tool_calls") or []),
+                 message.get("tool_call_id") or ""))
             self.db.execute("UPDATE conversations SET updated=? WHERE id=?", (time.time(), message["conversation_id"]))
 
     def truncate(self, conversation_id: str, from_position: int) -> None:

@@ -11,11 +11,13 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QVBoxLayout
 
 from deepseek_desktop.state.chat import stats_text
+from deepseek_desktop.state.chat_tools import pretty_json
 from deepseek_desktop.widgets.labels import WrapLabel
 
 if TYPE_CHECKING:  # markdown-it and Pygments are imported with the first message, not at start-up
     from deepseek_desktop.widgets.citations import CitationsView
     from deepseek_desktop.widgets.markdown import MarkdownView
+    from deepseek_desktop.widgets.tool_calls import ToolCallCard
 
 STATUS_TEXT = {
     "streaming": "", "done": "", "stopped": "stopped",
@@ -50,6 +52,7 @@ class MessageWidget(QFrame):
     regenerate_requested = Signal()
     code_copied = Signal()
     open_requested = Signal(dict)    # a cited source, to be opened at its page or line
+    tool_result_submitted = Signal(str, str)  # a call's id, the result pasted for it
 
     def __init__(self, message: dict, theme: str = "dark"):
         super().__init__()
@@ -59,7 +62,8 @@ class MessageWidget(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 8, 12, 8)
         header = QHBoxLayout()
-        self.role_label = QLabel("You" if message["role"] == "user" else "Model")
+        role = {"user": "You", "tool": f"Result of {(message.get('stats') or {}).get('tool') or 'a tool'}"}
+        self.role_label = QLabel(role.get(message["role"], "Model"))
         self.role_label.setObjectName("message_role")
         # The status (an interrupted reply's cause can be long) wraps on its own line under the
         # header: the buttons stay where they are and the card never grows wider than the view.
@@ -71,11 +75,12 @@ class MessageWidget(QFrame):
         self.copy_button = QToolButton(text="Copy", autoRaise=True)
         self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.message["content"]))
         header.addWidget(self.copy_button)
+        self.edit_button = self.regenerate_button = None
         if message["role"] == "user":
             self.edit_button = QToolButton(text="Edit", autoRaise=True)
             self.edit_button.clicked.connect(lambda: self.edit_requested.emit(self.message))
             header.addWidget(self.edit_button)
-        else:
+        elif message["role"] == "assistant":
             self.regenerate_button = QToolButton(text="Regenerate", autoRaise=True)
             self.regenerate_button.clicked.connect(lambda: self.regenerate_requested.emit())
             header.addWidget(self.regenerate_button)
@@ -99,6 +104,9 @@ class MessageWidget(QFrame):
         layout.addLayout(self.body_layout)
         self.chunks: list[MarkdownView] = []
         self.citations_view: Optional[CitationsView] = None  # a grounded reply's sources, under it
+        self.call_cards: dict[str, ToolCallCard] = {}  # the reply's tool calls, by call id, under it
+        self._pending: list[str] = []
+        self._busy = False
         self.settled = 0  # characters of the content drawn in chunks that no longer change
         self._new_chunk()
         self.stats_label = WrapLabel()
@@ -147,6 +155,39 @@ class MessageWidget(QFrame):
         if (self.citations_view.sources, self.citations_view.unknown) != (sources, unknown):
             self.citations_view.set_sources(sources, unknown)
 
+    def _show_tool_calls(self) -> None:
+        calls = self.message.get("tool_calls") or []
+        for place, call in enumerate(calls):
+            card = self.call_cards.get(call["id"])
+            if card is None:
+                from deepseek_desktop.widgets.tool_calls import ToolCallCard
+
+                card = self.call_cards[call["id"]] = ToolCallCard(call)
+                card.result_submitted.connect(self.tool_result_submitted.emit)
+                card.set_pending(call["id"] in self._pending, self._busy)
+                self.layout().insertWidget(self.layout().indexOf(self.stats_label), card)
+            card.update_call(call)
+
+    def set_actions(self, last: bool, busy: bool, pending: list[str]) -> None:
+        """Regenerate on the last reply while idle, Edit while idle, a result box on each call
+        still waiting (``pending``: their ids)."""
+        self._pending, self._busy = list(pending), busy
+        if self.regenerate_button is not None:
+            self.regenerate_button.setVisible(last and not busy)
+        if self.edit_button is not None:
+            self.edit_button.setEnabled(not busy)
+        for call_id, card in self.call_cards.items():
+            card.set_pending(call_id in self._pending, busy)
+
+    def _content_to_draw(self) -> str:
+        m = self.message
+        content = m.get("content") or ("…" if m.get("status") == "streaming" and not m.get("tool_calls") else "")
+        if (m.get("stats") or {}).get("json_schema") and m.get("status") != "streaming":
+            formatted = pretty_json(content)  # a structured reply, drawn as indented JSON once whole
+            if formatted is not None:
+                return f"```json\n{formatted}\n```"
+        return content
+
     def rendered_markdown(self) -> str:
         return "".join(view.markdown for view in self.chunks)
 
@@ -166,8 +207,8 @@ class MessageWidget(QFrame):
             self.reasoning_toggle.setText("Thinking…" if thinking else f"Reasoning ({len(reasoning.split())} words)")
             if self.reasoning_toggle.isChecked() and self.reasoning_view.markdown != reasoning:
                 self.reasoning_view.set_markdown(reasoning)
-        content = m.get("content") or ("…" if m.get("status") == "streaming" else "")
-        if len(content) < self.settled:  # replaced, not grown (never in practice): start over
+        content = self._content_to_draw()
+        if content[:self.settled] != self.rendered_markdown()[:self.settled]:  # replaced, not grown: start over
             for view in self.chunks[1:]:
                 view.deleteLater()
             self.chunks, self.settled = self.chunks[:1], 0
@@ -184,5 +225,6 @@ class MessageWidget(QFrame):
         self.status_label.setVisible(bool(status))
         self.status_label.setProperty("status", m.get("status"))
         self._show_citations()
+        self._show_tool_calls()
         self.stats_label.setText(stats_text(m.get("stats") or {}) if m["role"] == "assistant" else "")
         self.stats_label.setVisible(bool(self.stats_label.text()))

@@ -1,5 +1,6 @@
 """The chat history store: SQLite in WAL mode; a reply cut off by a crash survives, marked."""
 
+import json
 import sqlite3
 
 from deepseek_desktop.state.chat_store import ChatStore, new_id
@@ -92,3 +93,54 @@ def test_a_grounded_replys_citations_are_kept_and_an_older_history_gains_the_col
     store.save_message({**_message("c", 1, "assistant", "It is so [1]."), "citations": cited})
     store.close()
     assert ChatStore(path).messages("c")[1]["citations"] == cited
+
+
+def test_tool_calls_and_results_are_kept_and_an_older_history_gains_their_columns(tmp_path):
+    path = tmp_path / "chats.sqlite3"
+    # A history from before tool calls: the messages table with citations but without their columns.
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE conversations (id TEXT PRIMARY KEY, title TEXT NOT NULL, system_prompt TEXT NOT NULL "
+        "DEFAULT '', settings TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL, updated REAL NOT NULL);"
+        "CREATE TABLE messages (id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL, position INTEGER NOT NULL, "
+        "role TEXT NOT NULL, content TEXT NOT NULL DEFAULT '', reasoning TEXT NOT NULL DEFAULT '', status TEXT "
+        "NOT NULL DEFAULT 'done', stats TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL, "
+        "citations TEXT NOT NULL DEFAULT '[]');"
+        "INSERT INTO conversations VALUES ('c', 'old', '', '{}', 1, 1);"
+        "INSERT INTO messages VALUES ('m', 'c', 0, 'user', 'weather?', '', 'done', '{}', 1, '[]');")
+    old.commit()
+    old.close()
+    store = ChatStore(path)
+    assert store.messages("c")[0]["tool_calls"] == [] and store.messages("c")[0]["tool_call_id"] == ""
+    calls = [{"id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}]
+    store.save_message({**_message("c", 1, "assistant", ""), "tool_calls": calls})
+    store.save_message({**_message("c", 2, "tool", '{"sky": "sunny"}'), "tool_call_id": "call_1"})
+    store.update_conversation("c", settings={"json_schema": None, "tools": [{"type": "function", "function": {
+        "name": "get_weather"}}], "tool_choice": "required"})
+    store.close()
+    again = ChatStore(path)
+    kept = again.messages("c")
+    assert kept[1]["tool_calls"] == calls and (kept[2]["role"], kept[2]["tool_call_id"]) == ("tool", "call_1")
+    assert again.conversations()[0]["settings"]["tool_choice"] == "required"
+
+
+def test_a_pasted_schema_or_tool_list_is_checked_with_a_message_that_says_what_is_wrong():
+    import pytest
+
+    from deepseek_desktop.state.chat_tools import SettingsProblem, parse_json_schema, parse_tools
+
+    assert parse_json_schema("  ") is None
+    assert parse_json_schema('{"type": "object"}') == {"name": "reply", "schema": {"type": "object"}}
+    assert parse_json_schema('{"name": "p", "schema": {"type": "object"}}') == {"name": "p", "schema": {"type": "object"}}
+    for text, says in [('{"type": ', "not valid JSON: Expecting value at line 1, column 10"),
+                       ('{"type": "objec"}', "not a valid JSON schema"), ("[1]", "must be a JSON object"),
+                       ('{"name": "a b", "schema": {}}', "letters, digits")]:
+        with pytest.raises(SettingsProblem, match=says):
+            parse_json_schema(text)
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    assert parse_tools(json.dumps([tool])) == [tool] and parse_tools(json.dumps(tool["function"])) == [tool]
+    for value, says in [([{"function": {}}], "needs a function with a name"), ([tool, tool], "used twice"),
+                        ([{"name": "search_documents"}], "built-in"),
+                        ([{"name": "g", "parameters": {"type": 5}}], "parameters is not a valid JSON schema")]:
+        with pytest.raises(SettingsProblem, match=says):
+            parse_tools(json.dumps(value))
