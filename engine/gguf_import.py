@@ -68,7 +68,7 @@ def precision_advice(gguf_file: Path) -> str | None:
     None for a float file, or one the catalog cannot read."""
     from engine.catalog import inspect_path
     from engine.memory import estimate, format_bytes
-    from engine.quantization import gguf_precision_class
+    from engine.quantization.checkpoints import gguf_precision_class
 
     entry = inspect_path(Path(gguf_file))
     keep = gguf_precision_class(entry.dtype)

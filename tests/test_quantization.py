@@ -176,13 +176,13 @@ def test_quantizing_an_already_quantized_model_is_refused_naming_both(srv, torch
 def test_prequantized_method_without_its_library_is_refused_by_the_catalog(tiny_model, tmp_path):
     """GPTQ needs gptqmodel, which is not installed here: the catalog says so before any weight."""
     from engine.catalog import inspect_path
-    from engine.quantization import _package_present
+    from engine.quantization.checkpoints import package_present
 
     folder = _with_quantization_config(tiny_model("llama"), tmp_path / "gptq",
                                        {"quant_method": "gptq", "bits": 4, "group_size": 128})
     entry = inspect_path(folder)
     assert entry.quantization == "gptq 4-bit (group 128)"
-    if _package_present("gptqmodel"):
+    if package_present("gptqmodel"):
         assert entry.loadable
     else:
         assert not entry.loadable and "needs the gptqmodel package (pip install gptqmodel)" in entry.problem

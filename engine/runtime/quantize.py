@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 import torch
 
-from engine.quantization import QuantizationPlan, WeightCensus, int4_kept_float
+from engine.quantization.census import WeightCensus, int4_kept_float, int4_packs
+from engine.quantization.plan import QuantizationPlan
 from engine.runtime.noise import TorchaoStartupNoise, install_noise_filter
 
 log = logging.getLogger("engine.loader")
@@ -89,8 +90,6 @@ def quantize_loaded(model: Any, plan: QuantizationPlan) -> None:
         return
     import_torchao()
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
-
-    from engine.quantization import int4_packs
 
     group = plan.group_size or 32
     head = model.get_output_embeddings()
