@@ -1,6 +1,6 @@
 """SearchPanel: document collections on the left (state, progress with ETA, New collection, Add
-folder, Re-index, Delete, the files that could not be indexed), the query box and its hits on
-the right (searched as you type), and Ask: a grounded answer streamed under the hits, its [n]
+folder, Re-index, Files… (include/exclude globs), Delete, the files that could not be indexed), the
+query box with a path filter and its hits on the right (searched as you type), and Ask: a grounded answer streamed under the hits, its [n]
 markers links that open the cited passage. It draws ``SearchModel`` and ``AskModel``."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from typing import Optional
 
 from PySide6.QtCore import Qt, QTimer, QUrl
 from PySide6.QtWidgets import (
-    QFileDialog, QFrame, QHBoxLayout, QInputDialog, QLabel, QLineEdit, QMessageBox, QPushButton, QScrollArea,
-    QSplitter, QVBoxLayout, QWidget,
+    QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QFrame, QHBoxLayout, QInputDialog, QLabel, QLineEdit,
+    QMessageBox, QPushButton, QScrollArea, QSplitter, QVBoxLayout, QWidget,
 )
 
 from deepseek_desktop.notifier import Notifier
-from deepseek_desktop.state.search import SearchModel, suggest_name
+from deepseek_desktop.state.search import SearchModel, split_globs, suggest_name
 from deepseek_desktop.state.search_ask import AskModel
 from deepseek_desktop.widgets.citations import CitationsView, cited_number, link_citations
 from deepseek_desktop.widgets.file_preview import open_location
@@ -80,6 +80,9 @@ class SearchPanel(QWidget):
         self.reindex_button = QPushButton("Re-index")
         self.reindex_button.setToolTip("Index new and changed files, drop deleted ones")
         self.reindex_button.clicked.connect(lambda: self._with_selected(self.model.reindex))
+        self.globs_button = QPushButton("Files…")
+        self.globs_button.setToolTip("Which files of its folders the collection takes (include and exclude globs)")
+        self.globs_button.clicked.connect(self.edit_globs)
         self.delete_button = QPushButton("Delete")
         self.delete_button.setToolTip("Delete the collection's index (the files stay)")
         self.delete_button.clicked.connect(self.delete_selected)
@@ -87,6 +90,7 @@ class SearchPanel(QWidget):
         first.addWidget(self.new_button)
         first.addWidget(self.add_button)
         second.addWidget(self.reindex_button)
+        second.addWidget(self.globs_button)
         second.addWidget(self.delete_button)
         self.message = WrapLabel()  # what the engine refused, word for word
         self.message.setObjectName("refusal")
@@ -120,7 +124,12 @@ class SearchPanel(QWidget):
         self.ask_button.clicked.connect(self.ask)
         self.stop_button = QPushButton("Stop", enabled=False)
         self.stop_button.clicked.connect(self.ask_model.stop)
-        row.addWidget(self.query_box, 1)
+        self.path_box = QLineEdit(placeholderText="Path filter, e.g. */manual/*.pdf", clearButtonEnabled=True)
+        self.path_box.setToolTip("Only files whose full path matches (* any characters, ? one, [abc] one of)")
+        self.path_box.textChanged.connect(self.model.set_path_glob)
+        self.path_box.returnPressed.connect(self.model.search_now)
+        row.addWidget(self.query_box, 3)
+        row.addWidget(self.path_box, 1)
         row.addWidget(self.ask_button)
         row.addWidget(self.stop_button)
         self.banner = WrapLabel()  # why search cannot run here (no engine, an engine without it)
@@ -177,6 +186,25 @@ class SearchPanel(QWidget):
         name, ok = QInputDialog.getText(self, "New collection", "Name (letters, digits, _ . -)", text=suggested)
         return name.strip() if ok else None
 
+    def ask_globs(self, name: str, include: list[str], exclude: list[str]) -> Optional[tuple[list[str], list[str]]]:
+        """The collection's new (include, exclude) globs, or None when the user cancels."""
+        dialog = QDialog(self)
+        dialog.setWindowTitle(f"Files of {name}")
+        include_box = QLineEdit(", ".join(include), placeholderText="all supported files")
+        exclude_box = QLineEdit(", ".join(exclude), placeholderText="none")
+        form = QFormLayout(dialog)
+        form.addRow(WrapLabel("Globs, separated by commas, match a file's path relative to its folder or its "
+                              "name (e.g. docs/*.md, *.pdf). Re-indexing follows."))
+        form.addRow("Include", include_box)
+        form.addRow("Exclude", exclude_box)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(dialog.accept)
+        buttons.rejected.connect(dialog.reject)
+        form.addRow(buttons)
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return None
+        return split_globs(include_box.text()), split_globs(exclude_box.text())
+
     def confirm(self, title: str, question: str) -> bool:
         return QMessageBox.question(self, title, question) == QMessageBox.StandardButton.Yes
 
@@ -203,6 +231,17 @@ class SearchPanel(QWidget):
         if folder:
             self.show_refusal("")
             self.model.add_folder(name, folder)
+
+    def edit_globs(self) -> None:
+        name = self.collections.current_name()
+        if name is None:
+            self.notifier.warning("select a collection first")
+            return
+        collection = self.model.collections.get(name, {})
+        chosen = self.ask_globs(name, collection.get("include") or [], collection.get("exclude") or [])
+        if chosen is not None:
+            self.show_refusal("")
+            self.model.set_globs(name, *chosen)
 
     def delete_selected(self) -> None:
         name = self.collections.current_name()
@@ -260,6 +299,7 @@ class SearchPanel(QWidget):
         self.new_button.setEnabled(available)
         self.add_button.setEnabled(available)
         self.reindex_button.setEnabled(available and selected)
+        self.globs_button.setEnabled(available and selected)
         self.delete_button.setEnabled(available and selected)
 
     def _on_available(self) -> None:

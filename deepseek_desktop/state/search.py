@@ -34,6 +34,11 @@ def suggest_name(folder: str) -> str:
     return name or "documents"
 
 
+def split_globs(text: str) -> list[str]:
+    """"docs/*.md, *.pdf" -> ["docs/*.md", "*.pdf"] (empty parts dropped)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -119,6 +124,7 @@ class SearchModel(QObject):
         self.reason = "the engine is not running"
         self.query = ""
         self.scope: Optional[str] = None       # the collection searched; None: all of them
+        self.path_glob = ""                    # only files whose absolute path matches ("": all)
         self.last_results: Optional[dict] = None
         self._query_id = 0                     # the newest query; replies to older ones are dropped
         self._clocks: dict[str, EtaClock] = {}
@@ -207,6 +213,14 @@ class SearchModel(QObject):
                 self.reindex(name)
         self._call("PUT", f"/admin/collections/{name}", {"folders": [*current, folder]}, changed)
 
+    def set_globs(self, name: str, include: list[str], exclude: list[str]) -> None:
+        """Change which files of its folders the collection takes, then index: files now excluded
+        leave the index, newly included ones come in."""
+        def changed(collection: dict) -> None:
+            self._on_one(collection)
+            self.reindex(name)
+        self._call("PUT", f"/admin/collections/{name}", {"include": list(include), "exclude": list(exclude)}, changed)
+
     def reindex(self, name: str) -> None:
         """Index the collection's new and changed files (202: it runs in the engine's background)."""
         self._clocks.pop(name, None)
@@ -273,6 +287,12 @@ class SearchModel(QObject):
         if self.query.strip():
             self.set_query(self.query)
 
+    def set_path_glob(self, glob: str) -> None:
+        """Keep to files whose absolute path matches ``glob`` (SQLite GLOB: * ? [...]); "" for all."""
+        self.path_glob = glob.strip()
+        if self.query.strip():
+            self.set_query(self.query)
+
     def semantic_ready(self) -> bool:
         """Whether a hybrid query can use dense vectors: the scope's (any collection's, for all)."""
         scoped = [self.collections[self.scope]] if self.scope in self.collections else list(self.collections.values())
@@ -305,8 +325,10 @@ class SearchModel(QObject):
         def failed(message: str) -> None:
             if query_id == self._query_id:
                 self.search_failed.emit(message)
-        self.client.request("POST", "/v1/search", on_done, failed,
-                            {"query": text, "collection": self.scope, "top_k": TOP_K, "mode": mode})
+        body = {"query": text, "collection": self.scope, "top_k": TOP_K, "mode": mode}
+        if self.path_glob:
+            body["path_glob"] = self.path_glob
+        self.client.request("POST", "/v1/search", on_done, failed, body)
 
     def _show(self, query_id: int, results: dict) -> None:
         if query_id != self._query_id:

@@ -222,3 +222,40 @@ def test_a_collection_name_with_dot_dot_is_refused_with_the_engines_message(make
     name = unique("after")
     create_and_index(qtbot, panel, name, docs)
     assert not panel.message.isVisible()
+
+
+def test_files_globs_and_the_path_filter(make_window, qtbot, search_server, docs):
+    window, panel = open_search(make_window, qtbot, search_server)
+    name = unique("globs")
+    create_and_index(qtbot, panel, name, docs)
+    model = panel.model
+
+    def search(text: str) -> list[str]:
+        model.last_results = None
+        panel.query_box.setText(text)
+        panel.query_box.returnPressed.emit()
+        qtbot.waitUntil(lambda: (model.last_results or {}).get("query") == text, timeout=10_000)
+        return sorted({hit["path"] for hit in model.last_results["hits"]})
+
+    # "water" is in cooking.md and sub/garden.rst; the path filter keeps to the sub folder.
+    assert search("water") == [str(docs / "cooking.md"), str(docs / "sub" / "garden.rst")]
+    panel.path_box.setText("*/sub/*")
+    assert search("water") == [str(docs / "sub" / "garden.rst")]
+    panel.path_box.clear()
+
+    # Files…: the dialog shows the collection's globs; excluding *.rst re-indexes without it.
+    asked = []
+    panel.ask_globs = lambda n, include, exclude: asked.append((n, include, exclude)) or ([], ["*.rst"])
+    panel.globs_button.click()
+    assert asked == [(name, [], [])]
+    garden = str(docs / "sub" / "garden.rst")
+
+    def indexed_paths() -> list[str]:
+        return [f["path"] for f in httpx.get(f"{search_server.url}/admin/collections/{name}/files",
+                                             headers=search_server.headers, timeout=10).json()["files"]]
+    qtbot.waitUntil(lambda: garden not in indexed_paths(), timeout=TIMEOUT_MS)
+    assert str(docs / "cooking.md") in indexed_paths()
+    assert search("water") == [str(docs / "cooking.md")]
+    collection = httpx.get(f"{search_server.url}/admin/collections/{name}", headers=search_server.headers,
+                           timeout=10).json()
+    assert collection["exclude"] == ["*.rst"] and collection["include"] == []
