@@ -8,6 +8,7 @@ retrieve lexically, semantically or both fused, and ground a chat answer on numb
     vectors.py    a collection's embeddings as a memory-mapped float32 matrix
     embedder.py   the sentence-embedding model (transformers; mean pooling, L2 norm)
     retrieval.py  lexical / semantic / hybrid (reciprocal-rank fusion), snippets with <mark>
+    prepare.py    a file to its chunks (read, hash, extract, chunk), in helper processes on large runs
     indexer.py    walks folders and keeps the index current, in the background, with progress
     grounding.py  numbered sources into the prompt, citations out of the answer
     service.py    the one object the server and the CLI hold: store, indexer, retrieval
