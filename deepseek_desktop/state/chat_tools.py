@@ -34,6 +34,7 @@ def _json(text: str, what: str):
 
 
 def _check_schema(schema, what: str) -> None:
+    """``what``: how the message names the schema ("The JSON schema", "Tool 1 (f)'s parameters")."""
     import jsonschema  # imported when a schema is first checked, not at start-up
 
     if not isinstance(schema, dict):
@@ -42,7 +43,7 @@ def _check_schema(schema, what: str) -> None:
         jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.path)
-        raise SettingsProblem(f"{what} is not a valid JSON schema: {exc.message}"
+        raise SettingsProblem(f"{what} does not follow JSON Schema: {exc.message}"
                               + (f" (at {where})" if where else "")) from None
 
 

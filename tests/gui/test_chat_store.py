@@ -133,7 +133,7 @@ def test_a_pasted_schema_or_tool_list_is_checked_with_a_message_that_says_what_i
     assert parse_json_schema('{"type": "object"}') == {"name": "reply", "schema": {"type": "object"}}
     assert parse_json_schema('{"name": "p", "schema": {"type": "object"}}') == {"name": "p", "schema": {"type": "object"}}
     for text, says in [('{"type": ', "not valid JSON: Expecting value at line 1, column 10"),
-                       ('{"type": "objec"}', "not a valid JSON schema"), ("[1]", "must be a JSON object"),
+                       ('{"type": "objec"}', "does not follow JSON Schema"), ("[1]", "must be a JSON object"),
                        ('{"name": "a b", "schema": {}}', "letters, digits")]:
         with pytest.raises(SettingsProblem, match=says):
             parse_json_schema(text)
@@ -141,6 +141,6 @@ def test_a_pasted_schema_or_tool_list_is_checked_with_a_message_that_says_what_i
     assert parse_tools(json.dumps([tool])) == [tool] and parse_tools(json.dumps(tool["function"])) == [tool]
     for value, says in [([{"function": {}}], "needs a function with a name"), ([tool, tool], "used twice"),
                         ([{"name": "search_documents"}], "built-in"),
-                        ([{"name": "g", "parameters": {"type": 5}}], "parameters is not a valid JSON schema")]:
+                        ([{"name": "g", "parameters": {"type": 5}}], "parameters does not follow JSON Schema")]:
         with pytest.raises(SettingsProblem, match=says):
             parse_tools(json.dumps(value))

@@ -60,7 +60,7 @@ def test_a_bad_schema_is_refused_in_place_and_a_good_one_gives_formatted_json(ma
     chat.format_button.click()
     form.schema_edit.setPlainText('{"type": "object", "properties": {"age": {"type": "integr"}}}')
     send(qtbot, chat, "Who are you?")
-    assert "not a valid JSON schema" in form.problem.text() and form.problem.isVisible()
+    assert "does not follow JSON Schema" in form.problem.text() and form.problem.isVisible()
     assert chat.composer.toPlainText() == "Who are you?" and not session.busy  # nothing sent, nothing lost
     form.schema_edit.setPlainText('{"type": "object",')
     chat.send()
