@@ -159,6 +159,8 @@ def test_grid_files_are_checked():
         with pytest.raises(tuning.GridError, match=words):
             tuning.parse_grid(text)
     assert tuning.count_points({"batching.max_batch_size": [1, 2, 4], "cache.memory_mb": [0, 1]}, 3) == 21
+    # A workload-only sweep (no grid: vLLM has no PUT /admin/config) measures the reference alone.
+    assert tuning.expand_grid({}) == [] and tuning.count_points({}, 2) == 2
 
 
 def test_memory_solvers_invert_the_estimate(llama_dir):

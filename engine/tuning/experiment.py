@@ -75,7 +75,11 @@ def load_grid(path: str | Path) -> dict[str, list]:
 
 
 def expand_grid(grid: dict[str, list]) -> list[dict[str, Any]]:
-    """Every combination, the last key varying fastest."""
+    """Every combination, the last key varying fastest; none for an empty grid (a workload-only
+    sweep: itertools.product of nothing is one empty combination, which would PUT {} to a server
+    that may have no /admin API and measure the reference twice)."""
+    if not grid:
+        return []
     keys = list(grid)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
