@@ -10,6 +10,7 @@ config. No GPU here: the "cuda:N" devices are planned for, never used.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -178,3 +179,21 @@ def test_tuning_budget_says_which_layers_each_device_holds_with_stand_in_gpu_mem
     [alone] = compute_budgets(view, settings.get, (), 64, "auto")
     assert alone.device == "cuda:0" and alone.layers == ["embed_tokens", "layers 0-5", "norm", "lm_head"]
     assert alone.part("weights").bytes == 1_000_000 and alone.part("weights").measured
+
+
+def test_inspect_prints_where_the_layers_go(checkpoints, capsys):
+    from engine.cli import main
+
+    folder = str(checkpoints[("llama", True)][0])
+    main(["inspect", folder, "--dtype", "float32", "--max-memory", "cuda:0=300KiB", "--max-memory", "cuda:1=300KiB",
+          "--max-memory", "cpu=1GiB"])
+    out = capsys.readouterr().out
+    assert 'where the layers go (max_memory, as device_map="auto" spreads them):' in out
+    assert "  cuda:0: embed_tokens + lm_head (" in out and "  cuda:1: layers 0-1 (" in out
+    assert "  cpu: layers 2-5 + norm (" in out
+    main(["inspect", folder, "--json", "--max-memory", "cuda:0=1GiB"])
+    body = json.loads(capsys.readouterr().out)
+    assert body["estimate"]["max_memory"] == {"cuda:0": "1GiB"}
+    assert [p["device"] for p in body["estimate"]["placement"]] == ["cuda:0"]
+    with pytest.raises(SystemExit, match="DEVICE=SIZE"):
+        main(["inspect", folder, "--max-memory", "cuda:0"])

@@ -114,6 +114,41 @@ def test_load_controls_that_need_admin_say_so(vllm_app, qtbot):
     assert window.model_id == DEMO  # nothing happened to the served model
 
 
+def test_the_tuning_sweep_runs_workload_only_against_vllm(vllm_app, qtbot):
+    """vLLM has no PUT /admin/config: the Tuning panel greys out the settings and the grid, says
+    why, and its sweep measures the concurrency levels against the settings vLLM runs with."""
+    window, _ = vllm_app
+    qtbot.waitUntil(lambda: window.engine_state == "ready", timeout=START_MS)
+    panel = window.tuning
+    model = panel.model
+    model.refresh()
+    qtbot.waitUntil(lambda: model.engine.url == window.engine.url and "no /admin API" in model.engine.reason,
+                    timeout=30_000)
+    assert not model.engine.admin
+    assert "no /admin API" in panel.notice.text() and "workload-only sweep" in panel.notice.text()
+    assert not panel.form.grid_edit.isEnabled() and "workload-only" in panel.form.grid_edit.toolTip()
+    assert panel.knobs and not any(knob.editor.isEnabled() for knob in panel.knobs.values())
+    assert not panel.apply_button.isEnabled()
+    form = panel.form
+    form.prompt_box.setValue(16)
+    form.output_box.setValue(8)
+    form.concurrency_edit.setText("1,2")
+    form.per_value.setValue(2)
+    finished, failed = [], []
+    model.sweeps.sweep_finished.connect(finished.append)
+    model.sweeps.sweep_failed.connect(failed.append)
+    panel.run_sweep()
+    qtbot.waitUntil(lambda: bool(finished or failed), timeout=180_000)
+    assert not failed, failed
+    record = finished[0]
+    assert record.status == "finished", (record.stopped_reason, [p.to_dict() for p in record.points])
+    assert record.admin is False and record.grid == {}
+    assert [p.concurrency for p in record.points] == [1, 2]
+    assert all(p.ok == p.requests >= 2 and p.output_tokens_per_s > 0 for p in record.points), record.points
+    assert record.restored is not False and not record.restore_error  # nothing to put back: nothing was changed
+    assert not [n.text for n in window.notifier.history if "/admin/config" in n.text and n.level == "error"]
+
+
 def test_a_crash_is_reported_with_its_output_and_restarted(vllm_app, qtbot):
     window, _ = vllm_app
     engine = window.engine
