@@ -129,7 +129,8 @@ class SearchService:
         return [self.describe(c["name"]) for c in self.store.collections()]
 
     def names(self) -> list[str]:
-        return [c["name"] for c in self.store.collections()]
+        # Asked by every search of all collections: the names alone, not each one's JSON columns.
+        return [r[0] for r in self.store.conn.execute("SELECT name FROM collections ORDER BY name")]
 
     def delete(self, name: str) -> None:
         self.store.collection(name)
