@@ -27,13 +27,15 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from engine.catalog import ModelEntry
-from engine.placement import DevicePlacement, plan_device_map, summarize, tensor_bytes_of
+from engine.placement import DevicePlacement, model_tree, plan_device_map, summarize, tensor_bytes_of
 from engine.quantization import (
     QuantizationPlan,
+    WeightCensus,
     census_from_dims,
     census_of,
     held_tensor_bytes,
     int4_group_size,
+    int4_kept_float,
     plan,
     quantized_weights_bytes,
 )
@@ -132,30 +134,50 @@ def layer_placement(entry: ModelEntry, load_dtype: str, quantization: Quantizati
                     max_memory: Optional[dict[str, str]] = None) -> Optional[list[DevicePlacement]]:
     """Device by device, the layers a load places there (``engine.placement``: transformers'
     ``device_map="auto"`` planning over ``max_memory``; all on ``device`` without it), each module
-    sized as the load holds it (quantized linear layers by the census). None for a GGUF file."""
+    sized as the load holds it (quantized layers by the census). None for a GGUF file."""
     planned = layer_device_map(entry, load_dtype, quantization, device, max_memory)
     return None if planned is None else summarize(*planned)
 
 
+def _planned_quantized_bytes(census: WeightCensus, quantization: QuantizationPlan, device: str,
+                             max_memory: Optional[dict[str, str]]) -> dict[str, int]:
+    """What transformers' quantizer counts for each weight it quantizes while it places the layers
+    (``param_element_size``): 1 byte for int8; for int4 0.5 where it packs on a GPU (bitsandbytes,
+    torchao's tile format), 1 with torchao's CPU int4 config, whose class name its size rule does
+    not read. Scales are not counted, and the embedding and head (int8 after the load here) are
+    planned in float: the placement follows these sizes, the bytes a device then holds the census's."""
+    on_gpu = device.startswith("cuda") or any(str(k).startswith("cuda") for k in (max_memory or {}))
+    element = 1.0 if quantization.method == "int8" or (quantization.backend == "torchao" and not on_gpu) else 0.5
+    kept = (set(int4_kept_float(census, quantization.group_size or 32))
+            if quantization.method == "int4" and quantization.backend == "torchao" else set())
+    return {f"{name}.weight": int(rows * cols * element)
+            for name, (rows, cols) in zip(census.linear_names, census.linear) if name not in kept}
+
+
 def layer_device_map(entry: ModelEntry, load_dtype: str, quantization: QuantizationPlan, device: str,
                      max_memory: Optional[dict[str, str]] = None):
-    """``layer_placement``'s plan before it is summarized: (module tree, device map, limits)."""
-    if entry.format == "gguf":
+    """``layer_placement``'s plan before it is summarized: (module tree sized as held, device map,
+    limits). A quantized load is placed by transformers' own sizes (``_planned_quantized_bytes``)
+    within 0.9 of each limit, as its quantizers plan."""
+    if entry.format == "gguf" or (not max_memory and not device.startswith(("cpu", "cuda", "mps"))):
         return None
     as_saved = quantization.method == "pre-quantized" or (quantization.method == "none" and entry.pre_quantized)
-    held = None
-    if quantization.method in ("int8", "int4") and (census := census_of(entry.path)) is not None:
-        held = held_tensor_bytes(census, quantization.method, DTYPE_BYTES[load_dtype], quantization.group_size,
-                                 tables_quantized=quantization.backend != "bitsandbytes")
-    tensors = tensor_bytes_of(entry.path, None if as_saved else DTYPE_BYTES[load_dtype], held)
-    if not tensors:
+    floats = tensor_bytes_of(entry.path, None if as_saved else DTYPE_BYTES[load_dtype])
+    if not floats:
         return None
-    rope = entry.qk_rope_head_dim if entry.attention == "mla" else entry.head_dim
+    held, planning = floats, floats
     quantizing = quantization.method in ("int8", "int4")
-    if not max_memory and not device.startswith(("cpu", "cuda", "mps")):
-        return None
-    return plan_device_map(tensors, max_memory or {device: 2**62}, tied=entry.tied_embeddings,
-                           rotary_bytes=4 * (rope or 0), limit_factor=0.9 if quantizing and max_memory else 1.0)
+    if quantizing and (census := census_of(entry.path)) is not None:
+        held = {**floats, **{k: v for k, v in held_tensor_bytes(
+            census, quantization.method, DTYPE_BYTES[load_dtype], quantization.group_size,
+            tables_quantized=quantization.backend != "bitsandbytes").items() if k in floats}}
+        planning = {**floats, **{k: v for k, v in _planned_quantized_bytes(
+            census, quantization, device, max_memory).items() if k in floats}}
+    rope = entry.qk_rope_head_dim if entry.attention == "mla" else entry.head_dim
+    shape = dict(tied=entry.tied_embeddings, rotary_bytes=4 * (rope or 0))
+    _, device_map, limits = plan_device_map(planning, max_memory or {device: 2**62},
+                                            limit_factor=0.9 if quantizing and max_memory else 1.0, **shape)
+    return model_tree(held, **shape)[0], device_map, limits
 
 
 def _parts(entry: ModelEntry, load_dtype: str, kv_dtype: str, batch: int, context: int,

@@ -314,16 +314,24 @@ def plan_device_map(tensor_bytes: dict[str, int], max_memory: dict[str, Union[in
     Raises:
         MaxMemoryError: a device name or size accelerate would refuse.
     """
+    tree, pair = model_tree(tensor_bytes, tied, rotary_bytes)
+    limits = normalized_max_memory(max_memory)
+    balanced = balanced_max_memory(tree, limits)
+    if limit_factor != 1:  # the quantizer's adjust_max_memory, after the balancing (as transformers orders them)
+        balanced = {k: v * limit_factor for k, v in balanced.items()}
+    device_map = infer_device_map(tree, balanced, pair)
+    return tree, clean_device_map(device_map), limits
+
+
+def model_tree(tensor_bytes: dict[str, int], tied: bool = False, rotary_bytes: int = 0
+               ) -> tuple[Module, Optional[tuple[str, str]]]:
+    """The module tree and the tied (embedding, head) pair, as ``plan_device_map`` plans on them."""
     embedding = next((n.rsplit(".", 1)[0] for n in tensor_bytes if _EMBEDDING.search(n.rsplit(".", 1)[0])), None)
     head = "lm_head" if tied and embedding else None
     if head:  # a tied head is counted once, with the embedding (some checkpoints save both)
         tensor_bytes = {k: v for k, v in tensor_bytes.items() if not k.startswith(head + ".")}
     tree = module_tree(tensor_bytes, tied_head=head, rotary_bytes=rotary_bytes)
-    limits = normalized_max_memory(max_memory)
-    planned = {k: int(v * limit_factor) for k, v in limits.items()} if limit_factor != 1 else limits
-    device_map = infer_device_map(tree, balanced_max_memory(tree, planned),
-                                  (embedding, head) if head else None)
-    return tree, clean_device_map(device_map), limits
+    return tree, ((embedding, head) if head else None)
 
 
 def summarize(tree: Module, device_map: dict[str, Union[int, str]],
