@@ -13,10 +13,11 @@ INT4_GROUP_SIZES = (32,)  # larger groups tried and measured: see the module's d
 INT4_ROW_TILE = 16
 
 # Bytes a method holds per weight and per scale group (measured on torchao 0.18's CPU tensors:
-# Int8Tensor keeps a float32 scale and an int8 zero point per row; Int4OpaqueTensor packs two
-# weights a byte and keeps a float32 scale and zero per group).
+# Int8Tensor keeps a float32 scale and an int8 zero point per row; the int4 tensor packs two
+# weights a byte and keeps a bfloat16 scale and zero per group: engine.runtime.int4_cpu builds
+# it from the weight in bfloat16, and tinygemm's CUDA tiles hold the model's 16-bit dtype).
 INT8_ROW_OVERHEAD = 5
-INT4_GROUP_OVERHEAD = 8
+INT4_GROUP_OVERHEAD = 4
 
 
 @dataclass

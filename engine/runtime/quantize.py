@@ -71,15 +71,32 @@ def quantize_tables(model: Any, plan: QuantizationPlan) -> None:
     head is pointed at the embedding's int8 table, so the two stay one."""
     if plan.method not in ("int8", "int4") or plan.backend != "torchao":
         return
-    from torchao.quantization import Int8WeightOnlyConfig, quantize_
-
     embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
     tied = head is not None and embedding is not None and head.weight is embedding.weight
     for module in (embedding, None if tied else head):
         if module is not None and not _quantized(module.weight):
-            quantize_(module, Int8WeightOnlyConfig(), filter_fn=lambda m, fqn: m is module)
+            module.weight = torch.nn.Parameter(int8_rows(module.weight.detach()), requires_grad=False)
     if tied:
         head.weight = embedding.weight
+
+
+def int8_rows(weight: torch.Tensor, chunk_bytes: int = 64 * 2**20) -> Any:
+    """torchao's int8 tensor, one scale per row, built ``chunk_bytes`` of float rows at a time: a
+    large vocabulary's table (Qwen2's 151936 x 1536 is 0.9 GB in float32) is quantized with
+    temporaries of one chunk instead of several copies of the whole table."""
+    from torchao.quantization import PerRow
+    from torchao.quantization.quantize_.workflows.int8.int8_tensor import Int8Tensor
+
+    rows = max(1, chunk_bytes // max(1, weight.shape[1] * weight.element_size()))
+    parts = [Int8Tensor.from_hp(weight[start:start + rows], PerRow()) for start in range(0, weight.shape[0], rows)]
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    joined = Int8Tensor(torch.cat([p.qdata for p in parts]), torch.cat([p.scale for p in parts]),
+                        list(first.block_size), first.dtype,
+                        zero_point=torch.cat([p.zero_point for p in parts]) if first.zero_point is not None else None)
+    parts.clear()
+    return joined
 
 
 def quantize_loaded(model: Any, plan: QuantizationPlan) -> None:
@@ -112,14 +129,15 @@ def _quantized(tensor: torch.Tensor) -> bool:
 
 def _int4_config(group_size: int) -> Any:
     """int4 weight-only that runs where the model is: on a CPU torchao's packed ("opaque") int4
-    tensor, whose matmul is ATen's ``_weight_int4pack_mm_for_cpu``; on a GPU tinygemm's tiles."""
+    tensor with bfloat16 scales (``engine.runtime.int4_cpu``), whose matmul is ATen's
+    ``_weight_int4pack_mm_for_cpu``; on a GPU tinygemm's tiles."""
     if torch.cuda.is_available():
         from torchao.quantization import Int4WeightOnlyConfig
 
         return Int4WeightOnlyConfig(group_size=group_size, int4_packing_format="tile_packed_to_4d")
-    from torchao.prototype.quantization.int4.inference_workflow import PrototypeInt4WeightOnlyConfig
+    from engine.runtime.int4_cpu import Int4CpuWeightOnlyConfig
 
-    return PrototypeInt4WeightOnlyConfig(group_size=group_size)
+    return Int4CpuWeightOnlyConfig(group_size=group_size)
 
 
 def tensor_bytes(tensor: torch.Tensor) -> int:
