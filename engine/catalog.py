@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 from engine.quantization import PreQuantized, prequantized_problem, read_quantization_config
+from engine.quantization.checkpoints import gguf_precision_class, recorded_precision_class
 from engine.requests import within_sampling_bounds
 from engine.safetensors_meta import TORCH_NAMES, SafetensorsError, read_header
 from engine.transformers_support import gguf_architectures, unknown_architecture
@@ -59,6 +60,9 @@ class ModelEntry:
     problem: Optional[str] = None
     # A checkpoint saved quantized (config.json's quantization_config): method and bits.
     pre_quantized: Optional[PreQuantized] = None
+    # The quantization that keeps the source's precision: a GGUF file's class (Q8 -> int8,
+    # Q4/Q5 -> int4), or the one import-gguf recorded in the folder's config.json.
+    precision_class: Optional[str] = None
     tied_embeddings: bool = False
 
     @property
@@ -114,6 +118,7 @@ def _describe_config(entry: ModelEntry, config: dict) -> None:
     entry.experts_per_token = c.get("num_experts_per_tok")
     entry.tied_embeddings = bool(c.get("tie_word_embeddings", config.get("tie_word_embeddings", True)))
     entry.pre_quantized = read_quantization_config(config)
+    entry.precision_class = recorded_precision_class(config)
 
 
 def _weight_files(folder: Path, entry: ModelEntry) -> list[Path]:
@@ -235,6 +240,7 @@ def inspect_gguf(path: Path) -> ModelEntry:
     entry.shards = 1
     types = Counter(t.tensor_type.name for t in reader.tensors)
     entry.dtype = _gguf_weight_type(types)
+    entry.precision_class = gguf_precision_class(entry.dtype)
     unreadable = sorted(set(types) & _gguf_unreadable_types())
     if arch not in gguf_architectures():
         entry.problem = f"transformers cannot read GGUF files of architecture {arch!r}"

@@ -66,6 +66,9 @@ def test_import_gguf_makes_a_loadable_folder(demo_gguf, tmp_path):
     assert result.stdout.strip().splitlines()[-1] == str(out)
     entry = inspect_path(out)
     assert entry.loadable and entry.dtype == "bfloat16"
+    # Q4_1 keeps its class: said before the work, recorded for the load (torchao cannot save CPU int4)
+    assert "Q4_1: keeping its precision class, int4" in result.stderr and "MiB in memory instead of" in result.stderr
+    assert entry.precision_class == "int4"
     assert entry.params == gguf_entry.params and entry.layers == gguf_entry.layers == 30
     assert (out / "chat_template.jinja").exists() or "chat_template" in (out / "tokenizer_config.json").read_text()
 

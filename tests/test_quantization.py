@@ -136,6 +136,88 @@ def test_prequantized_checkpoint_is_recognised_and_loaded_as_saved(srv, torchao_
     assert complete(srv, "tiny-llama-torchao-int8")
 
 
+def test_import_keeping_int8_writes_a_checkpoint_that_loads_as_saved(srv, tiny_model, tmp_path):
+    """What ``import-gguf`` writes for a Q8 file (the weights it de-quantized, here a tiny Llama's):
+    a torchao int8 checkpoint, the embedding int8 too, recognised by the catalog and loaded as
+    saved, a third of the float folder on disk."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.catalog import inspect_path
+    from engine.gguf_import import _save_int8
+
+    src = tiny_model("llama")
+    plain = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    out = tmp_path / "kept-int8"
+    out.mkdir()
+    _save_int8(plain, AutoTokenizer.from_pretrained(src), out)
+    entry = inspect_path(out)
+    assert entry.loadable and entry.quantization == "torchao 8-bit (Int8WeightOnlyConfig)", entry.problem
+    float_bytes = sum(f.stat().st_size for f in src.glob("*.safetensors"))
+    assert sum(f.stat().st_size for f in out.glob("*.safetensors")) < 0.4 * float_bytes
+
+    events = srv.load_and_wait(out, served_model_name="tiny-kept-int8")
+    assert events[-1]["state"] == "ready" and events[-1]["quantization"].startswith("pre-quantized torchao 8-bit")
+    assert events[-1]["memory_bytes"] < 0.4 * float_bytes  # the tables came back int8 as well
+    assert complete(srv, "tiny-kept-int8")
+
+
+def test_recorded_precision_class_is_read_by_the_catalog(tiny_model, tmp_path):
+    """import-gguf's record of a kept int4 class (float weights, which torchao cannot save in int4
+    for a CPU): the catalog reads it; anything else in that key is ignored."""
+    from engine.catalog import inspect_path
+    from engine.quantization.checkpoints import KEPT_CLASS_KEY
+
+    folder = tmp_path / "kept-int4"
+    shutil.copytree(tiny_model("qwen2"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert inspect_path(folder).precision_class is None
+    config[KEPT_CLASS_KEY] = {"quantization": "int4", "source": "Q4_K"}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert inspect_path(folder).precision_class == "int4"
+    config[KEPT_CLASS_KEY] = {"quantization": "fp3"}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert inspect_path(folder).precision_class is None
+
+
+def test_int4_holds_bfloat16_scales_and_answers_in_the_model_dtype(tiny_model):
+    """int4 on a CPU: group scales and zeros in bfloat16 (half of float32's bytes), the layer's
+    output handed back in the model's float32."""
+    import torch
+
+    from engine.config import ModelConfig
+    from engine.runtime.loader import load_model
+
+    loaded = load_model(ModelConfig(path=str(tiny_model("qwen2")), device="cpu", dtype="float32", quantization="int4"))
+    projection = loaded.model.model.layers[0].mlp.up_proj
+    assert type(projection.weight).__name__ == "Int4OpaqueTensor"
+    assert projection.weight.scale_and_zero.dtype == torch.bfloat16
+    hidden = torch.randn(1, 3, projection.in_features)
+    with torch.no_grad():
+        assert projection(hidden).dtype == torch.float32
+        assert loaded.model(torch.tensor([[1, 2, 3]])).logits.dtype == torch.float32
+
+
+def test_int8_table_built_in_chunks_equals_one_piece():
+    """A large vocabulary's table is quantized a chunk of rows at a time: the same int8 data and
+    scales as quantizing it whole."""
+    import torch
+
+    import engine.runtime  # noqa: F401  (torchao's start-up noise filtered)
+    from torchao.quantization import PerRow
+    from torchao.quantization.quantize_.workflows.int8.int8_tensor import Int8Tensor
+
+    from engine.runtime.quantize import int8_rows
+
+    table = torch.randn(1000, 64, generator=torch.Generator().manual_seed(0))
+    whole = Int8Tensor.from_hp(table, PerRow())
+    chunked = int8_rows(table, chunk_bytes=64 * 4 * 96)  # 96 rows a chunk, the last one short
+    assert torch.equal(chunked.qdata, whole.qdata) and torch.equal(chunked.scale, whole.scale)
+    assert torch.equal(chunked.dequantize(), whole.dequantize())
+    ids = torch.tensor([0, 95, 96, 999])
+    assert torch.equal(torch.nn.functional.embedding(ids, chunked), torch.nn.functional.embedding(ids, whole))
+
+
 # ---------------------------------------------------------------------------- refusals
 
 

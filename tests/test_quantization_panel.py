@@ -43,6 +43,9 @@ def test_gguf_keeps_its_precision_class_and_prequantized_loads_as_saved(qtbot, t
     for dtype, kept in (("Q8_0", "int8"), ("Q4_K", "int4"), ("Q5_1", "int4"), ("F16", "none")):
         form.fit_quantization(ModelEntry(name="m", path="/m.gguf", format="gguf", dtype=dtype))
         assert form.quantization_box.currentText() == kept
+    imported = ModelEntry(name="m", path="/m", dtype="bfloat16", precision_class="int4")  # import-gguf's record
+    form.fit_quantization(imported)
+    assert form.quantization_box.isEnabled() and form.quantization_box.currentText() == "int4"
     saved = ModelEntry(name="m", path="/m", pre_quantized=PreQuantized("gptq", 4, "group 128"))
     form.fit_quantization(saved)
     assert not form.quantization_box.isEnabled() and form.quantization_box.currentText() == "none"

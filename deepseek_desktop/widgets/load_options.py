@@ -59,7 +59,8 @@ class LoadOptionsForm(QWidget):
 
     def fit_quantization(self, entry) -> None:
         """The quantization a model starts with: a GGUF file keeps its precision class (Q8 → int8,
-        Q4/Q5 → int4) instead of growing to float; a checkpoint saved quantized loads as saved."""
+        Q4/Q5 → int4) instead of growing to float, and so does a folder import-gguf recorded one
+        for; a checkpoint saved quantized loads as saved."""
         from engine.quantization import gguf_precision_class
 
         saved = getattr(entry, "quantization", None)
@@ -69,8 +70,8 @@ class LoadOptionsForm(QWidget):
             self.quantization_box.setToolTip(f"saved quantized ({saved}): loaded as it is")
             return
         self.quantization_box.setToolTip("")
-        keep = gguf_precision_class(entry.dtype) if getattr(entry, "format", "") == "gguf" else "none"
-        self.quantization_box.setCurrentText(keep)
+        keep = gguf_precision_class(entry.dtype) if getattr(entry, "format", "") == "gguf" else None
+        self.quantization_box.setCurrentText(keep or getattr(entry, "precision_class", None) or "none")
 
     def load_body(self, path: str) -> dict:
         """A LoadRequest body for the model at ``path``."""

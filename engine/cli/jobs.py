@@ -20,7 +20,10 @@ def add_import_gguf(sub) -> None:
     p = sub.add_parser("import-gguf", help="convert a GGUF file into a safetensors model folder")
     p.add_argument("file", help="the .gguf file")
     p.add_argument("--out", required=True, help="the model folder to write")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="dtype of the float weights written (default float32; bfloat16 for a kept int4 class)")
+    p.add_argument("--dequantize", action="store_true",
+                   help="write float weights instead of keeping the file's precision class (Q8 -> int8, Q4/Q5 -> int4)")
     p.set_defaults(func=cmd_import_gguf)
 
 
@@ -74,16 +77,14 @@ def _fetch_embedder(folder: Path, progress) -> None:
 
 
 def cmd_import_gguf(args) -> int:
-    from engine.gguf_import import GGUFImportError, import_gguf
+    from engine.gguf_import import GGUFImportError, import_gguf, import_plan
 
-    status = print_made_folder(lambda: import_gguf(Path(args.file), Path(args.out), args.dtype), GGUFImportError)
-    if status == 0:
-        from engine.gguf_import import precision_advice
-
-        advice = precision_advice(Path(args.file))
-        if advice:
-            print(advice, file=sys.stderr)
-    return status
+    keep = not args.dequantize
+    what = import_plan(Path(args.file), keep) if Path(args.file).is_file() else None
+    if what:  # said before the work starts: the Models panel shows it as the job's step
+        print(what, file=sys.stderr, flush=True)
+    return print_made_folder(lambda: import_gguf(Path(args.file), Path(args.out), args.dtype, keep_precision=keep),
+                             GGUFImportError)
 
 
 def cmd_reshard(args) -> int:

@@ -118,6 +118,18 @@ def prequantized_problem(pre: PreQuantized, device: str) -> Optional[str]:
 
 
 
+# config.json's record of the class ``import-gguf`` kept by writing float weights (int4, which
+# torchao cannot save for a CPU): {"quantization": "int4", "source": "Q4_1"}.
+KEPT_CLASS_KEY = "kept_precision_class"
+
+
+def recorded_precision_class(config: dict) -> Optional[str]:
+    """The quantization config.json records for the folder's weights (int8 | int4), or None."""
+    record = config.get(KEPT_CLASS_KEY)
+    keep = record.get("quantization") if isinstance(record, dict) else None
+    return keep if keep in ("int8", "int4") else None
+
+
 def gguf_precision_class(type_name: Optional[str]) -> str:
     """The quantization that keeps a GGUF file's precision class: Q8 → int8, Q4/Q5 (and lower) → int4,
     float types → none."""
