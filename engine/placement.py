@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Union
 
@@ -387,21 +388,31 @@ def _describe_modules(names: list[str]) -> list[str]:
     return out
 
 
-def tensor_bytes_of(folder: Union[str, Path], bytes_per_element: Optional[int],
-                    held: Optional[dict[str, int]] = None) -> dict[str, int]:
+def tensor_bytes_of(folder: Union[str, Path], bytes_per_element: Optional[int]) -> dict[str, int]:
     """Each tensor of a model folder's safetensors in bytes once loaded (``bytes_per_element`` of the
-    load dtype, None: as saved, for a checkpoint loaded as saved; ``held`` overrides tensors a
-    quantized load holds in fewer bytes). {} without readable safetensors."""
+    load dtype; None: as saved, for a checkpoint loaded as saved). {} without readable safetensors
+    (a GGUF file, a damaged header)."""
+    folder = Path(folder)
+    try:
+        stamp = max(f.stat().st_mtime for f in folder.glob("*.safetensors"))
+    except (ValueError, OSError):  # none, or not a folder
+        return {}
+    sizes = _tensor_sizes(str(folder), stamp)
+    return {name: nbytes if bytes_per_element is None else numel * bytes_per_element
+            for name, (numel, nbytes) in sizes.items()}
+
+
+@lru_cache(maxsize=16)
+def _tensor_sizes(folder: str, stamp: float) -> dict[str, tuple[int, int]]:
+    """(elements, bytes as saved) by tensor name; cached per folder and modification time (the
+    Models panel and the Tuning budget ask again at each edit; a 163-shard model has 163 headers)."""
     from engine.safetensors_meta import SafetensorsError, read_header
 
-    out: dict[str, int] = {}
+    out: dict[str, tuple[int, int]] = {}
     for file in sorted(Path(folder).glob("*.safetensors")):
         try:
             header = read_header(file)
         except SafetensorsError:
             return {}
-        for name, info in header.tensors.items():
-            out[name] = info.nbytes if bytes_per_element is None else info.numel * bytes_per_element
-    if held:
-        out.update({k: v for k, v in held.items() if k in out})
+        out.update({name: (info.numel, info.nbytes) for name, info in header.tensors.items()})
     return out
