@@ -107,12 +107,14 @@ class Retriever:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         terms = query_terms(query)
         used = mode if mode == "lexical" or self.semantic_ready(collections) else "lexical"
-        # The query's embedding (torch) runs beside the lexical search (SQLite): both release the GIL.
-        vector = _EMBEDDING.submit(self._embed_query, query) if used == "hybrid" else None
-        lexical = self.lexical(terms, collections, top_k, path_glob) \
-            if used != "semantic" else []
-        semantic = self.semantic(query, collections, top_k, path_glob,
-                                 vector.result() if vector is not None else None) if used != "lexical" else []
+        # Hybrid: the semantic half (embedding the query with torch, then numpy over the vectors)
+        # runs beside the lexical half (SQLite); all three release the GIL.
+        beside = _SEMANTIC.submit(self.semantic, query, collections, top_k, path_glob) if used == "hybrid" else None
+        lexical = self.lexical(terms, collections, top_k, path_glob) if used != "semantic" else []
+        if beside is not None:
+            semantic = beside.result()
+        else:
+            semantic = self.semantic(query, collections, top_k, path_glob) if used == "semantic" else []
         if used == "hybrid":
             ranked = fuse(lexical, semantic)[:top_k]
         else:
@@ -208,17 +210,11 @@ class Retriever:
         return self.store.conn.execute("SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)",
                                        (match, cap)).fetchone()[0]
 
-    def _embed_query(self, query: str) -> Optional[np.ndarray]:
-        if self.embed is None or not self.embed_available() or not query.strip():
-            return None
-        return self.embed([query])[0]
-
     def semantic(self, query: str, collections: Sequence[str], limit: int,
-                 path_glob: Optional[str] = None, vector: Optional[np.ndarray] = None) -> list[tuple[int, float]]:
-        if vector is None:
-            vector = self._embed_query(query)
-        if vector is None:
+                 path_glob: Optional[str] = None) -> list[tuple[int, float]]:
+        if self.embed is None or not self.embed_available() or not query.strip():
             return []
+        vector = self.embed([query])[0]
         found: list[tuple[int, float]] = []
         with _one_blas_thread():
             for collection in collections:
@@ -244,8 +240,9 @@ def every_collection(store: Store, collections: Sequence[str]) -> bool:
 
 
 _BLAS = None
-# One thread embeds hybrid queries' text while the calling thread searches FTS5.
-_EMBEDDING = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="query-embedding")
+# Runs the semantic half of hybrid queries while the calling thread searches FTS5 (a few threads:
+# concurrent queries do not wait for each other's half).
+_SEMANTIC = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="semantic-search")
 
 
 def _one_blas_thread():
