@@ -21,7 +21,7 @@ from transformers import DynamicCache
 from engine.faults import FAULTS
 from engine.requests import GenerationRequest, TokenLogprob
 from engine.runtime.faults import inject_model_faults
-from engine.runtime.kv_cache import cache_argument, kv_layers
+from engine.runtime.kv_cache import cache_argument, growing_cache, kv_layers
 from engine.runtime.queued_generator import QueuedGenerator
 from engine.runtime.request_run import RequestRun
 from engine.runtime.sampling import sampling_processors, token_logprob
@@ -191,7 +191,7 @@ class _Batch:
             else:
                 fresh.extend(same_prompt)
         if fresh:
-            self._prefill(fresh, DynamicCache(config=self.loaded.model.config))
+            self._prefill(fresh, growing_cache(self.loaded.model.config))
 
     def _prefill(self, rows: list[_Row], cache: DynamicCache) -> None:
         """Prefill ``rows`` together. Rows with the same prompt (the choices of one request) are

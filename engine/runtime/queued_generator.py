@@ -23,7 +23,7 @@ from engine.config import BatchingConfig
 from engine.metrics import EngineMetrics
 from engine.requests import FinishEvent, GenerationRequest, QueueFullError
 from engine.runtime.backoff import BatchLimit
-from engine.runtime.kv_cache import cache_bytes
+from engine.runtime.kv_cache import cache_bytes, growing_cache
 from engine.runtime.loader import LoadedModel
 from engine.runtime.prefix_cache import PrefixCache
 from engine.runtime.request_run import RequestRun
@@ -135,7 +135,7 @@ class QueuedGenerator:
 
     def cache_with_prefix(self, prompt_ids: list[int]) -> DynamicCache:
         """A KV cache holding the longest cached prefix of the prompt (empty on a miss)."""
-        cache = DynamicCache(config=self.loaded.model.config)
+        cache = growing_cache(self.loaded.model.config)
         if self.prefix_cache is None:
             return cache
         hit = self.prefix_cache.lookup(prompt_ids)
