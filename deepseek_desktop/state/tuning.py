@@ -15,7 +15,7 @@ from PySide6.QtCore import QObject, Signal
 
 from deepseek_desktop.notifier import Notifier
 from deepseek_desktop.state.engine_session import EngineSession
-from deepseek_desktop.state.tuning_budget import compute_budgets
+from deepseek_desktop.state.tuning_budget import compute_budgets, layer_spread
 from deepseek_desktop.state.tuning_engine import EngineView, metrics_source, read_usage
 from deepseek_desktop.state.tuning_settings import refusals
 from deepseek_desktop.state.tuning_sweep import SweepModel
@@ -116,8 +116,14 @@ class TuningModel(QObject):
         path = status.get("path")
         changed = path if path != path_before or self.engine.entry is None else None
         metrics = self._metrics = self._metrics or metrics_source(self.engine.url, self.engine.api_key)
-        run_task(lambda _: read_usage(metrics, status, changed),
-                 self._on_usage, lambda m: self.notifier.warning(f"Tuning: {m}"))
+        entry, max_memory = self.engine.entry, self.engine.max_memory
+
+        def work(_):
+            usage = read_usage(metrics, status, changed)
+            # The layer placement reads every header: here, off the GUI thread (~1 s for a 45k-tensor MoE).
+            layer_spread(EngineView(status=status, entry=usage.get("entry") or entry, max_memory=max_memory))
+            return usage
+        run_task(work, self._on_usage, lambda m: self.notifier.warning(f"Tuning: {m}"))
 
     def _on_usage(self, usage: dict) -> None:
         e = self.engine

@@ -80,6 +80,8 @@ def layer_spread(engine: EngineView) -> dict[str, DevicePlacement]:
     """Device -> the layers the load placed there (``engine.memory.layer_placement`` over the
     engine's ``max_memory``; all on its device without it). {} when it cannot be told."""
     e = engine
+    if e.entry is None or not e.status.get("dtype"):
+        return {}
     device = e.status.get("device") or "cpu"
     limits = tuple(sorted((e.max_memory or {}).items()))
     key = (e.entry.path, e.entry.size_bytes, e.status.get("dtype"), e.status.get("quantization"), device, limits)
