@@ -19,7 +19,7 @@ import pytest
 from helpers import ROOT, wait_until
 from search_docs import EXPECTED_PROBLEMS, GOOD_FILES, build_corpus, build_tiny_embedder, make_pdf
 
-from engine.search.extract import ExtractError, extract
+from engine.search.extract import ExtractError, _pdfium_texts, extract
 from engine.search.prepare import helper_count
 from engine.search.retrieval import fts_query, query_terms, snippet
 from engine.search.service import SearchService
@@ -208,8 +208,11 @@ def test_a_corrupt_database_is_kept_aside_and_rebuilt(tmp_path, corpus):
 
 def test_pdf_ligatures_are_searched_as_their_letters(tmp_path):
     # Byte 0xAE is the "fi" ligature in Helvetica's standard encoding, as typeset PDFs write "file".
-    pdf = make_pdf(tmp_path / "lig.pdf", ["the con\u00aeguration \u00aele"])
+    pdf = make_pdf(tmp_path / "lig.pdf", ["the con\u00aeguration \u00aele", "page two"])
     assert extract(pdf).sections[0].text == "the configuration file"
+    # Page text comes from PDFium; pypdf takes over where PDFium cannot read or counts other pages.
+    assert _pdfium_texts(pdf.read_bytes(), 2) == ["the configuration file", "page two"]
+    assert _pdfium_texts(pdf.read_bytes(), 3) is None and _pdfium_texts(b"%PDF-1.4 broken", 1) is None
 
 
 def test_extract_reasons(tmp_path):
