@@ -68,7 +68,7 @@ class ChatPanel(QWidget):
         session.conversations_changed.connect(self._fill_conversations)
         session.messages_reset.connect(self._reset_messages)
         session.message_added.connect(self._add_message)
-        session.message_updated.connect(self.messages.mark_dirty)
+        session.message_updated.connect(self.message_view.mark_dirty)
         session.busy_changed.connect(self._on_busy)
         self.set_model_ready(False)
         session.refresh()
@@ -76,7 +76,7 @@ class ChatPanel(QWidget):
     @property
     def widgets(self) -> dict:
         """The drawn messages by id (``MessageView.widgets``)."""
-        return self.messages.widgets
+        return self.message_view.widgets
 
     # -- layout
     def _build(self) -> None:
@@ -118,15 +118,15 @@ class ChatPanel(QWidget):
         layout.addWidget(self.reply_format)
         layout.addWidget(self._build_call_to_action())
 
-        self.messages = MessageView(self.theme)
-        self.messages.edit_requested.connect(self.begin_edit)
-        self.messages.regenerate_requested.connect(self.regenerate)
-        self.messages.code_copied.connect(lambda: self.notifier.info("code block copied"))
-        self.messages.open_requested.connect(self.open_source)
-        self.messages.tool_result_submitted.connect(self.session.submit_tool_result)
-        self.messages.rendered.connect(self._update_actions)
-        self.scroll = self.messages
-        layout.addWidget(self.messages, 1)
+        self.message_view = MessageView(self.theme)
+        self.message_view.edit_requested.connect(self.begin_edit)
+        self.message_view.regenerate_requested.connect(self.regenerate)
+        self.message_view.code_copied.connect(lambda: self.notifier.info("code block copied"))
+        self.message_view.open_requested.connect(self.open_source)
+        self.message_view.tool_result_submitted.connect(self.session.submit_tool_result)
+        self.message_view.rendered.connect(self._update_actions)
+        self.scroll = self.message_view  # the scroll area, as before the split
+        layout.addWidget(self.message_view, 1)
 
         self.edit_banner = QLabel("Editing a message: sending replaces it and every message after it (Esc cancels)")
         self.edit_banner.setObjectName("edit_banner")
@@ -266,7 +266,7 @@ class ChatPanel(QWidget):
     def set_theme(self, theme: str) -> None:
         """For code blocks drawn from now on (a drawn one keeps its colours, as before)."""
         self.theme = theme
-        self.messages.set_theme(theme)
+        self.message_view.set_theme(theme)
 
     def show_load_progress(self, event: dict) -> None:
         self.cta_status.setText(f"Loading {load_percent(event):.0f}% — {progress_text(event)}")
@@ -305,11 +305,11 @@ class ChatPanel(QWidget):
         self.reply_format.set_documents(settings.get("documents"))
         self.reply_format.show_settings(settings)
         self.format_button.setText(self.reply_format.summary())
-        self.messages.reset(messages)
+        self.message_view.reset(messages)
         self._update_actions()
 
     def _add_message(self, message: dict, scroll: bool = True) -> None:
-        self.messages.add(message, scroll)
+        self.message_view.add(message, scroll)
         if self.session.current:
             self.title_label.setText(self.session.current["title"])
         self._update_actions()
@@ -319,7 +319,7 @@ class ChatPanel(QWidget):
         messages = self.session.messages
         calling = self.session.last_reply()
         pending = {calling["id"]: [c["id"] for c in self.session.pending_calls(calling)]} if calling else {}
-        self.messages.set_actions(messages[-1]["id"] if messages else None, self.session.busy, pending)
+        self.message_view.set_actions(messages[-1]["id"] if messages else None, self.session.busy, pending)
 
     def _on_busy(self, busy: bool) -> None:
         self.stop_button.setEnabled(busy)
