@@ -218,6 +218,24 @@ def test_int8_table_built_in_chunks_equals_one_piece():
     assert torch.equal(torch.nn.functional.embedding(ids, chunked), torch.nn.functional.embedding(ids, whole))
 
 
+def test_int8_tables_read_only_the_rows_they_need_and_answer_as_torchao_does(tiny_model):
+    """The int8 embedding gathers the rows asked for and the head multiplies with ATen's int8 kernel
+    (torchao's tensor would convert the whole table to float on each call): the same logits."""
+    import torch
+
+    from engine.config import ModelConfig
+    from engine.runtime.loader import load_model
+
+    loaded = load_model(ModelConfig(path=str(tiny_model("llama")), device="cpu", dtype="float32", quantization="int8"))
+    embedding, head = loaded.model.get_input_embeddings(), loaded.model.get_output_embeddings()
+    assert "forward" in vars(embedding) and "forward" in vars(head)
+    ids = torch.tensor([[1, 5, 9, 42, 7]])
+    with torch.no_grad():
+        fast = loaded.model(ids).logits
+        del embedding.forward, head.forward  # back to torchao's own paths
+        assert torch.allclose(fast, loaded.model(ids).logits, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------- refusals
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import types
 from typing import Any, Optional
 
 import torch
@@ -78,6 +79,34 @@ def quantize_tables(model: Any, plan: QuantizationPlan) -> None:
             module.weight = torch.nn.Parameter(int8_rows(module.weight.detach()), requires_grad=False)
     if tied:
         head.weight = embedding.weight
+    # torchao's int8 tensor converts the whole table to float for every lookup and every head
+    # product (0.9 GB a call for Qwen2's vocabulary): read only the rows asked for, and multiply
+    # with ATen's int8 weight kernel, which scales as it goes.
+    if embedding is not None and _is_int8_rows(embedding.weight):
+        embedding.forward = types.MethodType(_gather_int8_rows, embedding)
+    if head is not None and _is_int8_rows(head.weight):
+        head.forward = types.MethodType(_int8_rows_product, head)
+
+
+def _is_int8_rows(weight: Any) -> bool:
+    """torchao's symmetric int8 tensor with one scale per row (its zero points are all 0)."""
+    if type(weight).__name__ != "Int8Tensor" or weight.ndim != 2 or list(weight.block_size) != [1, weight.shape[1]]:
+        return False
+    return weight.zero_point is None or not bool(weight.zero_point.any())
+
+
+def _gather_int8_rows(module: Any, input_ids: torch.Tensor) -> torch.Tensor:
+    weight = module.weight
+    rows = torch.nn.functional.embedding(input_ids, weight.qdata).to(weight.dtype)
+    return rows * torch.nn.functional.embedding(input_ids, weight.scale.reshape(-1, 1)).to(weight.dtype)
+
+
+def _int8_rows_product(module: Any, hidden: torch.Tensor) -> torch.Tensor:
+    weight = module.weight
+    flat = hidden.reshape(-1, hidden.shape[-1]).contiguous()
+    out = torch._weight_int8pack_mm(flat, weight.qdata, weight.scale.reshape(-1).to(hidden.dtype))
+    out = out.reshape(*hidden.shape[:-1], out.shape[-1])
+    return out + module.bias if module.bias is not None else out
 
 
 def int8_rows(weight: torch.Tensor, chunk_bytes: int = 64 * 2**20) -> Any:
