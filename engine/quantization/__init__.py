@@ -16,9 +16,8 @@ What is quantized (weight-only):
 * every ``nn.Linear`` of the decoder: int8 per output row, or int4 in groups of 32 along the
   input (measured on the demo model: groups of 64 keep 0.73 of float32's greedy choices, groups
   of 32 0.97; with only the down projections at 32 and the rest at 64, 0.81). int4's group
-  scales and zeros are bfloat16 and its matrix products read bfloat16 activations (ATen's CPU
-  int4 kernel takes its scales in the activation's dtype, and bfloat16 is its fast path); a
-  layer whose shape the int4 kernels cannot pack stays in float, and so the estimate counts it;
+  scales and zeros are computed in float32 and kept in bfloat16 (``engine.runtime.int4_cpu``);
+  a layer whose shape the int4 kernels cannot pack stays in float, and so the estimate counts it;
 * the input embedding and the output head (``lm_head``) in int8 per row: in a small model they are
   a fifth of the weights, and int4 there costs more agreement than it saves. A tied head shares
   the embedding's int8 table;
