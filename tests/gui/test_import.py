@@ -25,7 +25,9 @@ def test_import_gguf_from_the_models_panel_adds_a_loadable_model(make_window, qt
     # The conversion's tensors were counted on the bar, as tidy lines ("…: 174 of 272 (64%)")
     assert any(re.search(r": \d+ of \d+ \(\d{1,3}%\)$", line) for line in seen), seen[-5:]
     qtbot.waitUntil(lambda: window.models.select_path(path), timeout=30_000)
-    assert window.models.selected.loadable and window.models.selected.dtype == "float32"
+    # The demo's Q4_1 file keeps its precision class (issue 20): bfloat16 weights marked to load as int4
+    selected = window.models.selected
+    assert selected.loadable and selected.dtype == "bfloat16" and selected.precision_class == "int4"
     weights = window.models.estimate_values["Weights"]
     qtbot.waitUntil(lambda: weights.text() not in ("—", "N/A", ""), timeout=30_000)  # estimated before any load
     assert window.models.import_button.isEnabled() and window.models.job_bar.isHidden()
