@@ -19,8 +19,12 @@ run: $(VENV)/.deps
 # the vLLM export run against it, on CI too. `make test VLLM_FOR_TESTS=` skips building it; those
 # tests are then reported as skipped, not passed.
 VLLM_FOR_TESTS ?= $(VENV_VLLM)/.installed
+# Two test processes (pytest-xdist), each taking a whole test file at a time (module fixtures such
+# as a shared worker or the shared vLLM stay one per file): most tests wait on a worker process, a
+# server or the GUI's event loop, so two overlap on a 2-core machine. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.deps $(VLLM_FOR_TESTS)
-	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 setup: $(VENV)/.deps
 
