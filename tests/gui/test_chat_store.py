@@ -75,17 +75,7 @@ def test_long_replies_are_drawn_in_chunks_that_end_at_paragraph_breaks_outside_c
 def test_a_grounded_replys_citations_are_kept_and_an_older_history_gains_the_column(tmp_path):
     path = tmp_path / "chats.sqlite3"
     # A history written before citations existed: the messages table without that column.
-    old = sqlite3.connect(path)
-    old.executescript(
-        "CREATE TABLE conversations (id TEXT PRIMARY KEY, title TEXT NOT NULL, system_prompt TEXT NOT NULL "
-        "DEFAULT '', settings TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL, updated REAL NOT NULL);"
-        "CREATE TABLE messages (id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL, position INTEGER NOT NULL, "
-        "role TEXT NOT NULL, content TEXT NOT NULL DEFAULT '', reasoning TEXT NOT NULL DEFAULT '', status TEXT "
-        "NOT NULL DEFAULT 'done', stats TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL);"
-        "INSERT INTO conversations VALUES ('c', 'old', '', '{}', 1, 1);"
-        "INSERT INTO messages VALUES ('m', 'c', 0, 'user', 'hello', '', 'done', '{}', 1);")
-    old.commit()
-    old.close()
+    _write_old_history(path, "hello")
     store = ChatStore(path)
     assert store.messages("c")[0]["citations"] == []
     cited = [{"n": 1, "collection": "docs", "path": "/d/a.md", "title": "A", "heading": "Intro", "page": None,
@@ -98,18 +88,7 @@ def test_a_grounded_replys_citations_are_kept_and_an_older_history_gains_the_col
 def test_tool_calls_and_results_are_kept_and_an_older_history_gains_their_columns(tmp_path):
     path = tmp_path / "chats.sqlite3"
     # A history from before tool calls: the messages table with citations but without their columns.
-    old = sqlite3.connect(path)
-    old.executescript(
-        "CREATE TABLE conversations (id TEXT PRIMARY KEY, title TEXT NOT NULL, system_prompt TEXT NOT NULL "
-        "DEFAULT '', settings TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL, updated REAL NOT NULL);"
-        "CREATE TABLE messages (id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL, position INTEGER NOT NULL, "
-        "role TEXT NOT NULL, content TEXT NOT NULL DEFAULT '', reasoning TEXT NOT NULL DEFAULT '', status TEXT "
-        "NOT NULL DEFAULT 'done', stats TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL, "
-        "citations TEXT NOT NULL DEFAULT '[]');"
-        "INSERT INTO conversations VALUES ('c', 'old', '', '{}', 1, 1);"
-        "INSERT INTO messages VALUES ('m', 'c', 0, 'user', 'weather?', '', 'done', '{}', 1, '[]');")
-    old.commit()
-    old.close()
+    _write_old_history(path, "weather?", ", citations TEXT NOT NULL DEFAULT '[]'", ", '[]'")
     store = ChatStore(path)
     assert store.messages("c")[0]["tool_calls"] == [] and store.messages("c")[0]["tool_call_id"] == ""
     calls = [{"id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}]
@@ -144,3 +123,19 @@ def test_a_pasted_schema_or_tool_list_is_checked_with_a_message_that_says_what_i
                         ([{"name": "g", "parameters": {"type": 5}}], "parameters does not follow JSON Schema")]:
         with pytest.raises(SettingsProblem, match=says):
             parse_tools(json.dumps(value))
+
+
+def _write_old_history(path, text: str, extra_columns: str = "", extra_values: str = "") -> None:
+    """A chat history of an older layout: one conversation 'c' with one user message ``text``;
+    ``extra_columns``/``extra_values`` add the messages columns that layout already had."""
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE conversations (id TEXT PRIMARY KEY, title TEXT NOT NULL, system_prompt TEXT NOT NULL "
+        "DEFAULT '', settings TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL, updated REAL NOT NULL);"
+        "CREATE TABLE messages (id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL, position INTEGER NOT NULL, "
+        "role TEXT NOT NULL, content TEXT NOT NULL DEFAULT '', reasoning TEXT NOT NULL DEFAULT '', status TEXT "
+        f"NOT NULL DEFAULT 'done', stats TEXT NOT NULL DEFAULT '{{}}', created REAL NOT NULL{extra_columns});"
+        "INSERT INTO conversations VALUES ('c', 'old', '', '{}', 1, 1);"
+        f"INSERT INTO messages VALUES ('m', 'c', 0, 'user', '{text}', '', 'done', '{{}}', 1{extra_values});")
+    old.commit()
+    old.close()
