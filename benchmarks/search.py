@@ -124,9 +124,12 @@ def lexical_figures(service: SearchService, folders: list[Path]) -> None:
     floor_s, floor_cpu = time.perf_counter() - started, time.process_time() - cpu
     html = [f for f in files if f.suffix != ".pdf"]
     spec = service.store.collection("debian")
-    service.store.create_collection("html-only", spec["folders"], include=["*.html", "*.htm"])
-    html_summary, html_wall, html_cpu = _timed_index(service, "html-only")
-    service.store.delete_collection("html-only")
+    # In an index of its own: deleting it from the main one would leave FTS5 merging its
+    # deletions into the next run's segments.
+    html_only = SearchService(service.store.folder.parent / "html-only", "")
+    html_only.store.create_collection("html-only", spec["folders"], include=["*.html", "*.htm"])
+    html_summary, html_wall, html_cpu = _timed_index(html_only, "html-only")
+    html_only.store.close()
     summary, wall, cpu = _timed_index(service, "debian")
     mb = summary.characters / 1e6
     print(f"corpus: {len(files)} files, {summary.bytes_done / 1e6:.1f} MB on disk, {mb:.1f} MB of extracted text, "

@@ -1,15 +1,17 @@
 """Fault injection for tests: failures called up by name, off unless the environment asks.
 
-``DEEPSEEK_ENGINE_FAULTS`` holds comma-separated ``STEP:RATE[:TIMES][@max_tokens=N]``:
+``DEEPSEEK_ENGINE_FAULTS`` holds comma-separated ``STEP:RATE[:TIMES][@max_tokens=N|@file=NAME]``:
 
 - ``model_step``: the model's forward pass (a batch's prefill or decode step, or ``generate``)
   raises, failing every request of that batch;
 - ``oom``: the same step raises CUDA's out-of-memory error (the batch limit is lowered);
-- ``sample``: one request's sampling raises (that request alone fails).
+- ``sample``: one request's sampling raises (that request alone fails);
+- ``extract_crash``: a search indexing helper process dies (exits at once) as it starts on a
+  file, as a crashing document parser would (engine.search.prepare).
 
 ``RATE`` is the probability per step (0–1), ``TIMES`` stops the fault after that many trips, and
 ``@max_tokens=N`` limits it to requests asking for exactly N tokens (so a test can aim at one
-request among several). A configuration file cannot set it (``EngineConfig`` refuses).
+request among several); ``@file=NAME`` limits it to files of that name. A configuration file cannot set it (``EngineConfig`` refuses).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Optional
 
 from engine.config import FAULTS_ENV
 
-STEPS = ("model_step", "oom", "sample")
+STEPS = ("model_step", "oom", "sample", "extract_crash")
 
 
 class FaultSpecError(ValueError):
@@ -35,6 +37,7 @@ class Fault:
     rate: float
     times: Optional[int] = None
     max_tokens: Optional[int] = None
+    file: Optional[str] = None
     tripped: int = 0
 
 
@@ -54,17 +57,19 @@ class FaultInjector:
             spec, _, scope = item.partition("@")
             parts = spec.split(":")
             if len(parts) not in (2, 3) or parts[0] not in STEPS:
-                raise FaultSpecError(f"{FAULTS_ENV}: {item!r}: expected STEP:RATE[:TIMES][@max_tokens=N] "
+                raise FaultSpecError(f"{FAULTS_ENV}: {item!r}: expected STEP:RATE[:TIMES][@max_tokens=N|@file=NAME] "
                                      f"with STEP one of {', '.join(STEPS)}")
             try:
                 rate = float(parts[1])
                 times = int(parts[2]) if len(parts) == 3 else None
-                max_tokens = int(scope.removeprefix("max_tokens=")) if scope else None
+                max_tokens = int(scope.removeprefix("max_tokens=")) if scope.startswith("max_tokens=") else None
             except ValueError:
                 raise FaultSpecError(f"{FAULTS_ENV}: {item!r}: RATE is a number 0–1, TIMES and N whole numbers") from None
-            if not 0 <= rate <= 1 or (scope and not scope.startswith("max_tokens=")):
-                raise FaultSpecError(f"{FAULTS_ENV}: {item!r}: RATE must be 0–1; the only scope is @max_tokens=N")
-            faults.append(Fault(parts[0], rate, times, max_tokens))
+            file = scope.removeprefix("file=") if scope.startswith("file=") else None
+            if not 0 <= rate <= 1 or (scope and max_tokens is None and not file):
+                raise FaultSpecError(f"{FAULTS_ENV}: {item!r}: RATE must be 0–1; the scopes are @max_tokens=N "
+                                     "and @file=NAME")
+            faults.append(Fault(parts[0], rate, times, max_tokens, file))
         return cls(faults)
 
     @classmethod
@@ -78,9 +83,10 @@ class FaultInjector:
     def describe(self) -> str:
         return ", ".join(f"{f.step}:{f.rate:g}" + (f":{f.times}" if f.times is not None else "")
                          + (f"@max_tokens={f.max_tokens}" if f.max_tokens is not None else "")
+                         + (f"@file={f.file}" if f.file else "")
                          for f in self._faults.values())
 
-    def trip(self, step: str, max_tokens: Optional[int] = None) -> bool:
+    def trip(self, step: str, max_tokens: Optional[int] = None, file: Optional[str] = None) -> bool:
         """True when the fault named ``step`` fires now (never when none is set)."""
         fault = self._faults.get(step)
         if fault is None:
@@ -89,6 +95,8 @@ class FaultInjector:
             if fault.times is not None and fault.tripped >= fault.times:
                 return False
             if fault.max_tokens is not None and fault.max_tokens != max_tokens:
+                return False
+            if fault.file is not None and fault.file != file:
                 return False
             if fault.rate < 1 and self._random.random() >= fault.rate:
                 return False

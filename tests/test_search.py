@@ -20,7 +20,7 @@ from helpers import ROOT, wait_until
 from search_docs import EXPECTED_PROBLEMS, GOOD_FILES, build_corpus, build_tiny_embedder, make_pdf
 
 from engine.search.extract import ExtractError, _pdfium_texts, extract
-from engine.search.prepare import helper_count
+from engine.search.prepare import helper_count, prepared_in_batches, tasks_of
 from engine.search.retrieval import fts_query, query_terms, snippet
 from engine.search.service import SearchService
 from engine.search.store import SCHEMA_VERSION, StoreError, collection_token, every_value
@@ -288,6 +288,32 @@ def test_indexing_resumes_after_kill_9(tmp_path):
         assert conn.execute("SELECT count(*) FROM files WHERE status = 'ok'").fetchone()[0] == 1500
     hit = json.loads(cli("search", "unique7", "--collection", "many", "--mode", "lexical", "--json", env=env).stdout)
     assert Path(hit["hits"][0]["path"]).name == "doc0007.md"
+
+
+def test_a_helper_dying_on_one_file_costs_only_that_file(tmp_path, monkeypatch):
+    """A parser crash in an extraction helper (injected: engine.faults' extract_crash, in the
+    helper processes only) takes every task in flight with it; their files are tried again alone
+    and only the file it died on is marked."""
+    paragraph = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 1800  # ~100 kB a file
+    paths = []
+    for i in range(48):
+        path = tmp_path / f"doc{i:02d}.md"
+        path.write_text(f"# Document {i}\n\nunique{i} {paragraph}\n")
+        paths.append(path)
+    sizes = [p.stat().st_size for p in paths]
+    assert all(len(task) > 1 for task in tasks_of(sizes))  # the crash has task-mates
+    monkeypatch.setenv("DEEPSEEK_ENGINE_FAULTS", "extract_crash:1@file=doc07.md")
+    results: dict[int, object] = {}
+    for batch in prepared_in_batches([(str(p), None, None) for p in paths], sizes, workers=2):
+        for index, prepared in batch:
+            assert index not in results
+            results[index] = prepared
+    assert sorted(results) == list(range(48))
+    failed = {paths[i].name: r.error for i, r in results.items() if r.status != "ok"}
+    assert failed == {"doc07.md": "could not be read: the extraction process died on it"}
+    for i, prepared in results.items():
+        if i != 7:
+            assert f"unique{i} " in prepared.chunks[0].text and prepared.characters > 90_000
 
 
 def _children(pid: int) -> list[int]:

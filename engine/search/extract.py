@@ -179,7 +179,7 @@ def _html(text: str) -> Document:
     """Text between headings becomes a section; its line is the source line of its heading.
 
     lxml (libxml2's HTML parser) reads tag soup as browsers do; the text is taken in C
-    (``itertext``) with a marker put in each heading to cut it into sections afterwards: walking
+    (``tostring(method="text")``) with a marker put in each heading to cut it into sections afterwards: walking
     every element in Python took 5 times as long on the Debian manuals.
     """
     import lxml.etree
@@ -201,7 +201,8 @@ def _html(text: str) -> Document:
     for number, heading in enumerate(root.iter(*_HEADINGS)):
         found.append((_HEADINGS[heading.tag], " ".join("".join(heading.itertext()).split()), heading.sourceline or 1))
         heading.text = f"\ue000{number}\ue001" + (heading.text or "")  # private-use marks: XML text takes no NUL
-    parts = _MARKER.split("".join(root.itertext()))
+    # The whole text in C: three times as fast as joining itertext()'s strings, the same text.
+    parts = _MARKER.split(lxml.etree.tostring(root, method="text", encoding=str, with_tail=False))
     sections: list[Section] = []
     headings: list[tuple[int, str]] = []
     pieces = [(None, parts[0])] + [(int(parts[i]), parts[i + 1]) for i in range(1, len(parts) - 1, 2)]

@@ -1,7 +1,8 @@
 """The document index in one SQLite database (WAL): collections, per-file state, chunks, an FTS5
 table over the chunks (BM25) and each chunk's embedding. One file's chunks are replaced in one
-transaction, so a worker killed mid-index loses at most the file in progress, and a reader (a
-search while indexing) always sees whole files.
+transaction (the indexer puts the files its helpers finished together in one), so a worker killed
+mid-index loses at most the files in progress, and a reader (a search while indexing) always sees
+whole files.
 
 The collections' definitions are mirrored in ``collections.json`` beside the database: a corrupt
 database is moved aside and rebuilt empty from it (``Store.notice`` says so), and re-indexing
@@ -374,15 +375,22 @@ class Store:
 
 
 class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception); inside an open transaction it is part
+    of that one (the indexer writes several files' replace_file in one)."""
+
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        self.outer = False
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.outer = not self.conn.in_transaction
+        if self.outer:
+            self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
     def __exit__(self, kind, exc, tb) -> None:
-        self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+        if self.outer:
+            self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
 def _add_all_token(conn: sqlite3.Connection) -> None:
