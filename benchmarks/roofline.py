@@ -218,7 +218,8 @@ def profile_steps(model_dir: Path, batches: list[int], steps: int = 16) -> list[
             ops = defaultdict(float)
             for event in prof.key_averages():
                 ops[event.key] += event.self_cpu_time_total / 1e6  # seconds
-            matmul = sum(ops[k] for k in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")
+            matmul = sum(ops[k] for k in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear",
+                                          "mkldnn::_linear_pointwise")
                          if k in ops)
             attention = sum(v for k, v in ops.items() if "scaled_dot_product" in k or "flash_attention" in k)
             cat = ops.get("aten::cat", 0.0)

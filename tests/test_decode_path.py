@@ -140,3 +140,43 @@ def test_torch_threads_wait_passively_in_the_worker_unless_told_otherwise():
     assert run_python(show, OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"  # the user's choice is kept
     # Once torch (and OpenMP) is loaded the setting would not take effect: it is not pretended.
     assert run_python("import os, torch, engine.runtime; print(os.environ.get('OMP_WAIT_POLICY'))") == "None"
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_cpu_linear_layers_through_onednn_decode_as_atens(tiny_model, arch):
+    """engine.runtime.onednn_linear: every float32 nn.Linear switches, and greedy decoding gives
+    the same tokens as ATen's kernel (a batch with a row leaving midway)."""
+    from engine.runtime.onednn_linear import use_onednn_linear
+
+    folder = tiny_model(arch)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in ["Hello", "The capital of France is"]]
+    width = max(map(len, encoded))
+    ids = torch.tensor([[-1] * (width - len(e)) + e for e in encoded])
+    before = greedy_by_hand(model, DynamicCache(config=model.config), ids, 24, drop_row_at=5)
+    linears = sum(type(m) is torch.nn.Linear for m in model.modules())
+    assert use_onednn_linear(model) == linears > 0
+    assert all("forward" in vars(m) for m in model.modules() if type(m) is torch.nn.Linear)
+    assert greedy_by_hand(model, DynamicCache(config=model.config), ids, 24, drop_row_at=5) == before
+
+
+def test_atens_linear_is_kept_when_asked_or_when_onednn_is_missing(tiny_model, monkeypatch, caplog):
+    from engine.runtime.onednn_linear import CPU_LINEAR_ENV, use_onednn_linear
+
+    folder = tiny_model("llama")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    monkeypatch.setenv(CPU_LINEAR_ENV, "aten")
+    with caplog.at_level("INFO", logger="engine.loader"):
+        assert use_onednn_linear(model) == 0
+    assert f"stay on ATen's kernel: {CPU_LINEAR_ENV}=aten" in caplog.text
+    monkeypatch.delenv(CPU_LINEAR_ENV)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="engine.loader"):
+        assert use_onednn_linear(model) == 0
+    assert "no oneDNN linear kernel" in caplog.text
+    assert not any("forward" in vars(m) for m in model.modules())
+    bfloat16 = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    monkeypatch.undo()
+    assert use_onednn_linear(bfloat16) == 0  # no gain measured in bfloat16: ATen's kept

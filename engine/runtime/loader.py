@@ -14,6 +14,7 @@ import torch
 from engine.catalog import sampling_defaults
 from engine.config import LoadConfig, ModelConfig
 from engine.quantization import QuantizationPlan, QuantizationRefused, census_of, int4_group_size, plan
+from engine.runtime.onednn_linear import use_onednn_linear
 from engine.runtime.quantize import import_torchao, quantize_loaded, quantize_tables, transformers_config
 from engine.runtime.progress import CheckpointLayout, LoadCancelled, LoadWatch, PageReleaser, watching
 from engine.safetensors_meta import read_header
@@ -192,6 +193,8 @@ def load_model(cfg: ModelConfig, load: Optional[LoadConfig] = None, emit: Callab
     if quantization.method in ("int8", "int4") and watch.layout.tensor_span:
         PageReleaser(watch.layout, "").release_all()
     model.eval()
+    if device.type == "cpu":
+        use_onednn_linear(model)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
