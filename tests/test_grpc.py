@@ -112,6 +112,26 @@ def test_greedy_generate_and_chat_equal_rest(stub, grpc_worker):
     assert grpc_worker.metric("engine_requests_total", {"protocol": "rest", "outcome": "length"}) >= 2
 
 
+def test_bench_drives_grpc_with_the_same_report_as_rest(grpc_worker):
+    """`deepseek-engine bench --protocol grpc`: the same workload and report as REST's, refusals
+    counted under REST's status."""
+    import asyncio
+
+    from engine import bench
+
+    target = f"127.0.0.1:{grpc_worker.grpc_port}"
+    runs = {protocol: asyncio.run(bench.run_level(grpc_worker.url, "test-key", "tiny-llama", 2, 4, 16, 6,
+                                                  protocol=protocol, grpc_target=target))
+            for protocol in ("rest", "grpc")}
+    for report in runs.values():
+        assert (report.requests, report.ok, report.errors) == (4, 4, {})
+        assert report.output_tokens_per_s * report.duration_s == pytest.approx(4 * 6)
+        assert report.ttft_s["p50"] > 0
+    refused = asyncio.run(bench.run_level(grpc_worker.url, "wrong-key", "tiny-llama", 2, 2, 16, 6,
+                                          protocol="grpc", grpc_target=target))
+    assert (refused.ok, refused.errors) == (0, {"401": 2})
+
+
 def test_a_cancelled_stream_frees_its_slot_before_the_next_token(stub, grpc_worker):
     call = stub.Generate(pb.GenerateRequest(model="tiny-llama", prompt="Hi", max_tokens=250, ignore_eos=True,
                                             temperature=0), metadata=auth())
@@ -206,3 +226,4 @@ def test_health_follows_rest_health_and_unavailable_has_rests_message(stub, grpc
     r = rest(grpc_worker, "/v1/completions", {"model": "tiny-llama", "prompt": "Hi"})
     assert error.code() == grpc.StatusCode.UNAVAILABLE and r.status_code == 503
     assert error.details() == r.json()["error"]["message"]
+

@@ -2,18 +2,19 @@
 
 Requests are validated by the same ``engine.protocol`` models as REST's, submitted through
 ``engine.service.gateway`` and refused with ``ServiceError``s mapped to gRPC codes, so both faces
-say the same. Each stream runs on a thread of the server's pool and reads its events from a
-queue; a client that cancels cancels the generation, which frees its batch slot before the next
-token.
+say the same. The server is grpc.aio on an event loop of its own thread: like REST's, every
+stream's events reach that one loop (``call_soon_threadsafe``), where one wake-up serves all the
+tokens of a decode step. The thread-per-stream server before it woke eight threads a step at
+concurrency 8 and ran 0.945x REST's tokens/s there (this one: 1.016x; 6 alternating rounds each). A client that cancels cancels
+its handler, which cancels the generation and frees its batch slot before the next token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
 import threading
-from concurrent import futures
-from typing import Any, Iterator, Optional
+from typing import Any, AsyncIterator, Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -47,42 +48,44 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self.engine, self.service = engine, service
 
     # ------------------------------------------------------------------ RPCs
-    def Generate(self, request: pb.GenerateRequest, context) -> Iterator[pb.Chunk]:
+    async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.Chunk]:
         try:
-            principal, address = self._caller(context, "Generate")
+            principal, address = await self._caller(context, "Generate")
             body = self._validate(CompletionRequest, {"model": request.model, "prompt": request.prompt,
                                                       **self._sampling(request)})
             gateway.check_model(self.engine, body.model)
             ids = gateway.encode_text(self.engine, body.prompt_text())
-            yield from self._stream(context, body, ids, False, principal, address, "Generate")
+            async for chunk in self._stream(context, body, ids, False, principal, address, "Generate"):
+                yield chunk
         except ServiceError as exc:
-            self._abort(context, exc, "Generate")
+            await self._abort(context, exc, "Generate")
 
-    def Chat(self, request: pb.ChatRequest, context) -> Iterator[pb.Chunk]:
+    async def Chat(self, request: pb.ChatRequest, context) -> AsyncIterator[pb.Chunk]:
         try:
-            principal, address = self._caller(context, "Chat")
+            principal, address = await self._caller(context, "Chat")
             messages = [{"role": m.role, "content": m.content} for m in request.messages]
             body = self._validate(ChatCompletionRequest, {"model": request.model, "messages": messages,
                                                           **self._sampling(request)})
             gateway.check_model(self.engine, body.model)
             ids, opens_reasoning = gateway.encode_chat(self.engine, body.template_messages())
-            yield from self._stream(context, body, ids, opens_reasoning, principal, address, "Chat")
+            async for chunk in self._stream(context, body, ids, opens_reasoning, principal, address, "Chat"):
+                yield chunk
         except ServiceError as exc:
-            self._abort(context, exc, "Chat")
+            await self._abort(context, exc, "Chat")
 
-    def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+    async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         try:
-            self._caller(context, "ListModels")
+            await self._caller(context, "ListModels")
         except ServiceError as exc:
-            self._abort(context, exc, "ListModels")
+            await self._abort(context, exc, "ListModels")
         loaded = self.engine.loaded
         models = [pb.Model(id=loaded.name, root=str(loaded.path), max_model_len=loaded.context_length)] if loaded else []
         return pb.ListModelsResponse(models=models)
 
     # ------------------------------------------------------------------ the shared steps
-    def _caller(self, context, rpc: str) -> tuple[Principal, Optional[str]]:
+    async def _caller(self, context, rpc: str) -> tuple[Principal, Optional[str]]:
         """Key, role and rate limit, as REST checks them; the rate headers go out as metadata."""
-        metadata = dict(context.invocation_metadata())
+        metadata = dict(context.invocation_metadata() or ())
         token = bearer_token(metadata.get("authorization", "").encode())
         principal = self.service.identify(token)
         self.service.authorize_rpc(principal, rpc)
@@ -92,7 +95,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             raise ServiceError(429, decision.reason, "rate_limit_error", code="rate_limit_exceeded",
                                retry_after=decision.retry_after, headers=decision.headers)
         if decision.headers:
-            context.send_initial_metadata(tuple(decision.headers.items()))
+            await context.send_initial_metadata(tuple(decision.headers.items()))
         return principal, address
 
     @staticmethod
@@ -112,17 +115,21 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             message, param = describe_validation_errors(exc.errors())
             raise ServiceError(400, message, param=param) from None
 
-    def _stream(self, context, body, ids: list[int], opens_reasoning: bool, principal: Principal,
-                address: Optional[str], rpc: str) -> Iterator[pb.Chunk]:
-        events: "queue.Queue" = queue.Queue()
+    async def _stream(self, context, body, ids: list[int], opens_reasoning: bool, principal: Principal,
+                      address: Optional[str], rpc: str) -> AsyncIterator[pb.Chunk]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def sink(event) -> None:  # on the generation thread
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
         request_id = new_id("grpc")
-        gen = gateway.submit(self.engine, self.service, body, ids, opens_reasoning, events.put, request_id,
+        gen = gateway.submit(self.engine, self.service, body, ids, opens_reasoning, sink, request_id,
                              "grpc", principal, address)
-        context.add_callback(gen.cancel)  # the client cancelled or went away: free the slot
         outcome, error = "disconnected", None
-        try:
+        try:  # a client that cancels or goes away cancels this handler: the finally frees the slot
             while True:
-                event = events.get()
+                event = await events.get()
                 if isinstance(event, TextEvent):
                     yield pb.Chunk(text=event.content, reasoning_text=event.reasoning, token_ids=event.token_ids)
                 elif isinstance(event, FinishEvent):
@@ -141,9 +148,9 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                     "event": "request", "protocol": "grpc", "method": rpc, "request_id": request_id,
                     "outcome": outcome, "key": principal.name})
         # Only a failure leaves the loop by its end.
-        self._abort(context, error, rpc, request_id=request_id, outcome="error", key=principal.name)
+        await self._abort(context, error, rpc, request_id=request_id, outcome="error", key=principal.name)
 
-    def _abort(self, context, error: ServiceError, rpc: str, **fields: Any) -> None:
+    async def _abort(self, context, error: ServiceError, rpc: str, **fields: Any) -> None:
         # The retry delay (and, over a rate limit, the x-ratelimit-* values) as trailing metadata.
         trailing = {name.lower(): value for name, value in error.headers.items()
                     if name.lower().startswith("x-ratelimit-")}
@@ -153,7 +160,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             context.set_trailing_metadata(tuple(trailing.items()))
         access_log.info("gRPC %s %s", rpc, error.grpc_code, extra={
             "event": "request", "protocol": "grpc", "method": rpc, "status": error.grpc_code, **fields})
-        context.abort(_code(error), error.message)
+        await context.abort(_code(error), error.message)
 
 
 def _peer_address(peer: str) -> Optional[str]:
@@ -166,44 +173,64 @@ def _peer_address(peer: str) -> Optional[str]:
     return rest or None
 
 
-class EngineHealth(health.HealthServicer):
+class EngineHealth(health.aio.HealthServicer):
     """grpc.health.v1 for "" and deepseek.v1.Inference: SERVING exactly when ``/health`` answers
-    200. ``Check`` reads it live; a thread keeps ``Watch`` streams up to date."""
+    200. ``Check`` reads it live; a task on the server's loop keeps ``Watch`` streams up to date."""
 
     def __init__(self, engine: Engine, service: Service):
         super().__init__()
         self.engine, self.service = engine, service
         self._status: Optional[int] = None
-        self._stop = threading.Event()
-        self.refresh()
-        threading.Thread(target=self._watch, name="grpc-health", daemon=True).start()
+        self._watching: Optional[asyncio.Task] = None
 
-    def refresh(self) -> None:
+    async def refresh(self) -> None:
         ok, _ = gateway.health(self.engine, self.service)
         status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
         if status != self._status:
             self._status = status
             for name in ("", SERVICE_NAME):
-                self.set(name, status)
+                await self.set(name, status)
 
-    def Check(self, request, context):
-        self.refresh()
-        return super().Check(request, context)
+    async def Check(self, request, context):
+        await self.refresh()
+        return await super().Check(request, context)
 
-    def _watch(self) -> None:
-        while not self._stop.wait(HEALTH_POLL_S):
-            self.refresh()
+    def start(self) -> None:
+        self._watching = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # a failed read is not a reason to stop following /health
+                log.exception("gRPC health refresh failed")
+            await asyncio.sleep(HEALTH_POLL_S)
 
     def stop(self) -> None:
-        self._stop.set()
+        if self._watching is not None:
+            self._watching.cancel()
 
 
 class GrpcServer:
-    """The server, started on ``host:port`` (port 0: a free one; ``port`` says which)."""
+    """The server, started on ``host:port`` (port 0: a free one; ``port`` says which), on an event
+    loop in a thread of its own (``grpc``)."""
 
-    def __init__(self, engine: Engine, service: Service, host: str, port: int, max_workers: int = 64):
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-                                  options=[("grpc.so_reuseport", 0)])
+    def __init__(self, engine: Engine, service: Service, host: str, port: int):
+        self.host = host
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="grpc", daemon=True)
+        self.thread.start()
+        try:
+            self.port = self._call(self._create(engine, service, host, port))
+        except BaseException:
+            self._end_loop()
+            raise
+
+    def _call(self, coroutine, timeout: float = 30.0):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    async def _create(self, engine: Engine, service: Service, host: str, port: int) -> int:
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_InferenceServicer_to_server(InferenceServicer(engine, service), self.server)
         self.health = EngineHealth(engine, service)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -211,15 +238,29 @@ class GrpcServer:
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.port = self.server.add_insecure_port(address)
-        if not self.port:
+        bound = self.server.add_insecure_port(address)
+        if not bound:
             raise OSError(f"cannot listen on {address} for gRPC")
-        self.host = host
+        return bound
 
     def start(self) -> "GrpcServer":
-        self.server.start()
+        self._call(self._start())
         return self
 
+    async def _start(self) -> None:
+        await self.server.start()
+        self.health.start()
+
     def stop(self, grace: float = 2.0) -> None:
+        try:
+            self._call(self._stop(grace), timeout=grace + 5)
+        finally:
+            self._end_loop()
+
+    async def _stop(self, grace: float) -> None:
         self.health.stop()
-        self.server.stop(grace).wait(grace + 1)
+        await self.server.stop(grace)
+
+    def _end_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
