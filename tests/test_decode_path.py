@@ -158,6 +158,11 @@ def test_cpu_linear_layers_through_onednn_decode_as_atens(tiny_model, arch):
     linears = sum(type(m) is torch.nn.Linear for m in model.modules())
     assert use_onednn_linear(model) == linears > 0
     assert all("forward" in vars(m) for m in model.modules() if type(m) is torch.nn.Linear)
+    if arch != "deepseek_v3":  # multi-head latent attention has no q/k/v of one input
+        for layer in model.model.layers:  # fused: the q/k/v rows are views of one matrix
+            q, k, v = layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj
+            assert q._fused_product is k._fused_product is v._fused_product
+            assert q.weight.untyped_storage().data_ptr() == v.weight.untyped_storage().data_ptr()
     assert greedy_by_hand(model, DynamicCache(config=model.config), ids, 24, drop_row_at=5) == before
 
 

@@ -53,6 +53,70 @@ def onednn_unavailable() -> str | None:
     return None
 
 
+# Projections of one input that a layer calls one after the other (Llama, Qwen2, Mistral and
+# their kin: attention's q/k/v, the MLP's gate/up). Each group's weights become rows of one
+# matrix (the modules keep views of their rows: nothing is copied twice) and the first call
+# computes the product for all, the others take their columns: a decode step makes 4 products
+# a layer instead of 7. On the demo model, float32 (2 threads, passive waiting, in-process
+# batcher steps): see fuse_projections.
+FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+class _SharedProduct:
+    """A group's fused weight and its last product, kept until the group's last member takes
+    its columns (the input is held, so its id cannot be another tensor's meanwhile)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.weight, self.bias = weight, bias
+        self.input: torch.Tensor | None = None
+        self.version = -1
+        self.output: torch.Tensor | None = None
+
+    def columns(self, x: torch.Tensor, start: int, end: int, last: bool) -> torch.Tensor:
+        # Inference tensors keep no version (the layers above never change their input in place
+        # between the group's calls; the version guards the tensors that have one).
+        version = -1 if x.is_inference() else x._version
+        if self.input is not x or self.version != version:
+            self.input, self.version = x, version
+            self.output = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        out = self.output[..., start:end]
+        if last:
+            self.input = self.output = None
+        return out
+
+
+def _fused_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    start, end, last = self._fused_columns
+    return self._fused_product.columns(x, start, end, last)
+
+
+def fuse_projections(model: torch.nn.Module) -> int:
+    """Fuse FUSED_GROUPS wherever a module holds all of a group as plain float32 linears of one
+    input size (biases all or none); returns how many groups were fused."""
+    fused = 0
+    for parent in model.modules():
+        for names in FUSED_GROUPS:
+            members = [getattr(parent, name, None) for name in names]
+            if not all(m is not None and _switchable(m) for m in members):
+                continue
+            if len({m.in_features for m in members}) != 1 or len({m.bias is None for m in members}) != 1:
+                continue
+            weight = torch.cat([m.weight.detach() for m in members])
+            bias = None if members[0].bias is None else torch.cat([m.bias.detach() for m in members])
+            shared = _SharedProduct(weight, bias)
+            start = 0
+            for i, module in enumerate(members):
+                end = start + module.out_features
+                module.weight = torch.nn.Parameter(weight[start:end], requires_grad=False)
+                if bias is not None:
+                    module.bias = torch.nn.Parameter(bias[start:end], requires_grad=False)
+                module._fused_product, module._fused_columns = shared, (start, end, i == len(members) - 1)
+                module.forward = types.MethodType(_fused_forward, module)
+                start = end
+            fused += 1
+    return fused
+
+
 def _switchable(module: torch.nn.Module) -> bool:
     weight = getattr(module, "weight", None)
     return (type(module) is torch.nn.Linear and weight is not None and type(weight.data) is torch.Tensor
@@ -69,7 +133,10 @@ def use_onednn_linear(model: torch.nn.Module) -> int:
     if reason is not None:
         log.info("CPU linear layers stay on ATen's kernel: %s", reason, extra={"event": "cpu_linear"})
         return 0
+    groups = fuse_projections(model)
     for module in candidates:
-        module.forward = types.MethodType(_onednn_forward, module)
-    log.info("%d float32 linear layers run through oneDNN", len(candidates), extra={"event": "cpu_linear"})
+        if "_fused_product" not in vars(module):
+            module.forward = types.MethodType(_onednn_forward, module)
+    log.info("%d float32 linear layers run through oneDNN (%d groups of projections fused)", len(candidates),
+             groups, extra={"event": "cpu_linear", "fused_groups": groups})
     return len(candidates)
