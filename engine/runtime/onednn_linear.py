@@ -57,8 +57,9 @@ def onednn_unavailable() -> str | None:
 # their kin: attention's q/k/v, the MLP's gate/up). Each group's weights become rows of one
 # matrix (the modules keep views of their rows: nothing is copied twice) and the first call
 # computes the product for all, the others take their columns: a decode step makes 4 products
-# a layer instead of 7. On the demo model, float32 (2 threads, passive waiting, in-process
-# batcher steps): see fuse_projections.
+# a layer instead of 7, and with passive waiting each product is a parallel region that wakes the
+# second thread. The demo model's in-process batcher steps (2 threads, passive waiting): batch 1
+# 59-65 -> 46 ms, batch 8 73 -> 63-65 ms, batch 32 119-122 -> 110-117 ms.
 FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
