@@ -436,7 +436,8 @@ def test_config_file_quantization_is_served(tiny_model):
 def test_tuning_budget_estimates_the_weights_as_held(tiny_model):
     """Before /metrics has measured the weights, the budget counts them as the model holds them."""
     from engine.catalog import inspect_path
-    from engine.memory import DeviceMemory, device_budget
+    from engine.memory import DeviceMemory
+    from engine.memory_budget import device_budget
 
     entry = inspect_path(tiny_model("llama"))
     memory = DeviceMemory("cpu", 8 * 2**30, 4 * 2**30, "psutil")

@@ -21,7 +21,7 @@ from deepseek_desktop.state.tuning_settings import refusals
 from deepseek_desktop.state.tuning_sweep import SweepModel
 from deepseek_desktop.tasks import run_task
 from engine import tuning
-from engine.memory import DeviceBudget
+from engine.memory_budget import DeviceBudget
 from engine.telemetry.engine_metrics import EngineMetricsSource
 
 

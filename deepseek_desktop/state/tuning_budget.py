@@ -1,5 +1,5 @@
 """The memory budget the Tuning panel draws: per device, what the engine would need under the
-settings being edited (``engine.memory.device_budget``, torch-free), against what the other
+settings being edited (``engine.memory_budget.device_budget``, torch-free), against what the other
 processes leave. Plain functions of the engine's view and the edited values."""
 
 from __future__ import annotations
@@ -7,15 +7,8 @@ from __future__ import annotations
 from typing import Any, Callable, Collection, Optional
 
 from deepseek_desktop.state.tuning_engine import EngineView
-from engine.memory import (
-    DTYPE_BYTES,
-    DeviceBudget,
-    DeviceMemory,
-    device_budget,
-    layer_placement,
-    plan_quantization,
-    resolve_dtype,
-)
+from engine.memory import DTYPE_BYTES, DeviceMemory, layer_placement, plan_quantization, resolve_dtype
+from engine.memory_budget import DeviceBudget, device_budget
 from engine.placement import DevicePlacement
 
 KV_DTYPES = ("auto", "float32", "bfloat16", "float16", "float8")

@@ -9,7 +9,8 @@ from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QBrush, QColor, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from engine.memory import DeviceBudget, format_bytes
+from engine.memory import format_bytes
+from engine.memory_budget import DeviceBudget
 
 PART_STYLE = {  # key: (legend, colour)
     "weights": ("weights", "#4d8bf5"),
