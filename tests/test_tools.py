@@ -14,10 +14,10 @@ from engine.tool_calls import (
     HermesFormat,
     HermesSystemMessage,
     Llama3JsonFormat,
-    ToolCallStream,
     plan_tools,
     tool_format,
 )
+from engine.tool_call_stream import ToolCallStream
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",

@@ -38,7 +38,8 @@ from engine.protocol import (
     now,
 )
 from engine.requests import ErrorEvent, FinishEvent, GenerationRequest, TextEvent, TokenLogprob
-from engine.tool_calls import CallPiece, ToolCall, ToolCallStream, ToolFormat
+from engine.tool_call_stream import CallPiece, ToolCallStream
+from engine.tool_calls import ToolCall, ToolFormat
 
 access_log = logging.getLogger("engine.access")
 
