@@ -167,7 +167,7 @@ def test_cpu_linear_layers_through_onednn_decode_as_atens(tiny_model, arch):
 
 
 def test_atens_linear_is_kept_when_asked_or_when_onednn_is_missing(tiny_model, monkeypatch, caplog):
-    from engine.runtime.onednn_linear import CPU_LINEAR_ENV, use_onednn_linear
+    from engine.runtime.onednn_linear import CPU_LINEAR_ENV, onednn_unavailable, use_onednn_linear
 
     folder = tiny_model("llama")
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -175,6 +175,11 @@ def test_atens_linear_is_kept_when_asked_or_when_onednn_is_missing(tiny_model, m
     with caplog.at_level("INFO", logger="engine.loader"):
         assert use_onednn_linear(model) == 0
     assert f"stay on ATen's kernel: {CPU_LINEAR_ENV}=aten" in caplog.text
+    monkeypatch.setenv(CPU_LINEAR_ENV, "fast")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="engine.loader"):
+        assert onednn_unavailable() is None  # a value it does not know: said, and the default kept
+    assert f"{CPU_LINEAR_ENV}=fast is not understood (aten or onednn)" in caplog.text
     monkeypatch.delenv(CPU_LINEAR_ENV)
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     caplog.clear()

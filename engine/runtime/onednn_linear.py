@@ -36,8 +36,12 @@ def _onednn_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
 def onednn_unavailable() -> str | None:
     """Why oneDNN's linear cannot be used here (None: it can): asked for ATen's, not built in, or
     a probe product that does not match ATen's."""
-    if os.environ.get(CPU_LINEAR_ENV, "onednn").strip().lower() == "aten":
+    asked = os.environ.get(CPU_LINEAR_ENV, "onednn").strip().lower()
+    if asked == "aten":
         return f"{CPU_LINEAR_ENV}=aten"
+    if asked != "onednn":
+        log.warning("%s=%s is not understood (aten or onednn): oneDNN's kernel is used", CPU_LINEAR_ENV, asked,
+                    extra={"event": "cpu_linear"})
     if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         return "this torch build has no oneDNN linear kernel"
     try:
