@@ -99,7 +99,7 @@ class ChatPanel(QWidget):
         self.settings_button = QToolButton(text="Settings", checkable=True)
         self.settings_button.toggled.connect(lambda on: self.settings_frame.setVisible(on))
         # The reply's format (a JSON schema) and the tools it may call, per conversation.
-        self.format_button = QToolButton(text="Format & tools", checkable=True)
+        self.format_button = QToolButton(text="Format && tools", checkable=True)  # "&&": one & shown, not a shortcut mark
         self.format_button.toggled.connect(lambda on: self.reply_format.setVisible(on))
         # Grounding in a document collection, per conversation (the search extension; issue 13).
         self.documents_box = QComboBox()

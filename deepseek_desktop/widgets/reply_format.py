@@ -101,4 +101,4 @@ class ReplyFormatForm(QFrame):
         if schema:
             return "JSON schema"
         count = (len(json.loads(tools)) if tools.startswith("[") else 1 if tools else 0) + (1 if search else 0)
-        return f"Tools ({count})" if count else "Format & tools"
+        return f"Tools ({count})" if count else "Format && tools"  # "&&": a button shows one &
