@@ -221,14 +221,18 @@ class ModelLifecycle:
         self.set_state(ModelState.LOADING, path=model.path, replacing=self.model_name,
                        quantization=weights.describe(), quantization_note=weights.note or None)
         started = time.monotonic()
+        stopped: Optional[tuple[str, Optional[str]]] = None  # (message, stopped_because)
         try:
             loaded = load_model(model, load, emit=self.events.publish, cancel=self._cancel, quantization=weights)
         except LoadCancelled as exc:  # cancelled, or past load.timeout_s
-            release_memory()
-            return self._ended_without_model(model, str(exc), stopped_because=exc.reason)
+            stopped = (str(exc), exc.reason)
         except ModelLoadError as exc:
+            stopped = (str(exc), None)
+        if stopped is not None:
+            # Released only here, out of the except block: its traceback holds load_model's frames,
+            # and with them every tensor of the half-loaded model.
             release_memory()
-            return self._ended_without_model(model, str(exc))
+            return self._ended_without_model(model, stopped[0], stopped_because=stopped[1])
         self._install(loaded, model, load)
         release_memory()
         self.set_state(
