@@ -176,3 +176,26 @@ def test_numbers_without_bounds_end_within_the_grammars_digit_caps(worker_pool, 
     assert len(x.group(2)) <= MAX_INTEGER_DIGITS and len(x.group(3) or "") <= MAX_FRACTION_DIGITS, text
     assert len(x.group(4) or "") <= MAX_EXPONENT_DIGITS and len(n.group(1).lstrip("-")) <= MAX_INTEGER_DIGITS, text
     assert "1" * MAX_INTEGER_DIGITS in text, f"the bias did not make the model write long numbers: {text}"
+
+
+@pytest.mark.parametrize("string_schema", [{"type": "string"}, {"type": "string", "maxLength": 4}])
+def test_strings_take_only_valid_utf8_json_characters(tokenizer_dir, string_schema):
+    """The grammar of a JSON string refuses a raw control character and the UTF-8 bytes of a
+    UTF-16 surrogate (ED A0 80: no valid UTF-8; a tiny random model wrote them and its reply
+    decoded to three U+FFFD), and takes the characters just beside them."""
+    from transformers import AutoTokenizer
+
+    from engine.requests import Constraint
+    from engine.runtime.grammar import GrammarCache
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    cache = GrammarCache(tokenizer, len(tokenizer), (tokenizer.eos_token_id,))
+    compiled = cache.compile(Constraint("json_schema", json.dumps(string_schema)))
+
+    def takes(text: bytes) -> bool:
+        return cache.matcher(compiled).matcher.accept_string(b'"' + text + b'"')
+
+    assert takes("\ud7ff\ue000é".encode()) and takes(b"ab")
+    assert not takes("\ud800".encode("utf-8", "surrogatepass"))
+    assert not takes("\udfff".encode("utf-8", "surrogatepass"))
+    assert not takes(b"a\tb")

@@ -76,7 +76,7 @@ class GrammarCache:
             return grammar.union(*[self._grammar(part) for part in constraint.parts])
         # Compact JSON: a model allowed any whitespace can pad a reply with it until max_tokens.
         schema = '{"type": "object"}' if constraint.kind == "json_object" else constraint.schema
-        body = _with_bounded_numbers(grammar, _without_raw_control_characters(grammar, grammar.from_json_schema(
+        body = _with_bounded_numbers(grammar, _valid_string_characters(grammar, grammar.from_json_schema(
             schema, any_whitespace=False, strict_mode=True)))
         if constraint.kind != "tagged_json":
             return body
@@ -88,16 +88,19 @@ class GrammarCache:
 
 # xgrammar 0.2.8 writes the characters of a string with minLength/maxLength as any but quote,
 # backslash, CR and LF: a tab or \x19 would pass raw, which no JSON parser takes. Its unbounded
-# strings exclude \0-\x1f; the bounded ones get the same class.
-_BOUNDED_STRING_CHARACTER = r'[^\"\\\r\n]'
-_JSON_STRING_CHARACTER = r'[^\0-\x1f\"\\]'
+# strings exclude \0-\x1f. Both take the UTF-16 surrogates U+D800-U+DFFF, whose UTF-8 bytes
+# (ED A0 80 ...) are no valid UTF-8: a tiny random model wrote them and its reply decoded to
+# U+FFFD three times per character, breaking maxLength. Both classes become one strict class.
+_STRING_CHARACTER_CLASSES = (r'[^\"\\\r\n]', r'[^\0-\x1f\"\\\r\n]')
+_JSON_STRING_CHARACTER = r'[^\0-\x1f\"\\\ud800-\udfff]'
 
 
-def _without_raw_control_characters(grammar, compiled_schema):
+def _valid_string_characters(grammar, compiled_schema):
     text = str(compiled_schema)
-    if _BOUNDED_STRING_CHARACTER not in text:
-        return compiled_schema
-    return grammar.from_ebnf(text.replace(_BOUNDED_STRING_CHARACTER, _JSON_STRING_CHARACTER))
+    strict = text
+    for loose in _STRING_CHARACTER_CLASSES:
+        strict = strict.replace(loose, _JSON_STRING_CHARACTER)
+    return compiled_schema if strict == text else grammar.from_ebnf(strict)
 
 
 # A number the schema gives no bounds is written by xgrammar's own rules with unbounded digit
